@@ -1,0 +1,1 @@
+//! balance (being built).

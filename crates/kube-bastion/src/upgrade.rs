@@ -1,0 +1,1 @@
+//! upgrade (being built).
