@@ -90,6 +90,29 @@ impl ClusterSnapshot {
     }
 }
 
+impl ClusterView for ClusterSnapshot {
+    fn pod(&self, namespace: &str, name: &str) -> Option<Arc<Pod>> {
+        let _ = (namespace, name);
+        todo!()
+    }
+    fn service(&self, namespace: &str, name: &str) -> Option<Arc<Service>> {
+        let _ = (namespace, name);
+        todo!()
+    }
+    fn endpoints(&self, namespace: &str, name: &str) -> Option<Arc<Endpoints>> {
+        let _ = (namespace, name);
+        todo!()
+    }
+    fn endpoint_slices(&self, namespace: &str, service: &str) -> Arc<[Arc<EndpointSlice>]> {
+        let _ = (namespace, service);
+        todo!()
+    }
+    fn node(&self, name: &str) -> Option<Arc<Node>> {
+        let _ = name;
+        todo!()
+    }
+}
+
 /// The in-memory [`ClusterSource`]: many readers take consistent snapshots without a lock
 /// while a rare writer replaces the whole state.
 #[derive(Debug, Default)]
