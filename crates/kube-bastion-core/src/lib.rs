@@ -24,13 +24,16 @@ pub mod resolve;
 pub mod status;
 
 pub use authz::Attributes;
-pub use cluster::{ClusterSnapshot, ClusterSource, ClusterView, LoadError, MemoryCluster, Object};
+pub use cluster::{
+    ClusterSnapshot, ClusterSource, ClusterView, LoadError, MemoryCluster, Object, ObjectKind,
+    parse_objects,
+};
 pub use id::{InvalidTargetId, Scheme, TargetId};
 pub use path::{Plan, ProxyRequest, ResourceKind, Route};
 pub use policy::{AddressNotAllowed, DestinationPolicy};
 pub use resolve::{
     AppProtocol, Candidate, EndpointState, Host, KubeletOptions, NodeAddressType, ResolveOptions,
-    ServiceInfo, Target, TransportKind, resolve,
+    ServiceBackends, ServiceInfo, Target, TransportKind, resolve,
 };
 pub use status::Status;
 
