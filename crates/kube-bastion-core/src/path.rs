@@ -4,9 +4,48 @@
 //! `/api/v1/namespaces/{ns}/services/{id}/proxy[/{path}]` and
 //! `/api/v1/nodes/{id}/proxy[/{path}]` are proxy requests; every other path is
 //! [`Route::NotProxy`] and is never an error.
+//!
+//! One parse ([`ProxyRequest::route`]) feeds authorization ([`ProxyRequest::attributes`]),
+//! the pre-lookup checks ([`ProxyRequest::check`]), id parsing ([`ProxyRequest::target_id`]),
+//! resolution ([`crate::resolve`]) and the backend request target ([`ProxyRequest::plan`]).
+//!
+//! ```
+//! use http::{HeaderMap, Method, Uri};
+//! use kube_bastion_core::{Plan, ProxyRequest, Route};
+//!
+//! let uri = Uri::from_static("/api/v1/namespaces/ns/services/https:web:8443/proxy/a%20b/?x=1");
+//! let Route::Proxy(request) = ProxyRequest::route(&Method::GET, &uri, &HeaderMap::new()) else {
+//!     panic!("a proxy route");
+//! };
+//! assert_eq!(request.namespace(), Some("ns"));
+//! assert_eq!(request.raw_id(), "https:web:8443");
+//! assert_eq!(request.prefix(), "/api/v1/namespaces/ns/services/https:web:8443/proxy");
+//! assert!(request.check().is_ok());
+//! assert_eq!(request.target_id().unwrap().name(), "web");
+//! assert_eq!(
+//!     request.plan(),
+//!     Plan::Forward {
+//!         path_and_query: "/a%20b/?x=1".to_owned(),
+//!         forwarded_uri: "/api/v1/namespaces/ns/services/https:web:8443/proxy/a%20b/".to_owned(),
+//!     }
+//! );
+//! ```
+//!
+//! # Decoding
+//!
+//! The path is percent-decoded as Go's `net/url` does before it is split, so `%3A` in an id
+//! is a `:` and `%2F` in the sub-path is a real `/` (it reaches the backend as `/`, as
+//! upstream). A path with an invalid escape (`%zz`, a truncated `%4`) is [`Route::NotProxy`]:
+//! kube-apiserver's HTTP server refuses such a request line before routing, so the host's
+//! own router decides. A namespace or id that does not decode to UTF-8 is also
+//! [`Route::NotProxy`] (no Kubernetes object can have such a name); the sub-path is kept
+//! as bytes and any byte reaches the backend, percent-encoded.
+
+use std::borrow::Cow;
 
 use http::{HeaderMap, Method, Uri};
 
+use crate::status::push_go_quoted;
 use crate::{Attributes, Status, TargetId};
 
 /// Which kind of object a proxy request targets.
@@ -76,19 +115,63 @@ pub enum Plan {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProxyRequest {
     kind: ResourceKind,
-    namespace: Option<String>,
-    id: String,
     method: Method,
     upgrade: bool,
-    // further private fields: decoded request path, path option, raw query, dry-run flag ...
+    /// The decoded path up to and including `/proxy` (UTF-8 by construction).
+    prefix: String,
+    /// Byte range of the namespace in `prefix` (`None` for nodes).
+    namespace: Option<(usize, usize)>,
+    /// Byte range of the id in `prefix`.
+    id: (usize, usize),
+    /// The decoded bytes after `/proxy`: empty or starting with `/`.
+    rest: Vec<u8>,
+    /// The raw query string, when non-empty.
+    query: Option<Box<str>>,
 }
 
 impl ProxyRequest {
     /// Routes a request from its method, URI and headers (headers decide whether it is an
-    /// upgrade: any `Connection` value containing `upgrade`, case-insensitive).
+    /// upgrade: any `Connection` value containing `upgrade`, case-insensitive, compared as
+    /// bytes).
+    ///
+    /// Only `/api/v1/namespaces/{ns}/pods|services/{id}/proxy[/...]` and
+    /// `/api/v1/nodes/{id}/proxy[/...]` are proxy routes, with non-empty `{ns}` and `{id}`;
+    /// everything else, including a namespaced nodes path and paths with invalid
+    /// percent-escapes, is [`Route::NotProxy`]. Never panics.
     pub fn route(method: &Method, uri: &Uri, headers: &HeaderMap) -> Route {
-        let _ = (method, uri, headers);
-        todo!()
+        let raw = uri.path().as_bytes();
+        // Cheap rejection of the host's other routes before any decoding or allocation.
+        if raw.len() < API_V1.len() || !(raw.starts_with(API_V1) || raw.contains(&b'%')) {
+            return Route::NotProxy;
+        }
+        let decoded: Cow<'_, [u8]> = if raw.contains(&b'%') {
+            match percent_decode(raw) {
+                Some(bytes) => Cow::Owned(bytes),
+                None => return Route::NotProxy,
+            }
+        } else {
+            Cow::Borrowed(raw)
+        };
+        let Some(grammar) = parse_grammar(&decoded) else {
+            return Route::NotProxy;
+        };
+        let Ok(prefix) = std::str::from_utf8(&decoded[..grammar.prefix_end]) else {
+            return Route::NotProxy;
+        };
+        let upgrade = headers
+            .get_all(http::header::CONNECTION)
+            .iter()
+            .any(|value| contains_ignore_ascii_case(value.as_bytes(), b"upgrade"));
+        Route::Proxy(ProxyRequest {
+            kind: grammar.kind,
+            method: method.clone(),
+            upgrade,
+            prefix: prefix.to_owned(),
+            namespace: grammar.namespace,
+            id: grammar.id,
+            rest: decoded[grammar.prefix_end..].to_vec(),
+            query: uri.query().filter(|q| !q.is_empty()).map(Box::from),
+        })
     }
 
     /// Routes from request parts.
@@ -103,12 +186,12 @@ impl ProxyRequest {
 
     /// The namespace (`None` for nodes).
     pub fn namespace(&self) -> Option<&str> {
-        self.namespace.as_deref()
+        self.namespace.map(|(start, end)| &self.prefix[start..end])
     }
 
     /// The decoded `{id}` segment exactly as received: the authorization name.
     pub fn raw_id(&self) -> &str {
-        &self.id
+        &self.prefix[self.id.0..self.id.1]
     }
 
     /// The request method.
@@ -121,30 +204,546 @@ impl ProxyRequest {
         self.upgrade
     }
 
+    /// The raw query string as received (`None` when absent or empty).
+    pub fn query(&self) -> Option<&str> {
+        self.query.as_deref()
+    }
+
+    /// The decoded bytes of the path after `/proxy`: empty or starting with `/`.
+    pub fn sub_path(&self) -> &[u8] {
+        &self.rest
+    }
+
+    /// The `path` connect option kube-apiserver computes for this request (`""` for a bare
+    /// `.../proxy`, else `/` plus the sub-path segments, with a trailing `/` when the request
+    /// path ends with one). Before cleaning: `/a//b` stays `/a//b`.
+    pub fn path_option(&self) -> Vec<u8> {
+        let trimmed = trim_trailing_slashes(&self.rest);
+        if trimmed.is_empty() {
+            // The sub-path is empty or only slashes.
+            return if self.rest.is_empty() {
+                Vec::new()
+            } else {
+                b"/".to_vec()
+            };
+        }
+        // `trimmed` starts with `/`; upstream joins the segments after it and re-adds one `/`.
+        let mut option = if trimmed.get(1) == Some(&b'/') {
+            trimmed[1..].to_vec()
+        } else {
+            trimmed.to_vec()
+        };
+        if self.rest.ends_with(b"/") {
+            option.push(b'/');
+        }
+        option
+    }
+
     /// The proxy prefix, e.g. `/api/v1/namespaces/ns/services/svc/proxy`, used to rewrite
     /// `Location` headers and HTML links back under the proxy.
+    ///
+    /// This is the decoded request path up to and including `/proxy` (decoded like upstream's
+    /// prefix; escape it when writing it into a URL). kube-apiserver instead trims the
+    /// backend path off the request path as a plain string suffix, which gives the same
+    /// value for every path without `.`, `..` or empty segments, and odd ones otherwise
+    /// (`.../proxy/a//b` yields the prefix `.../proxy/a//b`); the route prefix is what
+    /// rewritten links must point under.
     pub fn prefix(&self) -> &str {
-        todo!()
+        &self.prefix
     }
 
     /// kube-style authorization attributes for this request.
     pub fn attributes(&self) -> Attributes {
-        todo!()
+        Attributes {
+            verb: Attributes::verb_for(&self.method),
+            api_group: "",
+            api_version: "v1",
+            resource: self.kind.resource(),
+            subresource: "proxy",
+            namespace: self.namespace().map(str::to_owned),
+            name: self.raw_id().to_owned(),
+            upgrade: self.upgrade,
+        }
     }
 
     /// Checks what kube-apiserver checks before looking anything up, in its order:
     /// method routed (else 405), `dryRun` absent (else 400).
+    ///
+    /// The routed methods are GET, POST, PUT, PATCH, DELETE, HEAD and OPTIONS. `dryRun` is
+    /// looked up as Go's `url.Query()` does: a `dryRun` key with any value, even empty, after
+    /// query-unescaping (`dry%52un` counts); pairs Go skips (a `;` inside, a bad escape) do
+    /// not count.
     pub fn check(&self) -> Result<(), Status> {
-        todo!()
+        if !matches!(
+            self.method,
+            Method::GET
+                | Method::POST
+                | Method::PUT
+                | Method::PATCH
+                | Method::DELETE
+                | Method::HEAD
+                | Method::OPTIONS
+        ) {
+            return Err(Status::method_not_allowed());
+        }
+        if self.query.as_deref().is_some_and(has_dry_run) {
+            return Err(Status::bad_request("dryRun is not supported"));
+        }
+        Ok(())
     }
 
-    /// Parses the id: 400 `invalid {pod,service,node} request "<id>"` when it is malformed.
+    /// Parses the id: 400 `invalid {pod,service,node} request "<id>"` when it is malformed
+    /// (the raw id quoted as Go's `%q`).
     pub fn target_id(&self) -> Result<TargetId, Status> {
-        todo!()
+        TargetId::parse(self.raw_id()).map_err(|_| {
+            let mut message = String::with_capacity(self.raw_id().len() + 24);
+            message.push_str("invalid ");
+            message.push_str(self.kind.singular());
+            message.push_str(" request ");
+            push_go_quoted(self.raw_id(), &mut message);
+            Status::bad_request(message)
+        })
     }
 
     /// The 301 or the backend request target.
+    ///
+    /// * backend path: the sub-path cleaned as POSIX `path.Join` does (`//`, `.` and `..`
+    ///   resolved, never above `/`), with its trailing `/` kept;
+    /// * empty backend path (a bare `.../proxy`): GET and HEAD get
+    ///   [`Plan::Redirect`] to the request path plus `/` (and `?query` when there is one);
+    ///   other methods and upgrades are forwarded to `/`;
+    /// * the path is re-encoded with Go's path escaping (all but `A-Za-z0-9-_.~` and
+    ///   `$&+,/:;=@` percent-encoded) and the raw query appended byte for byte, on upgrades
+    ///   too (upstream drops it there, kubernetes/kubernetes#77142);
+    /// * `forwarded_uri` is upstream's `X-Forwarded-Uri`: `path.Join(p, escaped backend
+    ///   path)` (+ `/` when the backend path ends with one), where `p` is the request path with
+    ///   the backend path trimmed off as a plain string suffix (the whole path when it is not
+    ///   a suffix).
+    ///
+    /// Decoded bytes copied into `location` and `forwarded_uri` that are not safe in a
+    /// header value or would change the URL's meaning (controls, space, DEL, non-ASCII, `%`,
+    /// `?`, `#`) are percent-encoded; for paths made of valid object names nothing changes.
     pub fn plan(&self) -> Plan {
-        todo!()
+        let query = self.query.as_deref();
+        let mut backend = Vec::new();
+        if !self.rest.is_empty() {
+            backend.extend_from_slice(&self.rest);
+            clean_in_place(&mut backend);
+            if self.rest.ends_with(b"/") && !backend.ends_with(b"/") {
+                backend.push(b'/');
+            }
+        }
+        if backend.is_empty()
+            && !self.upgrade
+            && (self.method == Method::GET || self.method == Method::HEAD)
+        {
+            let mut location =
+                String::with_capacity(self.prefix.len() + 2 + query.map_or(0, str::len));
+            push_uri_safe(&mut location, self.prefix.as_bytes());
+            location.push('/');
+            if let Some(query) = query {
+                location.push('?');
+                push_query_safe(&mut location, query.as_bytes());
+            }
+            return Plan::Redirect { location };
+        }
+        // What the backend sees: the empty path becomes `/`.
+        let outgoing: &[u8] = if backend.is_empty() { b"/" } else { &backend };
+        let mut path_and_query =
+            String::with_capacity(outgoing.len() + 8 + query.map_or(0, str::len));
+        escape_path(outgoing, &mut path_and_query);
+        let escaped_len = path_and_query.len();
+        if let Some(query) = query {
+            path_and_query.push('?');
+            path_and_query.push_str(query);
+        }
+
+        // X-Forwarded-Uri, as upstream computes it.
+        let prepend = strip_suffix(&self.prefix, &self.rest, &backend);
+        let mut forwarded = Vec::with_capacity(prepend.len() + escaped_len + 2);
+        for part in prepend {
+            push_uri_safe_bytes(&mut forwarded, part);
+        }
+        forwarded.push(b'/');
+        forwarded.extend_from_slice(&path_and_query.as_bytes()[..escaped_len]);
+        clean_in_place(&mut forwarded);
+        if outgoing.ends_with(b"/") {
+            forwarded.push(b'/');
+        }
+        Plan::Forward {
+            path_and_query,
+            forwarded_uri: ascii_string(forwarded),
+        }
     }
+}
+
+const API_V1: &[u8] = b"/api/v1/";
+
+/// Where the parts of a proxy route are in the decoded path.
+struct Grammar {
+    kind: ResourceKind,
+    namespace: Option<(usize, usize)>,
+    id: (usize, usize),
+    prefix_end: usize,
+}
+
+/// Matches the decoded path against the three proxy route forms.
+fn parse_grammar(path: &[u8]) -> Option<Grammar> {
+    let after = path.strip_prefix(API_V1)?;
+    let mut cursor = Segments {
+        path,
+        pos: API_V1.len(),
+    };
+    let _ = after;
+    let first = cursor.next()?;
+    let (kind, namespace) = match first {
+        (start, end) if &path[start..end] == b"nodes" => (ResourceKind::Node, None),
+        (start, end) if &path[start..end] == b"namespaces" => {
+            let namespace = cursor.next().filter(|(s, e)| e > s)?;
+            let (start, end) = cursor.next()?;
+            let kind = match &path[start..end] {
+                b"pods" => ResourceKind::Pod,
+                b"services" => ResourceKind::Service,
+                _ => return None,
+            };
+            (kind, Some(namespace))
+        }
+        _ => return None,
+    };
+    let id = cursor.next().filter(|(s, e)| e > s)?;
+    let (start, end) = cursor.next()?;
+    if &path[start..end] != b"proxy" {
+        return None;
+    }
+    Some(Grammar {
+        kind,
+        namespace,
+        id,
+        prefix_end: end,
+    })
+}
+
+/// Yields the byte ranges of successive `/`-separated segments, starting at `pos` (the start
+/// of a segment). A segment ends at the next `/` or at the end of the path.
+struct Segments<'a> {
+    path: &'a [u8],
+    pos: usize,
+}
+
+impl Segments<'_> {
+    fn next(&mut self) -> Option<(usize, usize)> {
+        if self.pos > self.path.len() {
+            return None;
+        }
+        let start = self.pos;
+        let end = self.path[start..]
+            .iter()
+            .position(|b| *b == b'/')
+            .map_or(self.path.len(), |i| start + i);
+        // Past the separator; past the end when the path ended.
+        self.pos = end + 1;
+        Some((start, end))
+    }
+}
+
+/// Go's `unescape(s, encodePath)`: `%XX` becomes the byte; any other `%` is an error.
+fn percent_decode(raw: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        let b = raw[i];
+        if b == b'%' {
+            let hi = hex_value(*raw.get(i + 1)?)?;
+            let lo = hex_value(*raw.get(i + 2)?)?;
+            out.push(hi << 4 | lo);
+            i += 3;
+        } else {
+            out.push(b);
+            i += 1;
+        }
+    }
+    Some(out)
+}
+
+fn hex_value(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Go's `QueryUnescape` (`+` is a space), or `None` on a bad escape.
+fn query_unescape(raw: &[u8]) -> Option<Cow<'_, [u8]>> {
+    if !raw.iter().any(|b| *b == b'%' || *b == b'+') {
+        return Some(Cow::Borrowed(raw));
+    }
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        match raw[i] {
+            b'%' => {
+                let hi = hex_value(*raw.get(i + 1)?)?;
+                let lo = hex_value(*raw.get(i + 2)?)?;
+                out.push(hi << 4 | lo);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    Some(Cow::Owned(out))
+}
+
+/// Whether Go's `url.Query()` of this raw query has a `dryRun` key.
+fn has_dry_run(query: &str) -> bool {
+    // Fast path: no pair can unescape to `dryRun` without an `r`/`R` or escapes.
+    if !query.contains("dryRun") && !query.contains('%') {
+        return false;
+    }
+    query.split('&').any(|pair| {
+        if pair.is_empty() || pair.contains(';') {
+            return false;
+        }
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        // Go drops a pair whose key or value fails to unescape.
+        matches!(query_unescape(key.as_bytes()), Some(k) if &*k == b"dryRun")
+            && query_unescape(value.as_bytes()).is_some()
+    })
+}
+
+fn contains_ignore_ascii_case(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.len() >= needle.len()
+        && haystack
+            .windows(needle.len())
+            .any(|w| w.eq_ignore_ascii_case(needle))
+}
+
+fn trim_trailing_slashes(bytes: &[u8]) -> &[u8] {
+    let end = bytes.iter().rposition(|b| *b != b'/').map_or(0, |i| i + 1);
+    &bytes[..end]
+}
+
+/// Upstream's `strings.TrimSuffix(requestPath, backendPath)` over the request path
+/// `prefix + rest`, returned as up to two pieces to avoid a copy.
+fn strip_suffix<'a>(prefix: &'a str, rest: &'a [u8], suffix: &[u8]) -> [&'a [u8]; 2] {
+    let prefix = prefix.as_bytes();
+    let total = prefix.len() + rest.len();
+    if suffix.is_empty() || suffix.len() > total {
+        return [prefix, rest];
+    }
+    let keep = total - suffix.len();
+    let matches = if keep >= prefix.len() {
+        &rest[keep - prefix.len()..] == suffix
+    } else {
+        let split = prefix.len() - keep;
+        prefix[keep..] == suffix[..split] && rest == &suffix[split..]
+    };
+    match (matches, keep >= prefix.len()) {
+        (false, _) => [prefix, rest],
+        (true, true) => [prefix, &rest[..keep - prefix.len()]],
+        (true, false) => [&prefix[..keep], &[]],
+    }
+}
+
+/// Go's `path.Clean` over a byte buffer, in place (the write index never passes the read
+/// index). An empty result becomes `.`, as in Go.
+fn clean_in_place(buf: &mut Vec<u8>) {
+    let n = buf.len();
+    if n == 0 {
+        buf.push(b'.');
+        return;
+    }
+    let rooted = buf[0] == b'/';
+    let (mut r, mut w, mut dotdot) = (0, 0, 0);
+    if rooted {
+        // buf[0] is already '/'.
+        (r, w, dotdot) = (1, 1, 1);
+    }
+    while r < n {
+        let at = |i: usize, buf: &Vec<u8>| buf.get(i).copied();
+        if buf[r] == b'/' {
+            r += 1;
+        } else if buf[r] == b'.' && (r + 1 == n || buf[r + 1] == b'/') {
+            r += 1;
+        } else if buf[r] == b'.'
+            && at(r + 1, buf) == Some(b'.')
+            && (r + 2 == n || buf[r + 2] == b'/')
+        {
+            r += 2;
+            if w > dotdot {
+                w -= 1;
+                while w > dotdot && buf[w] != b'/' {
+                    w -= 1;
+                }
+            } else if !rooted {
+                if w > 0 {
+                    buf[w] = b'/';
+                    w += 1;
+                }
+                buf[w] = b'.';
+                buf[w + 1] = b'.';
+                w += 2;
+                dotdot = w;
+            }
+        } else {
+            if (rooted && w != 1) || (!rooted && w != 0) {
+                buf[w] = b'/';
+                w += 1;
+            }
+            while r < n && buf[r] != b'/' {
+                buf[w] = buf[r];
+                w += 1;
+                r += 1;
+            }
+        }
+    }
+    if w == 0 {
+        buf.clear();
+        buf.push(b'.');
+    } else {
+        buf.truncate(w);
+    }
+}
+
+/// kube-apiserver's `JoinPreservingTrailingSlash(a, b)`: Go's `path.Join` (join the
+/// non-empty elements with `/` and clean; `""` when both are empty), plus a trailing `/` when
+/// the last non-empty element ends with one.
+///
+/// ```
+/// use kube_bastion_core::path::join_preserving_trailing_slash as join;
+///
+/// assert_eq!(join("", ""), "");
+/// assert_eq!(join("/foo/", "/foo/"), "/foo/foo/");
+/// assert_eq!(join("", "/a/../b/"), "/b/");
+/// assert_eq!(join("", "/../../etc/passwd"), "/etc/passwd");
+/// ```
+pub fn join_preserving_trailing_slash(a: &str, b: &str) -> String {
+    let mut joined = Vec::with_capacity(a.len() + b.len() + 2);
+    match (a.is_empty(), b.is_empty()) {
+        (true, true) => return String::new(),
+        (false, true) => joined.extend_from_slice(a.as_bytes()),
+        (true, false) => joined.extend_from_slice(b.as_bytes()),
+        (false, false) => {
+            joined.extend_from_slice(a.as_bytes());
+            joined.push(b'/');
+            joined.extend_from_slice(b.as_bytes());
+        }
+    }
+    clean_in_place(&mut joined);
+    let last = if b.is_empty() { a } else { b };
+    if last.ends_with('/') && !joined.ends_with(b"/") {
+        joined.push(b'/');
+    }
+    // Cleaning removes whole segments and ASCII separators only, so UTF-8 is preserved.
+    String::from_utf8(joined).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
+/// Bytes Go's `url.PathEscape`-style path encoding (`escape(s, encodePath)`) keeps:
+/// `A-Za-z0-9-_.~` and `$&+,/:;=@`.
+const fn path_safe_table() -> [bool; 256] {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        t[i] = b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'_'
+                    | b'.'
+                    | b'~'
+                    | b'$'
+                    | b'&'
+                    | b'+'
+                    | b','
+                    | b'/'
+                    | b':'
+                    | b';'
+                    | b'='
+                    | b'@'
+            );
+        i += 1;
+    }
+    t
+}
+
+static PATH_SAFE: [bool; 256] = path_safe_table();
+const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
+
+fn push_percent(out: &mut String, b: u8) {
+    out.push('%');
+    out.push(char::from(HEX_UPPER[usize::from(b >> 4)]));
+    out.push(char::from(HEX_UPPER[usize::from(b & 0xF)]));
+}
+
+/// Appends a decoded path encoded as Go encodes `URL.Path` for the wire (`EscapedPath`):
+/// every byte but `A-Za-z0-9-_.~` and `$&+,/:;=@` becomes `%XX` (upper-case hex). So `(`
+/// is `%28`, a space `%20`, `%` itself `%25`.
+///
+/// ```
+/// let mut out = String::new();
+/// kube_bastion_core::path::escape_path(b"/a b(c)/%2F", &mut out);
+/// assert_eq!(out, "/a%20b%28c%29/%252F");
+/// ```
+pub fn escape_path(decoded: &[u8], out: &mut String) {
+    for &b in decoded {
+        if PATH_SAFE[usize::from(b)] {
+            out.push(char::from(b));
+        } else {
+            push_percent(out, b);
+        }
+    }
+}
+
+/// Whether a decoded byte may be copied as is into a `Location` or `X-Forwarded-Uri` value.
+fn uri_safe(b: u8) -> bool {
+    (0x21..0x7f).contains(&b) && !matches!(b, b'%' | b'?' | b'#')
+}
+
+fn push_uri_safe(out: &mut String, bytes: &[u8]) {
+    for &b in bytes {
+        if uri_safe(b) {
+            out.push(char::from(b));
+        } else {
+            push_percent(out, b);
+        }
+    }
+}
+
+fn push_uri_safe_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    for &b in bytes {
+        if uri_safe(b) {
+            out.push(b);
+        } else {
+            out.extend_from_slice(&[
+                b'%',
+                HEX_UPPER[usize::from(b >> 4)],
+                HEX_UPPER[usize::from(b & 0xF)],
+            ]);
+        }
+    }
+}
+
+/// The raw query into a header value: kept byte for byte except bytes a header value
+/// cannot carry portably (controls, space, DEL, non-ASCII), which are percent-encoded.
+fn push_query_safe(out: &mut String, bytes: &[u8]) {
+    for &b in bytes {
+        if (0x21..0x7f).contains(&b) {
+            out.push(char::from(b));
+        } else {
+            push_percent(out, b);
+        }
+    }
+}
+
+/// Bytes built only from ASCII into a String.
+fn ascii_string(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
