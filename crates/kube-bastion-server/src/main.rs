@@ -1,3 +1,152 @@
-//! `kube-bastion`: a small custom apiserver embedding the kube-bastion proxy.
+//! `kube-bastion`: a small custom apiserver that embeds the kube-bastion proxy exactly as a
+//! user would (an axum router with the proxy layer in front of it), with an embedded demo
+//! cluster, read-only discovery/get/list, static token authentication, Prometheus metrics,
+//! hot-reloaded cluster files and graceful shutdown.
+//!
+//! Run `kube-bastion --help` for the flags.
 
-fn main() {}
+mod api;
+mod auth;
+mod cli;
+mod demo;
+mod metrics;
+mod proxy;
+mod reload;
+mod resolve_cmd;
+mod serve;
+mod store;
+
+use std::io::Write as _;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::net::TcpListener;
+use tracing_subscriber::EnvFilter;
+
+use crate::cli::{Command, LogFormat, ServeArgs};
+use crate::metrics::Metrics;
+use crate::store::Store;
+
+fn main() -> ExitCode {
+    let cli = cli::parse();
+    match cli.command {
+        Some(Command::Resolve(args)) => match resolve_cmd::run(&args) {
+            Ok(0) => ExitCode::SUCCESS,
+            Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+            Err(err) => fail(&err),
+        },
+        None => {
+            init_tracing(cli.serve.log_format);
+            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+                Ok(runtime) => runtime,
+                Err(err) => return fail(&format!("cannot start the async runtime: {err}")),
+            };
+            match runtime.block_on(run(cli.serve)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(err) => fail(&err),
+            }
+        }
+    }
+}
+
+/// Prints one error line and returns the failure exit code.
+fn fail(message: &str) -> ExitCode {
+    let line = message.lines().collect::<Vec<_>>().join("; ");
+    eprintln!("kube-bastion: error: {line}");
+    ExitCode::FAILURE
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn run(args: ServeArgs) -> Result<(), String> {
+    let metrics = Arc::new(Metrics::default());
+    let tokens = match &args.token_auth_file {
+        Some(path) => {
+            let file = auth::TokenFile::load(path)
+                .map_err(|e| format!("--token-auth-file {}: {e}", path.display()))?;
+            tracing::info!(tokens = file.len(), "static token authentication on");
+            Some(Arc::new(file))
+        }
+        None => None,
+    };
+    let tls = match (&args.tls_cert_file, &args.tls_private_key_file) {
+        (Some(cert), Some(key)) => Some(serve::load_tls(cert, key)?),
+        _ => None,
+    };
+    let demo_mode = args.clusters.is_empty();
+    let store = if demo_mode {
+        let created = SystemTime::now();
+        let addresses = demo::DemoAddresses::new(args.demo.demo_network);
+        let objects = demo::objects(&addresses, created)?;
+        demo::start(addresses, created).await?;
+        Arc::new(Store::new(objects))
+    } else {
+        let objects = reload::load_files(&args.clusters).map_err(|e| format!("--cluster {e}"))?;
+        tracing::info!(objects = objects.len(), files = args.clusters.len(), "cluster loaded");
+        Arc::new(Store::new(objects))
+    };
+    let proxy = proxy::layer(&args, store.cluster(), demo_mode)?;
+
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    let client = serve::client_address(local);
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let base = format!("{scheme}://{client}");
+
+    let app = api::router(api::ApiState {
+        store: store.clone(),
+        metrics: metrics.clone(),
+        server_address: client.to_string(),
+    });
+    let app = app.layer(proxy);
+    let app = match tokens {
+        Some(tokens) => app.layer(axum::middleware::from_fn_with_state(tokens, auth::authenticate)),
+        None => app,
+    };
+    let app = app.layer(metrics::MetricsLayer::new(metrics.clone()));
+
+    if !demo_mode {
+        tokio::spawn(reload::watch(
+            args.clusters.clone(),
+            args.poll_interval(),
+            store.clone(),
+            metrics.clone(),
+        ));
+    }
+
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "kube-bastion serving on {base}");
+    if demo_mode {
+        let _ = writeln!(out, "{}", demo::banner(&base, tls.is_some()));
+    } else {
+        let _ = writeln!(out, "cluster files: {} (re-read when they change)", args
+            .clusters
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", "));
+    }
+    let _ = out.flush();
+    drop(out);
+    tracing::info!(address = %local, tls = tls.is_some(), demo = demo_mode, "listening");
+
+    serve::serve(
+        listener,
+        tls,
+        app,
+        serve::shutdown_signal(),
+        Duration::from_secs(args.shutdown_grace_period),
+    )
+    .await;
+    Ok(())
+}

@@ -1,0 +1,373 @@
+//! Command-line flags. Where kube-apiserver has a flag for the same concept, the flag has
+//! kube-apiserver's name and meaning.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use ipnet::{IpNet, Ipv4Net};
+use kube_bastion::{DestinationPolicy, KubeletOptions, NodeAddressType, ResolveOptions};
+
+/// `kube-bastion`: a small custom apiserver serving kube-apiserver's `pods/proxy`,
+/// `services/proxy` and `nodes/proxy` subresources over an embedded demo cluster or your own
+/// cluster files.
+#[derive(Debug, Parser)]
+#[command(
+    name = "kube-bastion",
+    version,
+    about = "A custom apiserver serving kube-apiserver's pods/services/nodes proxy subresources.",
+    long_about = "A custom apiserver serving kube-apiserver's pods/proxy, services/proxy and \
+nodes/proxy subresources, plus read-only discovery, get and list, so kubectl and client \
+libraries can talk to it.\n\nWithout --cluster it starts an embedded demo cluster whose \
+backends listen on loopback addresses, and prints commands to try.",
+    args_conflicts_with_subcommands = true
+)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub(crate) command: Option<Command>,
+    #[command(flatten)]
+    pub(crate) serve: ServeArgs,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Print, as JSON, what the proxy would do with a request (the 301, the Status error, or
+    /// the candidate endpoints with scheme and transport) without sending anything.
+    ///
+    /// Exits 0 when the request would be forwarded or redirected, 1 when it would be
+    /// answered with an error Status.
+    Resolve(ResolveArgs),
+}
+
+/// Flags of `kube-bastion resolve`.
+#[derive(Debug, Args)]
+pub(crate) struct ResolveArgs {
+    /// Cluster file (YAML or JSON as `kubectl get -o yaml` writes it). Repeatable. Without
+    /// it, the embedded demo cluster's objects are used (with loopback destinations allowed).
+    #[arg(long = "cluster", value_name = "FILE")]
+    pub(crate) clusters: Vec<PathBuf>,
+    /// HTTP method of the request.
+    #[arg(long, default_value = "GET", value_name = "METHOD")]
+    pub(crate) method: String,
+    /// Treat the request as a WebSocket upgrade (`Connection: Upgrade`, `Upgrade: websocket`).
+    #[arg(long)]
+    pub(crate) upgrade: bool,
+    #[command(flatten)]
+    pub(crate) resolution: ResolutionArgs,
+    #[command(flatten)]
+    pub(crate) demo: DemoArgs,
+    /// The request path and optional query, e.g.
+    /// `/api/v1/namespaces/demo/services/echo:http/proxy/hello?x=1`.
+    #[arg(value_name = "PATH")]
+    pub(crate) path: String,
+}
+
+/// Flags that change how targets are resolved (shared by the server and `resolve`).
+#[derive(Debug, Args)]
+pub(crate) struct ResolutionArgs {
+    /// Also allow proxying to addresses in this CIDR, even ones kube-apiserver refuses
+    /// (loopback, link-local, ...). Repeatable. Without allow and deny flags, only global
+    /// unicast addresses are dialed, as in kube-apiserver.
+    #[arg(long = "destination-allow", value_name = "CIDR")]
+    pub(crate) destination_allow: Vec<IpNet>,
+    /// Never proxy to addresses in this CIDR. Repeatable; deny wins over allow.
+    #[arg(long = "destination-deny", value_name = "CIDR")]
+    pub(crate) destination_deny: Vec<IpNet>,
+    /// Comma-separated order of node address types used to reach kubelets
+    /// (kube-apiserver's flag).
+    #[arg(
+        long = "kubelet-preferred-address-types",
+        value_delimiter = ',',
+        value_name = "TYPES",
+        default_value = "Hostname,InternalDNS,InternalIP,ExternalDNS,ExternalIP",
+        value_parser = parse_address_type
+    )]
+    pub(crate) kubelet_preferred_address_types: Vec<NodeAddressType>,
+    /// Kubelet port used for nodes whose status has no daemon endpoint port.
+    #[arg(long = "kubelet-port", default_value_t = 10250, value_name = "PORT")]
+    pub(crate) kubelet_port: u16,
+}
+
+/// Flags of the embedded demo cluster.
+#[derive(Debug, Args)]
+pub(crate) struct DemoArgs {
+    /// The /24 loopback network the demo's backends listen on (hosts .11-.13, .21, .31, .41).
+    #[arg(long = "demo-network", default_value = "127.0.0.0/24", value_name = "CIDR",
+          value_parser = parse_demo_network)]
+    pub(crate) demo_network: Ipv4Net,
+}
+
+/// Load balancing policy names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum BalancerName {
+    /// A uniformly random endpoint (kube-apiserver's behaviour).
+    Random,
+    /// Endpoints in turn.
+    RoundRobin,
+    /// Power of two choices on in-flight requests.
+    LeastRequest,
+    /// Power of two choices on in-flight requests weighted by peak latency (default).
+    PeakEwma,
+}
+
+/// Log output formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Flags of the server.
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// Address and port to listen on. kubectl's default server is localhost:8080.
+    #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR:PORT")]
+    pub(crate) listen: SocketAddr,
+    /// Cluster file with Pods, Services, Endpoints, EndpointSlices, Nodes and Namespaces
+    /// (YAML, multi-document YAML, JSON or `kind: List`, as `kubectl get -o yaml` writes
+    /// them). Repeatable. Replaces the demo cluster. Files are re-read when they change; a
+    /// bad file is reported and the last good state kept.
+    #[arg(long = "cluster", value_name = "FILE")]
+    pub(crate) clusters: Vec<PathBuf>,
+    /// How often cluster files are checked for changes, in milliseconds.
+    #[arg(long = "cluster-poll-interval-ms", default_value_t = 1000, value_name = "MS",
+          value_parser = clap::value_parser!(u64).range(10..))]
+    pub(crate) cluster_poll_interval_ms: u64,
+    #[command(flatten)]
+    pub(crate) resolution: ResolutionArgs,
+    #[command(flatten)]
+    pub(crate) demo: DemoArgs,
+    /// PEM certificate chain: serve HTTPS (HTTP/2 and HTTP/1.1 by ALPN) instead of HTTP.
+    #[arg(long = "tls-cert-file", value_name = "FILE", requires = "tls_private_key_file")]
+    pub(crate) tls_cert_file: Option<PathBuf>,
+    /// PEM private key matching --tls-cert-file.
+    #[arg(long = "tls-private-key-file", value_name = "FILE", requires = "tls_cert_file")]
+    pub(crate) tls_private_key_file: Option<PathBuf>,
+    /// kube-apiserver's static token file: CSV lines `token,user,uid,"group1,group2"`.
+    /// With it every request except /healthz, /livez, /readyz and /version needs
+    /// `Authorization: Bearer <token>` with a listed token, else 401.
+    #[arg(long = "token-auth-file", value_name = "FILE")]
+    pub(crate) token_auth_file: Option<PathBuf>,
+    /// PEM CA bundle that kubelet serving certificates must chain to. Without it, kubelet
+    /// certificates are not verified (kube-apiserver's behaviour).
+    #[arg(long = "kubelet-certificate-authority", value_name = "FILE")]
+    pub(crate) kubelet_certificate_authority: Option<PathBuf>,
+    /// PEM client certificate presented to kubelets.
+    #[arg(long = "kubelet-client-certificate", value_name = "FILE",
+          requires = "kubelet_client_key")]
+    pub(crate) kubelet_client_certificate: Option<PathBuf>,
+    /// PEM private key of --kubelet-client-certificate.
+    #[arg(long = "kubelet-client-key", value_name = "FILE",
+          requires = "kubelet_client_certificate")]
+    pub(crate) kubelet_client_key: Option<PathBuf>,
+    /// Byte rate limit per direction of upgraded (WebSocket, SPDY) connections; 0 means
+    /// unlimited (kube-apiserver's flag).
+    #[arg(long = "max-connection-bytes-per-sec", default_value_t = 0, value_name = "BYTES")]
+    pub(crate) max_connection_bytes_per_sec: u64,
+    /// How a Service endpoint is chosen. A Service's `kube-bastion.io/balancer` annotation
+    /// overrides it.
+    #[arg(long, value_enum, default_value_t = BalancerName::PeakEwma)]
+    pub(crate) balancer: BalancerName,
+    #[command(flatten)]
+    pub(crate) proxy: ProxyArgs,
+    /// Seconds in-flight requests get to finish after SIGTERM or Ctrl-C.
+    #[arg(long = "shutdown-grace-period", default_value_t = 30, value_name = "SECONDS")]
+    pub(crate) shutdown_grace_period: u64,
+    /// Log format; the level comes from RUST_LOG (default `info`).
+    #[arg(long = "log-format", value_enum, default_value_t = LogFormat::Text)]
+    pub(crate) log_format: LogFormat,
+}
+
+/// Which `Host` header backends receive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum HostHeaderName {
+    /// The `Host` the client sent (kube-apiserver's behaviour).
+    Client,
+    /// The backend's own address (as `kubectl proxy` and the aggregator do).
+    Target,
+}
+
+/// Flags for the behaviours the proxy library makes configurable.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Proxy behaviour")]
+pub(crate) struct ProxyArgs {
+    /// TCP connect timeout to backends, in seconds.
+    #[arg(long = "proxy-connect-timeout", default_value_t = 30, value_name = "SECONDS")]
+    pub(crate) connect_timeout: u64,
+    /// Longest wait for a backend's response head, in seconds (answered 504 after it);
+    /// 0 waits forever, as kube-apiserver does.
+    #[arg(long = "proxy-response-header-timeout", default_value_t = 120, value_name = "SECONDS")]
+    pub(crate) response_header_timeout: u64,
+    /// Longest silence between two response body chunks, in seconds; 0 disables it.
+    #[arg(long = "proxy-body-idle-timeout", default_value_t = 300, value_name = "SECONDS")]
+    pub(crate) body_idle_timeout: u64,
+    /// How long idle pooled backend connections are kept, in seconds.
+    #[arg(long = "proxy-pool-idle-timeout", default_value_t = 90, value_name = "SECONDS")]
+    pub(crate) pool_idle_timeout: u64,
+    /// Idle pooled connections kept per backend endpoint.
+    #[arg(long = "proxy-pool-max-idle-per-endpoint", default_value_t = 32, value_name = "N")]
+    pub(crate) pool_max_idle: usize,
+    /// Verify TLS certificates of pod and service backends (kube-apiserver does not). Uses
+    /// --proxy-backend-ca when given, else the system roots.
+    #[arg(long = "proxy-verify-backend-tls")]
+    pub(crate) verify_backend_tls: bool,
+    /// PEM CA bundle for --proxy-verify-backend-tls.
+    #[arg(long = "proxy-backend-ca", value_name = "FILE", requires = "verify_backend_tls")]
+    pub(crate) backend_ca: Option<PathBuf>,
+    /// The `Host` header backends receive.
+    #[arg(long = "proxy-host-header", value_enum, default_value_t = HostHeaderName::Client)]
+    pub(crate) host_header: HostHeaderName,
+    /// Also remove this request header before forwarding (Authorization, Impersonate-* and
+    /// X-Remote-* always are). Repeatable.
+    #[arg(long = "proxy-strip-header", value_name = "NAME")]
+    pub(crate) strip_headers: Vec<http::HeaderName>,
+    /// Rewrite Location headers and HTML links back under the proxy prefix (as
+    /// kube-apiserver does); `--proxy-rewrite=false` turns it off.
+    #[arg(long = "proxy-rewrite", default_value_t = true, action = clap::ArgAction::Set,
+          value_name = "BOOL")]
+    pub(crate) rewrite: bool,
+    /// Upgrade requests (WebSocket, SPDY) also need verb `create`, not just `get`.
+    #[arg(long = "proxy-authorize-upgrades-as-create")]
+    pub(crate) upgrades_as_create: bool,
+}
+
+impl ResolutionArgs {
+    /// The resolution options these flags describe. `allow_loopback` adds the loopback
+    /// networks to the allow list (the demo cluster).
+    pub(crate) fn resolve_options(&self, allow_loopback: bool) -> ResolveOptions {
+        let mut policy = DestinationPolicy::kube_default();
+        if allow_loopback {
+            policy = policy.allow_loopback();
+        }
+        for net in &self.destination_allow {
+            policy = policy.allow(*net);
+        }
+        for net in &self.destination_deny {
+            policy = policy.deny(*net);
+        }
+        ResolveOptions {
+            policy,
+            kubelet: KubeletOptions {
+                preferred_address_types: self.kubelet_preferred_address_types.clone(),
+                default_port: self.kubelet_port,
+            },
+        }
+    }
+}
+
+impl ServeArgs {
+    /// The cluster poll interval.
+    pub(crate) fn poll_interval(&self) -> Duration {
+        Duration::from_millis(self.cluster_poll_interval_ms)
+    }
+}
+
+fn parse_address_type(text: &str) -> Result<NodeAddressType, String> {
+    match text.trim() {
+        "Hostname" => Ok(NodeAddressType::Hostname),
+        "InternalDNS" => Ok(NodeAddressType::InternalDns),
+        "InternalIP" => Ok(NodeAddressType::InternalIp),
+        "ExternalDNS" => Ok(NodeAddressType::ExternalDns),
+        "ExternalIP" => Ok(NodeAddressType::ExternalIp),
+        other => Err(format!(
+            "unknown node address type {other:?} (expected Hostname, InternalDNS, InternalIP, \
+             ExternalDNS or ExternalIP)"
+        )),
+    }
+}
+
+fn parse_demo_network(text: &str) -> Result<Ipv4Net, String> {
+    let net: Ipv4Net = text.parse().map_err(|e| format!("{e}"))?;
+    if net.prefix_len() != 24 || !net.addr().is_loopback() {
+        return Err("expected a loopback /24 such as 127.0.0.0/24".to_owned());
+    }
+    Ok(net.trunc())
+}
+
+/// Parses the command line. Help and version go to stdout with exit 0; any error is printed
+/// as one line on stderr with exit 2.
+pub(crate) fn parse() -> Cli {
+    match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            use clap::error::ErrorKind;
+            if matches!(err.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                let _ = err.print();
+                std::process::exit(0);
+            }
+            if err.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                let _ = err.print();
+                std::process::exit(2);
+            }
+            let rendered = err.render().to_string();
+            let line = rendered.lines().find(|l| !l.trim().is_empty()).unwrap_or("error");
+            eprintln!("kube-bastion: {}", line.trim());
+            std::process::exit(2);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn defaults_follow_kube_apiserver() {
+        let cli = Cli::try_parse_from(["kube-bastion"]).unwrap();
+        assert_eq!(cli.serve.listen, "127.0.0.1:8080".parse().unwrap());
+        let options = cli.serve.resolution.resolve_options(false);
+        assert_eq!(options, ResolveOptions::default());
+    }
+
+    #[test]
+    fn address_types_parse_in_order() {
+        let cli = Cli::try_parse_from([
+            "kube-bastion",
+            "--kubelet-preferred-address-types",
+            "InternalIP,Hostname",
+        ])
+        .unwrap();
+        assert_eq!(
+            cli.serve.resolution.kubelet_preferred_address_types,
+            vec![NodeAddressType::InternalIp, NodeAddressType::Hostname]
+        );
+        assert!(
+            Cli::try_parse_from(["kube-bastion", "--kubelet-preferred-address-types", "Foo"])
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn resolve_subcommand_parses() {
+        let cli = Cli::try_parse_from([
+            "kube-bastion",
+            "resolve",
+            "--method",
+            "POST",
+            "/api/v1/nodes/n/proxy",
+        ])
+        .unwrap();
+        let Some(Command::Resolve(args)) = cli.command else { panic!("no subcommand") };
+        assert_eq!(args.method, "POST");
+        assert_eq!(args.path, "/api/v1/nodes/n/proxy");
+    }
+
+    #[test]
+    fn demo_network_must_be_a_loopback_slash_24() {
+        assert!(Cli::try_parse_from(["kube-bastion", "--demo-network", "10.0.0.0/24"]).is_err());
+        assert!(Cli::try_parse_from(["kube-bastion", "--demo-network", "127.0.0.0/16"]).is_err());
+        let cli =
+            Cli::try_parse_from(["kube-bastion", "--demo-network", "127.9.9.0/24"]).unwrap();
+        assert_eq!(cli.serve.demo.demo_network.addr(), "127.9.9.0".parse::<std::net::Ipv4Addr>().unwrap());
+    }
+}

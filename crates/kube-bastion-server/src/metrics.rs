@@ -1,0 +1,382 @@
+//! Prometheus metrics: requests by verb, resource, subresource and code, a latency histogram
+//! of proxied requests (time until the backend's response head reached us), in-flight
+//! requests and cluster reloads; plus an access log line per request.
+//!
+//! [`MetricsLayer`] is a plain tower layer, so the same code measures any router.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use http::{Method, Request, Response};
+use kube_bastion::{ProxyRequest, Route};
+use tower::{Layer, Service};
+
+/// Upper bounds of the latency histogram buckets, in seconds.
+const BUCKETS: [f64; 14] =
+    [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+#[derive(Clone, Debug, Default)]
+struct Histogram {
+    counts: [u64; BUCKETS.len()],
+    count: u64,
+    sum: f64,
+}
+
+impl Histogram {
+    fn observe(&mut self, seconds: f64) {
+        for (bound, count) in BUCKETS.iter().zip(self.counts.iter_mut()) {
+            if seconds <= *bound {
+                *count += 1;
+            }
+        }
+        self.count += 1;
+        self.sum += seconds;
+    }
+}
+
+/// Labels of one request.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct RequestKey {
+    verb: String,
+    resource: String,
+    subresource: String,
+    code: u16,
+}
+
+/// The metrics registry.
+#[derive(Debug, Default)]
+pub(crate) struct Metrics {
+    requests: Mutex<BTreeMap<RequestKey, u64>>,
+    proxy_latency: Mutex<BTreeMap<String, Histogram>>,
+    in_flight: AtomicI64,
+    reload_success: AtomicU64,
+    reload_failure: AtomicU64,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Escapes a Prometheus label value.
+fn label(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+impl Metrics {
+    /// Counts a cluster reload attempt.
+    pub(crate) fn reload(&self, ok: bool) {
+        if ok {
+            self.reload_success.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.reload_failure.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn record(&self, info: &RequestInfo, code: u16, seconds: f64) {
+        let key = RequestKey {
+            verb: info.verb.clone(),
+            resource: info.resource.clone(),
+            subresource: info.subresource.clone(),
+            code,
+        };
+        *lock(&self.requests).entry(key).or_default() += 1;
+        if info.subresource == "proxy" {
+            lock(&self.proxy_latency).entry(info.resource.clone()).or_default().observe(seconds);
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub(crate) fn render(&self) -> String {
+        let mut out = String::new();
+        out.push_str(
+            "# HELP kube_bastion_requests_total Requests answered, by kube verb, resource, \
+             subresource and HTTP code.\n# TYPE kube_bastion_requests_total counter\n",
+        );
+        for (key, count) in lock(&self.requests).iter() {
+            let _ = writeln!(
+                out,
+                "kube_bastion_requests_total{{verb=\"{}\",resource=\"{}\",subresource=\"{}\",code=\"{}\"}} {count}",
+                label(&key.verb),
+                label(&key.resource),
+                label(&key.subresource),
+                key.code
+            );
+        }
+        out.push_str(
+            "# HELP kube_bastion_proxy_upstream_duration_seconds Time from receiving a proxy \
+             request to the backend's response head (or the proxy's error answer).\n\
+             # TYPE kube_bastion_proxy_upstream_duration_seconds histogram\n",
+        );
+        for (resource, hist) in lock(&self.proxy_latency).iter() {
+            let resource = label(resource);
+            for (bound, count) in BUCKETS.iter().zip(hist.counts.iter()) {
+                let _ = writeln!(
+                    out,
+                    "kube_bastion_proxy_upstream_duration_seconds_bucket{{resource=\"{resource}\",le=\"{bound}\"}} {count}"
+                );
+            }
+            let _ = writeln!(
+                out,
+                "kube_bastion_proxy_upstream_duration_seconds_bucket{{resource=\"{resource}\",le=\"+Inf\"}} {}\n\
+                 kube_bastion_proxy_upstream_duration_seconds_sum{{resource=\"{resource}\"}} {}\n\
+                 kube_bastion_proxy_upstream_duration_seconds_count{{resource=\"{resource}\"}} {}",
+                hist.count, hist.sum, hist.count
+            );
+        }
+        let _ = write!(
+            out,
+            "# HELP kube_bastion_in_flight_requests Requests being answered now.\n\
+             # TYPE kube_bastion_in_flight_requests gauge\n\
+             kube_bastion_in_flight_requests {}\n\
+             # HELP kube_bastion_cluster_reloads_total Cluster file reloads, by result.\n\
+             # TYPE kube_bastion_cluster_reloads_total counter\n\
+             kube_bastion_cluster_reloads_total{{result=\"success\"}} {}\n\
+             kube_bastion_cluster_reloads_total{{result=\"failure\"}} {}\n",
+            self.in_flight.load(Ordering::Relaxed),
+            self.reload_success.load(Ordering::Relaxed),
+            self.reload_failure.load(Ordering::Relaxed),
+        );
+        out
+    }
+}
+
+/// What kube-apiserver's request-info parser would call this request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct RequestInfo {
+    verb: String,
+    resource: String,
+    subresource: String,
+}
+
+/// Classifies a request: proxy requests by the library's own parser (so metrics and
+/// authorization agree), API paths by their shape, anything else as a non-resource URL
+/// whose verb is the lowercase method.
+pub(crate) fn classify<B>(request: &Request<B>) -> RequestInfo {
+    if let Route::Proxy(proxy) =
+        ProxyRequest::route(request.method(), request.uri(), request.headers())
+    {
+        let attributes = proxy.attributes();
+        return RequestInfo {
+            verb: attributes.verb.to_owned(),
+            resource: attributes.resource.to_owned(),
+            subresource: attributes.subresource.to_owned(),
+        };
+    }
+    let method = request.method();
+    let segments: Vec<&str> = request.uri().path().split('/').filter(|s| !s.is_empty()).collect();
+    let rest: &[&str] = match segments.as_slice() {
+        ["api", "v1", rest @ ..] => rest,
+        ["apis", _group, _version, rest @ ..] => rest,
+        _ => &[],
+    };
+    let rest = match rest {
+        ["namespaces", _ns, inner @ ..] if !inner.is_empty() => inner,
+        other => other,
+    };
+    let nonresource = || RequestInfo {
+        verb: method.as_str().to_ascii_lowercase(),
+        resource: String::new(),
+        subresource: String::new(),
+    };
+    match rest {
+        [resource] => RequestInfo {
+            verb: if *method == Method::GET || *method == Method::HEAD { "list" } else { "create" }
+                .to_owned(),
+            resource: (*resource).to_owned(),
+            subresource: String::new(),
+        },
+        [resource, _name, sub @ ..] => RequestInfo {
+            verb: match *method {
+                Method::GET | Method::HEAD => "get",
+                Method::PUT => "update",
+                Method::PATCH => "patch",
+                Method::DELETE => "delete",
+                _ => "create",
+            }
+            .to_owned(),
+            resource: (*resource).to_owned(),
+            subresource: sub.first().map(|s| (*s).to_owned()).unwrap_or_default(),
+        },
+        _ => nonresource(),
+    }
+}
+
+/// Tower layer that records [`Metrics`] and logs one line per request.
+#[derive(Clone, Debug)]
+pub(crate) struct MetricsLayer {
+    metrics: Arc<Metrics>,
+}
+
+impl MetricsLayer {
+    /// A layer recording into `metrics`.
+    pub(crate) fn new(metrics: Arc<Metrics>) -> Self {
+        MetricsLayer { metrics }
+    }
+}
+
+impl<S> Layer<S> for MetricsLayer {
+    type Service = MetricsService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        MetricsService { inner, metrics: self.metrics.clone() }
+    }
+}
+
+/// The service of [`MetricsLayer`].
+#[derive(Clone, Debug)]
+pub(crate) struct MetricsService<S> {
+    inner: S,
+    metrics: Arc<Metrics>,
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for MetricsService<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = MetricsFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        let info = classify(&request);
+        let method = request.method().clone();
+        let path = request.uri().path().to_owned();
+        self.metrics.in_flight.fetch_add(1, Ordering::Relaxed);
+        MetricsFuture {
+            inner: self.inner.call(request),
+            state: Some(Pending {
+                metrics: self.metrics.clone(),
+                info,
+                method,
+                path,
+                start: Instant::now(),
+            }),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Pending {
+    metrics: Arc<Metrics>,
+    info: RequestInfo,
+    method: Method,
+    path: String,
+    start: Instant,
+}
+
+impl Pending {
+    fn finish(self, code: u16) {
+        let elapsed = self.start.elapsed();
+        self.metrics.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.metrics.record(&self.info, code, elapsed.as_secs_f64());
+        tracing::info!(
+            target: "kube_bastion_server::access",
+            method = %self.method,
+            path = %self.path,
+            verb = %self.info.verb,
+            resource = %self.info.resource,
+            subresource = %self.info.subresource,
+            code,
+            micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+            "request"
+        );
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// Response future of [`MetricsService`].
+    #[derive(Debug)]
+    pub(crate) struct MetricsFuture<F> {
+        #[pin]
+        inner: F,
+        state: Option<Pending>,
+    }
+
+    impl<F> PinnedDrop for MetricsFuture<F> {
+        fn drop(this: Pin<&mut Self>) {
+            // A request abandoned before its response head (client gone) counts as 499,
+            // nginx's "client closed request".
+            if let Some(state) = this.project().state.take() {
+                state.finish(499);
+            }
+        }
+    }
+}
+
+impl<F, B, E> Future for MetricsFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<B>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = std::task::ready!(this.inner.poll(cx));
+        if let Some(state) = this.state.take() {
+            let code = match &result {
+                Ok(response) => response.status().as_u16(),
+                Err(_) => 500,
+            };
+            state.finish(code);
+        }
+        Poll::Ready(result)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(method: Method, path: &str) -> RequestInfo {
+        classify(&Request::builder().method(method).uri(path).body(()).unwrap())
+    }
+
+    #[test]
+    fn api_paths_classify_like_request_info() {
+        let list = info(Method::GET, "/api/v1/namespaces/demo/pods");
+        assert_eq!((list.verb.as_str(), list.resource.as_str()), ("list", "pods"));
+        let get = info(Method::GET, "/api/v1/nodes/n1");
+        assert_eq!((get.verb.as_str(), get.resource.as_str()), ("get", "nodes"));
+        let slices = info(Method::GET, "/apis/discovery.k8s.io/v1/endpointslices");
+        assert_eq!(slices.resource, "endpointslices");
+        let health = info(Method::GET, "/healthz");
+        assert_eq!((health.verb.as_str(), health.resource.as_str()), ("get", ""));
+    }
+
+    #[test]
+    fn histogram_is_cumulative() {
+        let mut h = Histogram::default();
+        h.observe(0.003);
+        h.observe(7.0);
+        assert_eq!(h.counts[0], 0);
+        assert_eq!(h.counts[3], 1); // le=0.005
+        assert_eq!(h.counts[BUCKETS.len() - 1], 2); // le=10
+        assert_eq!(h.count, 2);
+    }
+
+    #[test]
+    fn rendering_has_counters_and_escapes_labels() {
+        let m = Metrics::default();
+        let i = RequestInfo {
+            verb: "get".into(),
+            resource: "a\"b".into(),
+            subresource: String::new(),
+        };
+        m.record(&i, 200, 0.01);
+        m.record(&i, 200, 0.01);
+        let text = m.render();
+        assert!(text.contains(
+            "kube_bastion_requests_total{verb=\"get\",resource=\"a\\\"b\",subresource=\"\",code=\"200\"} 2"
+        ));
+    }
+}

@@ -1,0 +1,82 @@
+//! The proxy layer, configured from the command line: this is the library embedded exactly
+//! as a user embeds it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ConnectInfo;
+use kube_bastion::{
+    HostHeader, MemoryCluster, PoolOptions, ProxyConfig, ProxyLayer, Roots, TlsOptions,
+    ClientIdentity,
+};
+
+use crate::cli::{HostHeaderName, ServeArgs};
+
+fn read(path: &std::path::Path, flag: &str) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("{flag} {}: {e}", path.display()))
+}
+
+fn seconds(value: u64) -> Option<Duration> {
+    (value > 0).then(|| Duration::from_secs(value))
+}
+
+/// The TLS options of `--kubelet-*` and `--proxy-*` flags; files are read and checked now
+/// so that a bad file stops the server at startup with one line.
+fn tls_options(args: &ServeArgs) -> Result<TlsOptions, String> {
+    let mut tls = TlsOptions::default();
+    if let Some(path) = &args.kubelet_certificate_authority {
+        let pem = read(path, "--kubelet-certificate-authority")?;
+        let roots = Roots::from_pem(&pem)
+            .map_err(|e| format!("--kubelet-certificate-authority {}: {e}", path.display()))?;
+        tls.kubelet_ca = Some(roots);
+    }
+    if let (Some(cert), Some(key)) = (&args.kubelet_client_certificate, &args.kubelet_client_key) {
+        let cert_pem = read(cert, "--kubelet-client-certificate")?;
+        let key_pem = read(key, "--kubelet-client-key")?;
+        let identity = ClientIdentity::from_pem(&cert_pem, &key_pem)
+            .map_err(|e| format!("--kubelet-client-certificate/--kubelet-client-key: {e}"))?;
+        tls.kubelet_client = Some(identity);
+    }
+    if args.proxy.verify_backend_tls {
+        tls.verify_backends = true;
+        if let Some(path) = &args.proxy.backend_ca {
+            let pem = read(path, "--proxy-backend-ca")?;
+            tls.roots = Roots::from_pem(&pem)
+                .map_err(|e| format!("--proxy-backend-ca {}: {e}", path.display()))?;
+        }
+    }
+    Ok(tls)
+}
+
+/// Builds the proxy layer. `allow_loopback` is set for the demo cluster only.
+pub(crate) fn layer(
+    args: &ServeArgs,
+    cluster: Arc<MemoryCluster>,
+    allow_loopback: bool,
+) -> Result<ProxyLayer, String> {
+    let p = &args.proxy;
+    let mut builder = ProxyConfig::builder(cluster)
+        .resolve_options(args.resolution.resolve_options(allow_loopback))
+        .tls(tls_options(args)?)
+        .connect_timeout(Duration::from_secs(p.connect_timeout.max(1)))
+        .response_header_timeout(seconds(p.response_header_timeout))
+        .body_idle_timeout(seconds(p.body_idle_timeout))
+        .pool(PoolOptions {
+            idle_timeout: Duration::from_secs(p.pool_idle_timeout),
+            max_idle_per_endpoint: p.pool_max_idle,
+            ..PoolOptions::default()
+        })
+        .host_header(match p.host_header {
+            HostHeaderName::Client => HostHeader::Client,
+            HostHeaderName::Target => HostHeader::Target,
+        })
+        .rewrite(p.rewrite)
+        .authorize_upgrades_as_create(p.upgrades_as_create)
+        .peer_addr(|parts| parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0));
+    for name in &p.strip_headers {
+        builder = builder.strip_header(name.clone());
+    }
+    let config = builder.build().map_err(|e| format!("proxy configuration: {e}"))?;
+    Ok(ProxyLayer::new(config))
+}

@@ -1,0 +1,82 @@
+//! `--cluster` files: loading, and reloading when they change.
+//!
+//! Files are polled (modification time and size) rather than watched with inotify, which
+//! keeps this portable and works for files replaced by rename (editors, `kubectl get -o
+//! yaml > file`, ConfigMap volume updates). A file that fails to parse is reported and the
+//! last good state stays in force.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use kube_bastion::Object;
+use kube_bastion::cluster::parse_objects;
+
+use crate::metrics::Metrics;
+use crate::store::Store;
+
+/// Reads and parses one cluster file.
+pub(crate) fn load_file(path: &Path) -> Result<Vec<Object>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    parse_objects(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Reads and parses every cluster file, in order (later files win on duplicates).
+pub(crate) fn load_files(paths: &[PathBuf]) -> Result<Vec<Object>, String> {
+    let mut objects = Vec::new();
+    for path in paths {
+        objects.extend(load_file(path)?);
+    }
+    Ok(objects)
+}
+
+/// What identifies a version of a file for change detection.
+type Stamp = Option<(SystemTime, u64)>;
+
+fn stamps(paths: &[PathBuf]) -> Vec<Stamp> {
+    paths
+        .iter()
+        .map(|p| std::fs::metadata(p).ok().and_then(|m| Some((m.modified().ok()?, m.len()))))
+        .collect()
+}
+
+/// Polls `paths` every `interval` and replaces the store's state when any file changed and
+/// all of them parse. Runs forever.
+pub(crate) async fn watch(
+    paths: Vec<PathBuf>,
+    interval: Duration,
+    store: Arc<Store>,
+    metrics: Arc<Metrics>,
+) {
+    let mut last = stamps(&paths);
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let now = stamps(&paths);
+        if now == last {
+            continue;
+        }
+        last = now;
+        let loaded = {
+            let paths = paths.clone();
+            tokio::task::spawn_blocking(move || load_files(&paths)).await
+        };
+        match loaded {
+            Ok(Ok(objects)) => {
+                let count = objects.len();
+                store.replace(objects);
+                metrics.reload(true);
+                tracing::info!(objects = count, "cluster files changed: reloaded");
+            }
+            Ok(Err(err)) => {
+                metrics.reload(false);
+                tracing::error!(error = %err, "cluster file rejected; keeping the last good state");
+            }
+            Err(err) => {
+                metrics.reload(false);
+                tracing::error!(error = %err, "cluster reload task failed");
+            }
+        }
+    }
+}
