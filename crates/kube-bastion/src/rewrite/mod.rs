@@ -1,1 +1,408 @@
-//! rewrite (being built).
+//! Response rewriting: `Location` headers and `text/html` links back under the proxy prefix,
+//! streaming.
+//!
+//! Web UIs reached through `.../services/svc/proxy/` write absolute links (`/static/app.js`)
+//! and redirect to `/login`; without rewriting, the browser would leave the proxy. kube-apiserver
+//! rewrites the `Location` header and 25 URL attributes of `text/html` bodies; so do we, with
+//! the same URL rule ([`RewriteContext::rewrite_url`]), but streaming: memory per response is
+//! bounded whatever the body size, and bytes reach the client as the backend sends them.
+//!
+//! The engine calls [`rewrite_response`] once, when the backend response head arrives:
+//!
+//! ```
+//! use bytes::Bytes;
+//! use http_body_util::Full;
+//! use kube_bastion::rewrite::{RewriteContext, RewriteOptions, rewrite_response};
+//!
+//! let ctx = RewriteContext::new(
+//!     "/api/v1/namespaces/ns/services/web/proxy", // ProxyRequest::prefix()
+//!     "10.1.2.3:8080",                            // the address the proxy dialed
+//!     "apiserver.example:6443",                   // the Host header sent to the backend
+//! )
+//! .with_options(RewriteOptions::default());
+//!
+//! let backend = http::Response::builder()
+//!     .status(302)
+//!     .header("location", "/login?next=%2F")
+//!     .body(Full::new(Bytes::new()))
+//!     .unwrap();
+//! let response = rewrite_response(&ctx, backend).unwrap();
+//! assert_eq!(
+//!     response.headers()["location"],
+//!     "/api/v1/namespaces/ns/services/web/proxy/login?next=%2F"
+//! );
+//! ```
+//!
+//! What is rewritten, and how it differs from upstream, is listed in the "Response
+//! rewriting" section of `docs/compatibility.md`.
+
+mod body;
+mod encoding;
+mod html;
+mod location;
+mod url;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use http::{Response, StatusCode};
+
+pub use body::{RewriteBodyError, RewrittenBody};
+pub use url::UrlParseError;
+
+use crate::{ProxyRequest, ResourceKind, Status};
+use encoding::Coding;
+use url::{GoUrl, join};
+
+/// What to rewrite. The default is kube-apiserver's behaviour plus our compatible additions
+/// (each can be turned off).
+///
+/// ```
+/// use kube_bastion::ResourceKind;
+/// use kube_bastion::rewrite::RewriteOptions;
+///
+/// let mut options = RewriteOptions::default();
+/// options.srcset_and_meta_refresh = false; // strictly upstream's attribute set
+/// options.set_kind(ResourceKind::Node, false); // never rewrite nodes/proxy responses
+/// assert!(options.is_enabled_for(ResourceKind::Pod));
+/// assert!(!options.is_enabled_for(ResourceKind::Node));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RewriteOptions {
+    /// Master switch (default `true`, as upstream). `false` passes responses through
+    /// untouched: no header and no body rewriting.
+    pub enabled: bool,
+    /// Rewrite links in `text/html` bodies (default `true`, as upstream).
+    pub html: bool,
+    /// Our addition (default `true`): also rewrite `srcset` candidates of `<img>`/`<source>`,
+    /// the URL of `<meta http-equiv="refresh" content="N; url=/x">` and of the `Refresh`
+    /// response header. Upstream rewrites none of them.
+    pub srcset_and_meta_refresh: bool,
+    /// Our addition (default `true`): rewrite `Content-Location` with the `Location` rule.
+    pub content_location: bool,
+    /// Our addition (default `true`): put an absolute `Path` attribute of `Set-Cookie` under
+    /// the proxy prefix, so cookies set by the app come back through the proxy.
+    pub set_cookie_path: bool,
+    /// Rewrite `pods/proxy` responses (default `true`).
+    pub pods: bool,
+    /// Rewrite `services/proxy` responses (default `true`).
+    pub services: bool,
+    /// Rewrite `nodes/proxy` responses (default `true`).
+    pub nodes: bool,
+    /// Cap on the HTML rewriter's internal buffer, in bytes (default 1 MiB). The rewriter
+    /// buffers only a tag that spans input chunks, so this is reached only by a single tag
+    /// larger than the cap (or absurd nesting); the rest of that page then passes through
+    /// unchanged instead of growing memory.
+    pub max_html_buffer: usize,
+}
+
+impl Default for RewriteOptions {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            html: true,
+            srcset_and_meta_refresh: true,
+            content_location: true,
+            set_cookie_path: true,
+            pods: true,
+            services: true,
+            nodes: true,
+            max_html_buffer: 1 << 20,
+        }
+    }
+}
+
+impl RewriteOptions {
+    /// Options that rewrite nothing.
+    pub fn disabled() -> Self {
+        Self {
+            enabled: false,
+            ..Self::default()
+        }
+    }
+
+    /// Exactly kube-apiserver's rewriting: `Location` and the 25 HTML attributes, none of
+    /// our additions.
+    pub fn upstream() -> Self {
+        Self {
+            srcset_and_meta_refresh: false,
+            content_location: false,
+            set_cookie_path: false,
+            ..Self::default()
+        }
+    }
+
+    /// Turns rewriting on or off for one request kind.
+    pub fn set_kind(&mut self, kind: ResourceKind, enabled: bool) {
+        match kind {
+            ResourceKind::Pod => self.pods = enabled,
+            ResourceKind::Service => self.services = enabled,
+            ResourceKind::Node => self.nodes = enabled,
+        }
+    }
+
+    /// Whether responses to requests of this kind are rewritten at all.
+    pub fn is_enabled_for(&self, kind: ResourceKind) -> bool {
+        self.enabled
+            && match kind {
+                ResourceKind::Pod => self.pods,
+                ResourceKind::Service => self.services,
+                ResourceKind::Node => self.nodes,
+            }
+    }
+}
+
+/// The URL rule's inputs (upstream's transport `scheme`, `host`, `pathPrepend`, plus the
+/// backend address and request `Host`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct UrlRules {
+    prefix: String,
+    backend_authority: String,
+    request_host: String,
+    public_scheme: String,
+    public_host: String,
+}
+
+impl UrlRules {
+    pub(crate) fn new(prefix: &str, backend_authority: &str, request_host: &str) -> Self {
+        Self {
+            prefix: prefix.to_owned(),
+            backend_authority: backend_authority.to_owned(),
+            request_host: request_host.to_owned(),
+            public_scheme: String::new(),
+            public_host: String::new(),
+        }
+    }
+
+    /// kube-apiserver's `rewriteURL`, on a raw value.
+    pub(crate) fn rewrite(&self, raw: &[u8]) -> Result<Vec<u8>, UrlParseError> {
+        let mut url = GoUrl::parse(raw)?;
+        let different_host = !url.host.is_empty()
+            && url.host != self.backend_authority.as_bytes()
+            && url.host != self.request_host.as_bytes();
+        let relative = !url.path.starts_with(b"/");
+        if different_host || relative {
+            return Ok(url.to_bytes());
+        }
+        if !(url.host == self.request_host.as_bytes()
+            && self.public_scheme.is_empty()
+            && self.public_host.is_empty())
+        {
+            url.set_origin(self.public_scheme.as_bytes(), self.public_host.as_bytes());
+        }
+        if url.path.starts_with(self.prefix.as_bytes()) {
+            return Ok(url.to_bytes());
+        }
+        let trailing_slash = url.path.ends_with(b"/");
+        let mut path = join(self.prefix.as_bytes(), &url.path);
+        if trailing_slash {
+            path.push(b'/');
+        }
+        url.replace_path(path);
+        Ok(url.to_bytes())
+    }
+
+    /// [`rewrite`](Self::rewrite) for text (HTML attribute values); `None` when the value is
+    /// not a URL Go can parse (upstream then leaves it as is).
+    pub(crate) fn rewrite_str(&self, value: &str) -> Option<String> {
+        let bytes = self.rewrite(value.as_bytes()).ok()?;
+        Some(String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
+    }
+}
+
+/// Everything [`rewrite_response`] needs to know about one proxied request.
+///
+/// Cheap to clone (the URL rule is shared).
+#[derive(Clone, Debug)]
+pub struct RewriteContext {
+    rules: Arc<UrlRules>,
+    kind: Option<ResourceKind>,
+    options: RewriteOptions,
+}
+
+impl RewriteContext {
+    /// A context for one response.
+    ///
+    /// * `prefix`: the proxy prefix, e.g. `/api/v1/namespaces/ns/services/svc/proxy`
+    ///   ([`ProxyRequest::prefix`]);
+    /// * `backend_authority`: the `host[:port]` the proxy dialed, written as upstream writes
+    ///   the location host (`10.1.2.3:8080`, `[fd00::1]:80`); links naming it are rewritten;
+    /// * `request_host`: the `Host` header sent to the backend (the client's); links naming
+    ///   it are rewritten too but keep their scheme and host.
+    pub fn new(
+        prefix: impl Into<String>,
+        backend_authority: impl Into<String>,
+        request_host: impl Into<String>,
+    ) -> Self {
+        Self {
+            rules: Arc::new(UrlRules::new(
+                &prefix.into(),
+                &backend_authority.into(),
+                &request_host.into(),
+            )),
+            kind: None,
+            options: RewriteOptions::default(),
+        }
+    }
+
+    /// A context for a parsed proxy request: its prefix and kind.
+    pub fn for_request(
+        request: &ProxyRequest,
+        backend_authority: impl Into<String>,
+        request_host: impl Into<String>,
+        options: RewriteOptions,
+    ) -> Self {
+        Self::new(request.prefix(), backend_authority, request_host)
+            .with_kind(request.kind())
+            .with_options(options)
+    }
+
+    /// Replaces the options.
+    pub fn with_options(mut self, options: RewriteOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// Sets the request kind, so the per-kind switches of [`RewriteOptions`] apply.
+    pub fn with_kind(mut self, kind: ResourceKind) -> Self {
+        self.kind = Some(kind);
+        self
+    }
+
+    /// Sets the scheme and host rewritten links get (upstream's transport scheme/host, which
+    /// kube-apiserver takes from an absolute-form request line and is empty for normal
+    /// requests, giving host-relative links). Empty by default.
+    pub fn with_public_origin(mut self, scheme: &str, host: &str) -> Self {
+        let rules = Arc::make_mut(&mut self.rules);
+        rules.public_scheme = scheme.to_owned();
+        rules.public_host = host.to_owned();
+        self
+    }
+
+    /// The options in force.
+    pub fn options(&self) -> &RewriteOptions {
+        &self.options
+    }
+
+    /// The proxy prefix.
+    pub fn prefix(&self) -> &str {
+        &self.rules.prefix
+    }
+
+    /// Whether this context rewrites anything (master switch and per-kind switch).
+    pub fn is_active(&self) -> bool {
+        match self.kind {
+            Some(kind) => self.options.is_enabled_for(kind),
+            None => self.options.enabled,
+        }
+    }
+
+    /// kube-apiserver's `rewriteURL` applied to one URL reference, as Go would parse and
+    /// print it: links to the backend or to the request host with an absolute path move
+    /// under the prefix (path-cleaned, trailing `/` kept); foreign hosts and relative
+    /// references are only re-serialized.
+    ///
+    /// ```
+    /// use kube_bastion::rewrite::RewriteContext;
+    ///
+    /// let ctx = RewriteContext::new("/api/v1/namespaces/ns/pods/web/proxy", "10.1.2.3:8080", "k8s:6443");
+    /// assert_eq!(ctx.rewrite_url("/a/../b/").unwrap(), "/api/v1/namespaces/ns/pods/web/proxy/b/");
+    /// assert_eq!(ctx.rewrite_url("http://10.1.2.3:8080/x").unwrap(), "/api/v1/namespaces/ns/pods/web/proxy/x");
+    /// assert_eq!(ctx.rewrite_url("https://example.com/x").unwrap(), "https://example.com/x");
+    /// assert_eq!(ctx.rewrite_url("style.css").unwrap(), "style.css");
+    /// assert!(ctx.rewrite_url("http://[bad").is_err());
+    /// ```
+    pub fn rewrite_url(&self, url: &str) -> Result<String, UrlParseError> {
+        let bytes = self.rules.rewrite(url.as_bytes())?;
+        Ok(String::from_utf8(bytes)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
+    }
+
+    /// How kube-apiserver derives the prefix when it has no route grammar (its
+    /// `defaultProxyTransport`): the incoming path with the backend path (plus `/` when the
+    /// incoming path ends in one) cut off its end as a plain string suffix.
+    ///
+    /// ```
+    /// use kube_bastion::rewrite::RewriteContext;
+    ///
+    /// assert_eq!(RewriteContext::derive_prefix("/a/test/location", "/location"), "/a/test");
+    /// assert_eq!(RewriteContext::derive_prefix("/a/test/", ""), "/a/test");
+    /// ```
+    pub fn derive_prefix(incoming_path: &str, backend_path: &str) -> String {
+        let mut suffix = backend_path.to_owned();
+        if incoming_path.ends_with('/') && !suffix.ends_with('/') {
+            suffix.push('/');
+        }
+        incoming_path
+            .strip_suffix(suffix.as_str())
+            .unwrap_or(incoming_path)
+            .to_owned()
+    }
+}
+
+/// Rewrites a backend response for the client.
+///
+/// Call it once per non-upgrade response, right after the backend response head arrives
+/// (never for upgrades: upstream rewrites nothing there). It:
+///
+/// 1. rewrites `Location` when non-empty (any status) with [`RewriteContext::rewrite_url`];
+///    an unparsable one is kube-apiserver's 500 `InternalError`
+///    (`Internal error occurred: error trying to parse Location header: parse "...": ...`),
+///    returned as `Err` for the engine to answer with;
+/// 2. rewrites `Content-Location`, `Refresh` and `Set-Cookie` paths (our additions, per
+///    [`RewriteOptions`]);
+/// 3. when there was no `Location`, the media type is exactly `text/html` and the
+///    `Content-Encoding` is none, `gzip` or `deflate`, wraps the body in the streaming HTML
+///    rewriter and removes `Content-Length`. Anything else keeps its body untouched.
+pub fn rewrite_response<B>(
+    ctx: &RewriteContext,
+    response: Response<B>,
+) -> Result<Response<RewrittenBody<B>>, Status>
+where
+    B: http_body::Body<Data = Bytes>,
+{
+    if !ctx.is_active() {
+        return Ok(response.map(RewrittenBody::passthrough));
+    }
+    let (mut parts, body) = response.into_parts();
+    let outcome = location::rewrite_headers(ctx, &mut parts.headers)?;
+    let rewrite_body = ctx.options.html
+        && !outcome.had_location
+        && has_body(parts.status)
+        && !body.is_end_stream()
+        && is_html(&parts.headers);
+    let coding = if rewrite_body {
+        Coding::of(&parts.headers)
+    } else {
+        None
+    };
+    let body = match coding {
+        Some(coding) => {
+            parts.headers.remove(CONTENT_LENGTH);
+            RewrittenBody::html(body, coding, &ctx.rules, &ctx.options)
+        }
+        None => {
+            if rewrite_body {
+                tracing::debug!("not rewriting an HTML body with an unsupported content coding");
+            }
+            RewrittenBody::passthrough(body)
+        }
+    };
+    Ok(Response::from_parts(parts, body))
+}
+
+fn has_body(status: StatusCode) -> bool {
+    !(status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED)
+}
+
+/// Go: `strings.TrimSpace(strings.SplitN(Header.Get("Content-Type"), ";", 2)[0]) == "text/html"`.
+fn is_html(headers: &http::HeaderMap) -> bool {
+    headers.get(CONTENT_TYPE).is_some_and(|value| {
+        let media_type = value.as_bytes().split(|&c| c == b';').next().unwrap_or_default();
+        media_type.trim_ascii() == b"text/html"
+    })
+}

@@ -1,0 +1,327 @@
+//! [`RewrittenBody`]: the response body after [`rewrite_response`](super::rewrite_response),
+//! either the backend body untouched or the streaming decode → rewrite → encode pipeline.
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, ready};
+
+use bytes::Bytes;
+use http::HeaderMap;
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+
+use super::encoding::{Coding, Decoder, Encoder};
+use super::html::{self, Rewriter, SharedOutput};
+use super::{RewriteOptions, UrlRules};
+
+type BoxError = Box<dyn StdError + Send + Sync>;
+
+/// An error while streaming a response body.
+///
+/// Either the backend body failed ([`is_backend`](Self::is_backend)) or a compressed body
+/// could not be decoded or rewritten ([`is_rewrite`](Self::is_rewrite)); in both cases the
+/// response ends there and the client sees an incomplete body.
+#[derive(Debug)]
+pub struct RewriteBodyError {
+    kind: ErrorKind,
+    source: BoxError,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ErrorKind {
+    Backend,
+    Rewrite,
+}
+
+impl RewriteBodyError {
+    /// The backend's body failed.
+    pub fn is_backend(&self) -> bool {
+        self.kind == ErrorKind::Backend
+    }
+
+    /// The body could not be decoded, rewritten or re-encoded (for example corrupt gzip).
+    pub fn is_rewrite(&self) -> bool {
+        self.kind == ErrorKind::Rewrite
+    }
+}
+
+impl fmt::Display for RewriteBodyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.kind {
+            ErrorKind::Backend => write!(f, "error reading the backend response body"),
+            ErrorKind::Rewrite => write!(f, "error rewriting the response body: {}", self.source),
+        }
+    }
+}
+
+impl StdError for RewriteBodyError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        Some(&*self.source)
+    }
+}
+
+pin_project! {
+    /// The body of a rewritten response: a pass-through of the backend body, or a streaming
+    /// rewrite of it with bounded memory.
+    ///
+    /// It is `Send` (and `Sync` when `B` is) and yields data as soon as the backend does:
+    /// every backend frame is rewritten and, for compressed bodies, sync-flushed before the
+    /// next one is read. Trailers are relayed after the body.
+    pub struct RewrittenBody<B> {
+        #[pin]
+        inner: B,
+        pipeline: Option<Box<Mutex<Pipeline>>>,
+        failed: bool,
+    }
+}
+
+impl<B: fmt::Debug> fmt::Debug for RewrittenBody<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RewrittenBody")
+            .field("inner", &self.inner)
+            .field("rewriting", &self.pipeline.is_some())
+            .finish()
+    }
+}
+
+impl<B> RewrittenBody<B> {
+    /// The backend body, unchanged.
+    pub fn passthrough(inner: B) -> Self {
+        Self {
+            inner,
+            pipeline: None,
+            failed: false,
+        }
+    }
+
+    /// The backend body, decoded, rewritten and re-encoded.
+    pub(crate) fn html(
+        inner: B,
+        coding: Coding,
+        rules: &Arc<UrlRules>,
+        options: &RewriteOptions,
+    ) -> Self {
+        let output = SharedOutput::default();
+        let rewriter = html::rewriter(
+            rules,
+            options.srcset_and_meta_refresh,
+            options.max_html_buffer,
+            output.clone(),
+        );
+        let pipeline = Pipeline {
+            decoder: Decoder::new(coding),
+            rewriter: Some(rewriter),
+            output,
+            encoder: Encoder::new(coding),
+            pending: Bytes::new(),
+            decoded: Vec::new(),
+            trailers: None,
+            input_done: false,
+            finished: false,
+            saw_input: false,
+        };
+        Self {
+            inner,
+            pipeline: Some(Box::new(Mutex::new(pipeline))),
+            failed: false,
+        }
+    }
+
+    /// Whether the body is being rewritten (as opposed to passed through).
+    pub fn is_rewriting(&self) -> bool {
+        self.pipeline.is_some()
+    }
+
+    /// Bytes currently held in the pipeline's own buffers (pending input, decoded and
+    /// rewritten bytes, unsent compressed output); lol_html's internal buffer is capped
+    /// separately by [`RewriteOptions::max_html_buffer`].
+    #[cfg(test)]
+    pub(crate) fn buffered(&mut self) -> usize {
+        match &mut self.pipeline {
+            None => 0,
+            Some(p) => {
+                let p = p.get_mut().unwrap_or_else(PoisonError::into_inner);
+                p.pending.len() + p.decoded.capacity() + p.output.len() + p.encoder.buffered()
+            }
+        }
+    }
+}
+
+/// The decode → rewrite → encode state of one response.
+struct Pipeline {
+    decoder: Decoder,
+    /// `None` once finished, or after lol_html gave up on a pathological page (then the rest
+    /// passes through unchanged).
+    rewriter: Option<Rewriter>,
+    output: SharedOutput,
+    encoder: Encoder,
+    /// Backend bytes not yet decoded.
+    pending: Bytes,
+    /// Scratch buffer for decoded bytes (reused; holds at most one step).
+    decoded: Vec<u8>,
+    trailers: Option<HeaderMap>,
+    input_done: bool,
+    finished: bool,
+    saw_input: bool,
+}
+
+impl Pipeline {
+    /// Runs decoded bytes through the HTML rewriter into the encoder.
+    fn rewrite(&mut self, decoded: &[u8]) -> Result<(), BoxError> {
+        if let Some(rewriter) = &mut self.rewriter {
+            if let Err(err) = rewriter.write(decoded) {
+                self.rewriter = None;
+                if html::is_memory_bail_out(&err) {
+                    // lol_html flushed what it held, unchanged; the rest of the page passes
+                    // through unchanged.
+                    tracing::debug!("HTML rewriting stopped: the rewriter's memory cap was reached");
+                } else {
+                    return Err(err.into());
+                }
+            }
+            let html = self.output.take();
+            self.encoder.write(&html)?;
+        } else {
+            self.encoder.write(decoded)?;
+        }
+        Ok(())
+    }
+
+    /// Processes one bounded step of pending input; returns the bytes ready to send.
+    fn step(&mut self) -> Result<Bytes, BoxError> {
+        self.saw_input = true;
+        let mut decoded = std::mem::take(&mut self.decoded);
+        decoded.clear();
+        let consumed = self.decoder.step(&self.pending, &mut decoded)?;
+        let _ = self.pending.split_to(consumed);
+        let result = self.rewrite(&decoded);
+        self.decoded = decoded;
+        result?;
+        if self.pending.is_empty() {
+            // End of a backend frame: make what we have decodable by the client now.
+            self.encoder.flush()?;
+        }
+        Ok(Bytes::from(self.encoder.take()))
+    }
+
+    /// The backend body ended.
+    fn finish(&mut self) -> Result<Bytes, BoxError> {
+        self.finished = true;
+        if !self.saw_input {
+            // An empty body stays empty (no gzip header for nothing).
+            self.rewriter = None;
+            return Ok(Bytes::new());
+        }
+        let mut decoded = std::mem::take(&mut self.decoded);
+        decoded.clear();
+        self.decoder.finish(&mut decoded)?;
+        self.rewrite(&decoded)?;
+        if let Some(rewriter) = self.rewriter.take()
+            && let Err(err) = rewriter.end()
+            && !html::is_memory_bail_out(&err)
+        {
+            return Err(err.into());
+        }
+        let html = self.output.take();
+        self.encoder.write(&html)?;
+        self.encoder.finish()?;
+        Ok(Bytes::from(self.encoder.take()))
+    }
+}
+
+impl<B> Body for RewrittenBody<B>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = RewriteBodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let mut this = self.project();
+        if *this.failed {
+            return Poll::Ready(None);
+        }
+        let Some(pipeline) = this.pipeline.as_mut() else {
+            return match ready!(this.inner.poll_frame(cx)) {
+                Some(Err(err)) => {
+                    *this.failed = true;
+                    Poll::Ready(Some(Err(RewriteBodyError {
+                        kind: ErrorKind::Backend,
+                        source: err.into(),
+                    })))
+                }
+                Some(Ok(frame)) => Poll::Ready(Some(Ok(frame))),
+                None => Poll::Ready(None),
+            };
+        };
+        let pipeline = pipeline.get_mut().unwrap_or_else(PoisonError::into_inner);
+        loop {
+            if pipeline.finished {
+                return Poll::Ready(pipeline.trailers.take().map(|t| Ok(Frame::trailers(t))));
+            }
+            let produced = if !pipeline.pending.is_empty() {
+                Some(pipeline.step())
+            } else if pipeline.input_done {
+                Some(pipeline.finish())
+            } else {
+                None
+            };
+            match produced {
+                Some(Ok(bytes)) if !bytes.is_empty() => {
+                    return Poll::Ready(Some(Ok(Frame::data(bytes))));
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(err)) => {
+                    *this.failed = true;
+                    tracing::warn!(error = %err, "ending a rewritten response body early: the body could not be rewritten");
+                    return Poll::Ready(Some(Err(RewriteBodyError {
+                        kind: ErrorKind::Rewrite,
+                        source: err,
+                    })));
+                }
+                None => {}
+            }
+            match ready!(this.inner.as_mut().poll_frame(cx)) {
+                None => pipeline.input_done = true,
+                Some(Err(err)) => {
+                    *this.failed = true;
+                    return Poll::Ready(Some(Err(RewriteBodyError {
+                        kind: ErrorKind::Backend,
+                        source: err.into(),
+                    })));
+                }
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => pipeline.pending = data,
+                    Err(frame) => {
+                        if let Ok(trailers) = frame.into_trailers() {
+                            match &mut pipeline.trailers {
+                                Some(existing) => existing.extend(trailers),
+                                None => pipeline.trailers = Some(trailers),
+                            }
+                        }
+                    }
+                },
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.pipeline {
+            None => self.failed || self.inner.is_end_stream(),
+            Some(_) => self.failed,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.pipeline {
+            None => self.inner.size_hint(),
+            Some(_) => SizeHint::default(),
+        }
+    }
+}
