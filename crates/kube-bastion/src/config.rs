@@ -1,0 +1,384 @@
+//! [`ProxyConfig`] and its builder: everything the proxy needs, with documented defaults.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//! use kube_bastion::{DestinationPolicy, MemoryCluster, ProxyConfig};
+//!
+//! let cluster = Arc::new(MemoryCluster::new());
+//! let config = ProxyConfig::builder(cluster)
+//!     .destination_policy(DestinationPolicy::kube_default())
+//!     .response_header_timeout(Some(Duration::from_secs(30)))
+//!     .build()
+//!     .expect("valid TLS options");
+//! # let _ = config;
+//! ```
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::Uri;
+use http::header::HeaderName;
+use http::request::Parts;
+
+use crate::authorize::{AllowAll, Authorizer};
+use crate::headers::{HeaderOptions, HostHeader, PeerAddr};
+use crate::transport::{ClientIdentity, Roots, TlsError, TlsOptions, Transport};
+use crate::{ClusterSource, DestinationPolicy, KubeletOptions, ResolveOptions};
+
+/// Timeouts applied to every backend exchange.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    /// TCP connect (default 30 s, Go's dialer default that kube-apiserver uses).
+    pub connect: Duration,
+    /// TLS handshake (default 10 s, as upstream).
+    pub tls_handshake: Duration,
+    /// From the request being sent until the response head arrives (default 120 s;
+    /// upstream has none, which lets a silent backend hold a client forever). `None`
+    /// disables it. Exceeding it answers 504.
+    pub response_header: Option<Duration>,
+    /// Longest silence between two response body frames (default 300 s). `None` disables
+    /// it. Exceeding it aborts the response body (the client sees a truncated response).
+    pub body_idle: Option<Duration>,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            connect: Duration::from_secs(30),
+            tls_handshake: Duration::from_secs(10),
+            response_header: Some(Duration::from_secs(120)),
+            body_idle: Some(Duration::from_secs(300)),
+        }
+    }
+}
+
+/// Connection pool options (per client, per endpoint).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolOptions {
+    /// How long an idle connection stays pooled (default 90 s, Go's `IdleConnTimeout`).
+    pub idle_timeout: Duration,
+    /// Idle connections kept per endpoint (default 32).
+    pub max_idle_per_endpoint: usize,
+    /// HTTP/2 keep-alive ping interval (default `None`: no pings).
+    pub http2_keep_alive_interval: Option<Duration>,
+}
+
+impl Default for PoolOptions {
+    fn default() -> Self {
+        Self {
+            idle_timeout: Duration::from_secs(90),
+            max_idle_per_endpoint: 32,
+            http2_keep_alive_interval: None,
+        }
+    }
+}
+
+type OriginalUriFn = dyn Fn(&Parts) -> Option<Uri> + Send + Sync;
+type PeerAddrFn = dyn Fn(&Parts) -> Option<SocketAddr> + Send + Sync;
+
+/// The proxy configuration. Cheap to clone (one `Arc`); build it with
+/// [`ProxyConfig::builder`].
+#[derive(Clone)]
+pub struct ProxyConfig {
+    pub(crate) inner: Arc<ConfigInner>,
+}
+
+pub(crate) struct ConfigInner {
+    pub(crate) cluster: Arc<dyn ClusterSource>,
+    pub(crate) authorizer: Arc<dyn Authorizer>,
+    pub(crate) resolve: ResolveOptions,
+    pub(crate) timeouts: Timeouts,
+    pub(crate) pool: PoolOptions,
+    pub(crate) headers: HeaderOptions,
+    pub(crate) upgrades_as_create: bool,
+    pub(crate) rewrite: bool,
+    pub(crate) original_uri: Option<Box<OriginalUriFn>>,
+    pub(crate) peer_addr: Option<Box<PeerAddrFn>>,
+    pub(crate) transport: Transport,
+}
+
+impl fmt::Debug for ProxyConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let i = &self.inner;
+        f.debug_struct("ProxyConfig")
+            .field("resolve", &i.resolve)
+            .field("timeouts", &i.timeouts)
+            .field("pool", &i.pool)
+            .field("headers", &i.headers)
+            .field("upgrades_as_create", &i.upgrades_as_create)
+            .field("rewrite", &i.rewrite)
+            .field("original_uri", &i.original_uri.is_some())
+            .field("peer_addr", &i.peer_addr.is_some())
+            .field("transport", &i.transport)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ProxyConfig {
+    /// Starts a builder over `cluster`, the source of cluster views.
+    pub fn builder(cluster: Arc<dyn ClusterSource>) -> ProxyConfigBuilder {
+        ProxyConfigBuilder {
+            cluster,
+            authorizer: Arc::new(AllowAll),
+            resolve: ResolveOptions::default(),
+            tls: TlsOptions::default(),
+            timeouts: Timeouts::default(),
+            pool: PoolOptions::default(),
+            headers: HeaderOptions::default(),
+            upgrades_as_create: false,
+            rewrite: true,
+            original_uri: None,
+            peer_addr: None,
+        }
+    }
+
+    /// The cluster source.
+    pub fn cluster(&self) -> &Arc<dyn ClusterSource> {
+        &self.inner.cluster
+    }
+
+    /// Resolution options (destination policy and kubelet addressing).
+    pub fn resolve_options(&self) -> &ResolveOptions {
+        &self.inner.resolve
+    }
+
+    /// The destination policy.
+    pub fn destination_policy(&self) -> &DestinationPolicy {
+        &self.inner.resolve.policy
+    }
+
+    /// Timeouts.
+    pub fn timeouts(&self) -> &Timeouts {
+        &self.inner.timeouts
+    }
+
+    /// Header options.
+    pub fn headers(&self) -> &HeaderOptions {
+        &self.inner.headers
+    }
+
+    /// Whether upgrades also need verb `create`.
+    pub fn upgrades_as_create(&self) -> bool {
+        self.inner.upgrades_as_create
+    }
+
+    /// Whether responses are rewritten (`Location` and HTML links; see `crate::rewrite`).
+    pub fn rewrite_enabled(&self) -> bool {
+        self.inner.rewrite
+    }
+
+    /// The backend transport (pooled clients and the dialer).
+    pub fn transport(&self) -> &Transport {
+        &self.inner.transport
+    }
+
+    /// The URI the proxy routes on: the original-URI hook's answer, else the request URI.
+    pub fn routing_uri<'a>(&self, parts: &'a Parts) -> std::borrow::Cow<'a, Uri> {
+        match self.inner.original_uri.as_ref().and_then(|f| f(parts)) {
+            Some(uri) => std::borrow::Cow::Owned(uri),
+            None => std::borrow::Cow::Borrowed(&parts.uri),
+        }
+    }
+
+    /// The client address: the peer-address hook's answer, else the [`PeerAddr`] extension.
+    pub fn peer_addr(&self, parts: &Parts) -> Option<SocketAddr> {
+        if let Some(f) = &self.inner.peer_addr
+            && let Some(addr) = f(parts)
+        {
+            return Some(addr);
+        }
+        parts.extensions.get::<PeerAddr>().map(|p| p.0)
+    }
+}
+
+/// Builds a [`ProxyConfig`]. Every setting has a default; see each method.
+pub struct ProxyConfigBuilder {
+    cluster: Arc<dyn ClusterSource>,
+    authorizer: Arc<dyn Authorizer>,
+    resolve: ResolveOptions,
+    tls: TlsOptions,
+    timeouts: Timeouts,
+    pool: PoolOptions,
+    headers: HeaderOptions,
+    upgrades_as_create: bool,
+    rewrite: bool,
+    original_uri: Option<Box<OriginalUriFn>>,
+    peer_addr: Option<Box<PeerAddrFn>>,
+}
+
+impl fmt::Debug for ProxyConfigBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProxyConfigBuilder")
+            .field("resolve", &self.resolve)
+            .field("tls", &self.tls)
+            .field("timeouts", &self.timeouts)
+            .field("pool", &self.pool)
+            .field("headers", &self.headers)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ProxyConfigBuilder {
+    /// The authorization hook (default [`AllowAll`]: the host authorizes elsewhere).
+    pub fn authorizer(mut self, authorizer: impl Authorizer) -> Self {
+        self.authorizer = Arc::new(authorizer);
+        self
+    }
+
+    /// The destination policy (default [`DestinationPolicy::kube_default`]: global unicast
+    /// only, so loopback backends are refused).
+    pub fn destination_policy(mut self, policy: DestinationPolicy) -> Self {
+        self.resolve.policy = policy;
+        self
+    }
+
+    /// How kubelets are addressed (default [`KubeletOptions::default`]).
+    pub fn kubelet(mut self, kubelet: KubeletOptions) -> Self {
+        self.resolve.kubelet = kubelet;
+        self
+    }
+
+    /// All resolution options at once.
+    pub fn resolve_options(mut self, options: ResolveOptions) -> Self {
+        self.resolve = options;
+        self
+    }
+
+    /// TLS options (default: upstream's, see [`TlsOptions`]).
+    pub fn tls(mut self, tls: TlsOptions) -> Self {
+        self.tls = tls;
+        self
+    }
+
+    /// Verify pod and service backends against `roots` (default: not verified, as upstream).
+    pub fn verify_backends(mut self, roots: Roots) -> Self {
+        self.tls.verify_backends = true;
+        self.tls.roots = roots;
+        self
+    }
+
+    /// Verify kubelets against this CA (default: not verified, as upstream without
+    /// `--kubelet-certificate-authority`).
+    pub fn kubelet_ca(mut self, roots: Roots) -> Self {
+        self.tls.kubelet_ca = Some(roots);
+        self
+    }
+
+    /// Present this client certificate to kubelets (default: none).
+    pub fn kubelet_client_identity(mut self, identity: ClientIdentity) -> Self {
+        self.tls.kubelet_client = Some(identity);
+        self
+    }
+
+    /// All timeouts at once (default [`Timeouts::default`]).
+    pub fn timeouts(mut self, timeouts: Timeouts) -> Self {
+        self.timeouts = timeouts;
+        self
+    }
+
+    /// TCP connect timeout (default 30 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.timeouts.connect = timeout;
+        self
+    }
+
+    /// Response-header timeout (default 120 s; `None` waits forever as upstream).
+    pub fn response_header_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.timeouts.response_header = timeout;
+        self
+    }
+
+    /// Idle timeout between response body frames (default 300 s; `None` disables it).
+    pub fn body_idle_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.timeouts.body_idle = timeout;
+        self
+    }
+
+    /// Pool options (default [`PoolOptions::default`]).
+    pub fn pool(mut self, pool: PoolOptions) -> Self {
+        self.pool = pool;
+        self
+    }
+
+    /// Header options (default [`HeaderOptions::default`]).
+    pub fn headers(mut self, headers: HeaderOptions) -> Self {
+        self.headers = headers;
+        self
+    }
+
+    /// Also strip this request header before forwarding (credential headers of the host).
+    pub fn strip_header(mut self, name: HeaderName) -> Self {
+        self.headers.strip.push(name);
+        self
+    }
+
+    /// Which `Host` the backend sees (default [`HostHeader::Client`], as upstream).
+    pub fn host_header(mut self, host: HostHeader) -> Self {
+        self.headers.host = host;
+        self
+    }
+
+    /// When on, an upgrade request (WebSocket, SPDY) must also be allowed with verb `create`
+    /// (a second authorizer call). Default off: upstream authorizes proxy upgrades as `get`
+    /// only, which makes `get nodes/proxy` enough to open a kubelet exec stream.
+    pub fn authorize_upgrades_as_create(mut self, on: bool) -> Self {
+        self.upgrades_as_create = on;
+        self
+    }
+
+    /// Rewrite `Location` headers and HTML links back under the proxy prefix (default on, as
+    /// upstream). Read by `crate::rewrite`.
+    pub fn rewrite(mut self, on: bool) -> Self {
+        self.rewrite = on;
+        self
+    }
+
+    /// Where the proxy finds the URI the client sent, when the router hands it a different
+    /// one. axum's `nest_service` strips the nesting prefix from the request URI and keeps
+    /// the original in its `OriginalUri` extension; mount the proxy there with
+    /// `.original_uri(|p| p.extensions.get::<axum::extract::OriginalUri>().map(|o| o.0.clone()))`.
+    /// Default: the request URI as received.
+    pub fn original_uri(
+        mut self,
+        f: impl Fn(&Parts) -> Option<Uri> + Send + Sync + 'static,
+    ) -> Self {
+        self.original_uri = Some(Box::new(f));
+        self
+    }
+
+    /// Where the proxy finds the client address for `X-Forwarded-For`, when the host does
+    /// not insert [`PeerAddr`]; for axum's `ConnectInfo`:
+    /// `.peer_addr(|p| p.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0))`.
+    /// The [`PeerAddr`] extension is always consulted when the hook answers `None`.
+    pub fn peer_addr(
+        mut self,
+        f: impl Fn(&Parts) -> Option<SocketAddr> + Send + Sync + 'static,
+    ) -> Self {
+        self.peer_addr = Some(Box::new(f));
+        self
+    }
+
+    /// Builds the configuration and its transport (TLS configurations and pooled clients;
+    /// no connection is opened). Fails when a TLS input is unusable.
+    pub fn build(self) -> Result<ProxyConfig, TlsError> {
+        let transport = Transport::new(&self.tls, &self.timeouts, &self.pool)?;
+        Ok(ProxyConfig {
+            inner: Arc::new(ConfigInner {
+                cluster: self.cluster,
+                authorizer: self.authorizer,
+                resolve: self.resolve,
+                timeouts: self.timeouts,
+                pool: self.pool,
+                headers: self.headers,
+                upgrades_as_create: self.upgrades_as_create,
+                rewrite: self.rewrite,
+                original_uri: self.original_uri,
+                peer_addr: self.peer_addr,
+                transport,
+            }),
+        })
+    }
+}

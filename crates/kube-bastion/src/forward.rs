@@ -1,0 +1,551 @@
+//! The request pipeline of one proxy request, and the hook points of the balancing,
+//! upgrade and rewriting modules.
+//!
+//! Order (each step's failure is a [`Status`] and ends the request):
+//!
+//! 1. route (done by the [`layer`](crate::layer), which hands a [`ProxyRequest`] here);
+//! 2. authorize: the [`Authorizer`](crate::Authorizer) with the request's
+//!    [`Attributes`](crate::Attributes) (and verb `create` for upgrades when configured);
+//!    a denial is kube-apiserver's 403;
+//! 3. [`ProxyRequest::check`] (405, `dryRun`), [`ProxyRequest::target_id`] (400);
+//! 4. [`resolve`] against one cluster view → [`Target`];
+//! 5. destination checks: candidate names are resolved **once** with tokio, every address
+//!    judged by [`DestinationPolicy::check_resolved`](crate::DestinationPolicy::check_resolved),
+//!    and only the checked addresses become [`Endpoint`]s (CVE-2020-8562);
+//! 6. upgrades go to the upgrade hook; other requests follow [`ProxyRequest::plan`]: a 301,
+//!    or
+//! 7. forwarding: headers prepared ([`crate::headers`]), the body streamed over the pooled
+//!    client of the target's transport, endpoints tried in the balancer's order with
+//!    failover on connect failure while no body byte has left;
+//! 8. the response head's hop-by-hop and CORS headers removed, the rewrite hook applied,
+//!    the body streamed back with an idle timeout ([`ProxyBody`]).
+
+use std::error::Error as _;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use tracing::Instrument;
+
+use crate::body::ProxyBody;
+use crate::config::ProxyConfig;
+use crate::headers::{self, HostHeader};
+use crate::transport::{BoxError, ConnectError, RequestBody, SERVER_NAME};
+use crate::{Attributes, Candidate, Host, Plan, ProxyRequest, Status, Target, resolve};
+
+/// One address the destination policy approved, with the candidate it came from.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Endpoint {
+    /// The address to dial (never re-resolved).
+    pub addr: SocketAddr,
+    /// Index of the candidate in [`Target::candidates`].
+    pub candidate: usize,
+}
+
+/// Everything known about a proxy request once its target is resolved and its endpoints
+/// approved: what the balancing, upgrade and rewriting modules receive.
+#[derive(Debug)]
+pub struct ProxyContext {
+    /// The configuration (transport, timeouts, header options, switches).
+    pub config: ProxyConfig,
+    /// The parsed request.
+    pub request: ProxyRequest,
+    /// The resolved target.
+    pub target: Target,
+    /// The approved endpoints, in resolution order (ready candidates first); never empty.
+    pub endpoints: Vec<Endpoint>,
+    /// The client address, when the host provided it.
+    pub peer: Option<SocketAddr>,
+    /// The `Host` the client addressed (its `Host` header or HTTP/2 `:authority`).
+    pub client_host: Option<HeaderValue>,
+}
+
+impl ProxyContext {
+    /// The candidate behind `endpoint`.
+    pub fn candidate(&self, endpoint: &Endpoint) -> &Candidate {
+        &self.target.candidates[endpoint.candidate]
+    }
+
+    /// The backend authority as kube-apiserver's location host prints it (`10.1.2.3:8080`,
+    /// or the node address name with its port); what `Location` rewriting compares with.
+    pub fn backend_authority(&self, endpoint: &Endpoint) -> String {
+        self.candidate(endpoint).authority()
+    }
+
+    /// The `Host` header the backend receives for `endpoint`, following
+    /// [`HostHeader`](crate::headers::HostHeader).
+    pub fn backend_host(&self, endpoint: &Endpoint) -> Option<HeaderValue> {
+        match self.config.headers().host {
+            HostHeader::Client => self.client_host.clone(),
+            HostHeader::Target => HeaderValue::from_str(&self.backend_authority(endpoint)).ok(),
+        }
+    }
+
+    /// The peer IP appended to `X-Forwarded-For`.
+    pub fn peer_ip(&self) -> Option<IpAddr> {
+        self.peer.map(|p| p.ip())
+    }
+}
+
+/// A `Content-Type: application/json` response carrying `status`.
+pub fn status_response(status: &Status) -> Response<ProxyBody> {
+    let code = StatusCode::from_u16(status.code()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut res = Response::new(ProxyBody::full(status.to_json()));
+    *res.status_mut() = code;
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    res
+}
+
+/// Runs the whole pipeline for one routed proxy request, inside a tracing span with
+/// resource, namespace, name, chosen endpoint, status and duration.
+pub(crate) async fn proxy<B>(
+    config: ProxyConfig,
+    req: Request<B>,
+    preq: ProxyRequest,
+) -> Response<ProxyBody>
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let started = Instant::now();
+    let span = tracing::info_span!(
+        "proxy",
+        resource = preq.kind().resource(),
+        namespace = preq.namespace().unwrap_or(""),
+        name = preq.raw_id(),
+        method = %preq.method(),
+        upgrade = preq.is_upgrade(),
+        endpoint = tracing::field::Empty,
+        status = tracing::field::Empty,
+        duration_us = tracing::field::Empty,
+    );
+    let res = match run(config, req, preq).instrument(span.clone()).await {
+        Ok(res) => res,
+        Err(status) => {
+            span.in_scope(|| tracing::debug!(message = status.message(), "refused"));
+            status_response(&status)
+        }
+    };
+    span.record("status", res.status().as_u16());
+    span.record("duration_us", started.elapsed().as_micros() as u64);
+    span.in_scope(|| tracing::debug!("response head sent"));
+    res
+}
+
+async fn authorize(
+    config: &ProxyConfig,
+    attrs: &Attributes,
+    parts: &http::request::Parts,
+) -> Result<(), Status> {
+    match config.inner.authorizer.authorize(attrs, parts).await {
+        crate::Decision::Allow => Ok(()),
+        crate::Decision::Deny { user, reason } => Err(attrs.forbidden(&user, &reason)),
+    }
+}
+
+async fn run<B>(
+    config: ProxyConfig,
+    req: Request<B>,
+    preq: ProxyRequest,
+) -> Result<Response<ProxyBody>, Status>
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let (parts, body) = req.into_parts();
+
+    // 2. authorize
+    let attrs = preq.attributes();
+    authorize(&config, &attrs, &parts).await?;
+    if preq.is_upgrade() && config.upgrades_as_create() && attrs.verb != "create" {
+        let create = Attributes {
+            verb: "create",
+            ..attrs
+        };
+        authorize(&config, &create, &parts).await?;
+    }
+
+    // 3. request checks
+    preq.check()?;
+    preq.target_id()?;
+
+    // 4. resolve against one consistent view
+    let target = {
+        let view = config.cluster().view();
+        resolve(&*view, &preq, config.resolve_options())?
+    };
+
+    // 5. destination checks
+    let endpoints = approve(&config, &target).await?;
+
+    let ctx = ProxyContext {
+        peer: config.peer_addr(&parts),
+        client_host: headers::client_host(&parts.headers, &parts.uri),
+        config,
+        request: preq,
+        target,
+        endpoints,
+    };
+
+    // 6. upgrades, redirects, forwarding
+    if ctx.request.is_upgrade() {
+        return upgrade(ctx, Request::from_parts(parts, body)).await;
+    }
+    match ctx.request.plan() {
+        Plan::Redirect { location } => {
+            let mut res = Response::new(ProxyBody::empty());
+            *res.status_mut() = StatusCode::MOVED_PERMANENTLY;
+            let location = HeaderValue::from_str(&location)
+                .map_err(|_| Status::internal("invalid redirect location"))?;
+            res.headers_mut().insert(header::LOCATION, location);
+            Ok(res)
+        }
+        Plan::Forward {
+            path_and_query,
+            forwarded_uri,
+        } => {
+            forward(
+                ctx,
+                parts.method,
+                parts.headers,
+                body,
+                &path_and_query,
+                &forwarded_uri,
+            )
+            .await
+        }
+    }
+}
+
+/// Turns candidates into dialable endpoints: IPs as resolved (already approved by
+/// resolution), names resolved once and every address checked.
+async fn approve(config: &ProxyConfig, target: &Target) -> Result<Vec<Endpoint>, Status> {
+    let mut endpoints = Vec::with_capacity(target.candidates.len());
+    for (i, c) in target.candidates.iter().enumerate() {
+        let port = c.dial_port(target.scheme);
+        match &c.host {
+            Host::Ip(ip) => endpoints.push(Endpoint {
+                addr: SocketAddr::new(*ip, port),
+                candidate: i,
+            }),
+            Host::Name(name) => {
+                let lookup = tokio::net::lookup_host((name.as_str(), port));
+                let addrs = match tokio::time::timeout(config.timeouts().connect, lookup).await {
+                    Ok(Ok(addrs)) => addrs,
+                    Ok(Err(e)) => return Err(Status::bad_request(format!("lookup {name}: {e}"))),
+                    Err(_) => return Err(Status::bad_request(format!("lookup {name}: timeout"))),
+                };
+                let mut ips: Vec<IpAddr> = addrs.map(|a| a.ip()).collect();
+                ips.dedup();
+                config.destination_policy().check_resolved(&ips)?;
+                endpoints.extend(ips.into_iter().map(|ip| Endpoint {
+                    addr: SocketAddr::new(ip, port),
+                    candidate: i,
+                }));
+            }
+        }
+    }
+    if endpoints.is_empty() {
+        return Err(Status::service_unavailable("no endpoints available"));
+    }
+    Ok(endpoints)
+}
+
+// ---------------------------------------------------------------------------------------
+// HOOK(upgrade): `crate::upgrade` handles upgrade requests (WebSocket, SPDY). It receives
+// the context (approved endpoints, transport with `Transport::connect_raw`, header options)
+// and the whole request (its extensions hold hyper's `OnUpgrade`).
+// ---------------------------------------------------------------------------------------
+async fn upgrade<B>(ctx: ProxyContext, req: Request<B>) -> Result<Response<ProxyBody>, Status>
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let _ = (ctx, req);
+    Err(Status::new(
+        501,
+        None,
+        "upgrade requests are not supported by this proxy",
+    ))
+}
+
+// ---------------------------------------------------------------------------------------
+// HOOK(balance): the order in which endpoints are tried. `tried` endpoints have failed to
+// connect; answer the index (into `ctx.endpoints`) of the next one to try, or `None` to
+// stop. Until the balancer is wired in: resolution order, each endpoint once.
+// ---------------------------------------------------------------------------------------
+fn next_endpoint(ctx: &ProxyContext, tried: &[usize]) -> Option<usize> {
+    (0..ctx.endpoints.len()).find(|i| !tried.contains(i))
+}
+
+/// What happened to one attempt, reported to the balancer hook.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AttemptOutcome {
+    /// Connecting (TCP or TLS) failed: the request did not reach the endpoint.
+    ConnectFailed,
+    /// The response head arrived.
+    Responded(StatusCode),
+    /// The backend failed after the connection was made (reset, garbage, timeout).
+    Failed,
+}
+
+// ---------------------------------------------------------------------------------------
+// HOOK(balance): the outcome of each attempt. Response bodies can be tracked to their end
+// with `ProxyBody::on_completion` on the response returned by `forward`.
+// ---------------------------------------------------------------------------------------
+fn record_attempt(ctx: &ProxyContext, endpoint: usize, outcome: AttemptOutcome) {
+    tracing::trace!(endpoint = %ctx.endpoints[endpoint].addr, ?outcome, "attempt");
+}
+
+// ---------------------------------------------------------------------------------------
+// HOOK(rewrite): `crate::rewrite` rewrites `Location` and HTML links of the response back
+// under `ctx.request.prefix()` when `ctx.config.rewrite_enabled()`. The backend authority
+// for `endpoint` is `ctx.backend_authority(endpoint)`, the Host sent is
+// `ctx.backend_host(endpoint)`. Hop-by-hop and CORS headers are already removed.
+// ---------------------------------------------------------------------------------------
+fn rewrite(
+    ctx: &ProxyContext,
+    endpoint: &Endpoint,
+    parts: http::response::Parts,
+    body: ProxyBody,
+) -> Result<Response<ProxyBody>, Status> {
+    let _ = (ctx, endpoint);
+    Ok(Response::from_parts(parts, body))
+}
+
+/// The request body as sent to one attempt. With several endpoints the body is kept in a
+/// shared slot until the client first polls it, so a connect failure (which never polls
+/// the body) lets the next attempt send it.
+struct AttemptBody {
+    slot: Arc<Mutex<Option<RequestBody>>>,
+    taken: Option<RequestBody>,
+    end_stream: bool,
+    hint: SizeHint,
+}
+
+impl fmt::Debug for AttemptBody {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AttemptBody")
+            .field("started", &self.taken.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Body for AttemptBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        if this.taken.is_none() {
+            let taken = this.slot.lock().map(|mut s| s.take()).unwrap_or(None);
+            match taken {
+                Some(b) => this.taken = Some(b),
+                None => return Poll::Ready(Some(Err("request body already consumed".into()))),
+            }
+        }
+        match &mut this.taken {
+            Some(b) => Pin::new(b).poll_frame(cx),
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.taken {
+            Some(b) => b.is_end_stream(),
+            None => self.end_stream,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.taken {
+            Some(b) => b.size_hint(),
+            None => self.hint,
+        }
+    }
+}
+
+/// Why a backend exchange failed, before the response head.
+enum SendError {
+    Connect(ConnectError),
+    Timeout,
+    Invalid(String),
+    Other(String),
+}
+
+impl SendError {
+    fn classify(err: hyper_util::client::legacy::Error) -> Self {
+        let mut source = err.source();
+        while let Some(e) = source {
+            if let Some(c) = e.downcast_ref::<ConnectError>() {
+                // The connector's error, moved out by value is not possible through a
+                // reference: rebuild its message-preserving form.
+                return SendError::Connect(clone_connect_error(c));
+            }
+            if let Some(h) = e.downcast_ref::<hyper::Error>() {
+                if h.is_parse() || h.is_parse_status() || h.is_parse_too_large() {
+                    return SendError::Invalid(h.to_string());
+                }
+                return SendError::Other(h.to_string());
+            }
+            source = e.source();
+        }
+        SendError::Other(err.to_string())
+    }
+
+    fn into_status(self) -> Status {
+        match self {
+            SendError::Connect(e) => {
+                Status::service_unavailable(format!("error trying to reach service: {e}"))
+            }
+            SendError::Timeout => Status::new(
+                504,
+                Some("Timeout"),
+                "error trying to reach service: timeout awaiting response headers",
+            ),
+            SendError::Invalid(e) => Status::new(
+                502,
+                None,
+                format!("error trying to reach service: invalid response from backend: {e}"),
+            ),
+            SendError::Other(e) => {
+                Status::service_unavailable(format!("error trying to reach service: {e}"))
+            }
+        }
+    }
+}
+
+fn clone_connect_error(e: &ConnectError) -> ConnectError {
+    use std::io;
+    match e {
+        ConnectError::Tcp { addr, source } => ConnectError::Tcp {
+            addr: *addr,
+            source: io::Error::new(source.kind(), source.to_string()),
+        },
+        ConnectError::Timeout { addr } => ConnectError::Timeout { addr: *addr },
+        ConnectError::Tls { addr, source } => ConnectError::Tls {
+            addr: *addr,
+            source: io::Error::new(source.kind(), source.to_string()),
+        },
+        ConnectError::TlsTimeout { addr } => ConnectError::TlsTimeout { addr: *addr },
+        ConnectError::NotAnAddress(s) => ConnectError::NotAnAddress(s.clone()),
+        ConnectError::NoTls => ConnectError::NoTls,
+    }
+}
+
+fn backend_uri(target: &Target, addr: SocketAddr, path_and_query: &str) -> Result<Uri, Status> {
+    let uri = format!("{}://{}{}", target.scheme.as_str(), addr, path_and_query);
+    Uri::try_from(uri).map_err(|e| Status::internal(format!("invalid backend request target: {e}")))
+}
+
+async fn forward<B>(
+    ctx: ProxyContext,
+    method: Method,
+    mut headers: HeaderMap,
+    body: B,
+    path_and_query: &str,
+    forwarded_uri: &str,
+) -> Result<Response<ProxyBody>, Status>
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let options = ctx.config.headers();
+    headers::prepare_request(
+        &mut headers,
+        options,
+        ctx.peer_ip(),
+        forwarded_uri,
+        ctx.client_host.clone(),
+    );
+
+    let body: RequestBody = body.map_err(Into::into).boxed_unsync();
+    let end_stream = body.is_end_stream();
+    let hint = body.size_hint();
+    let slot = Arc::new(Mutex::new(Some(body)));
+
+    let transport = ctx.config.transport();
+    let client = transport.client(&ctx.target);
+    let server_name = transport.server_name(&ctx.target);
+    let header_timeout = ctx.config.timeouts().response_header;
+    let span = tracing::Span::current();
+
+    let mut tried: Vec<usize> = Vec::new();
+    let mut last_error: Option<SendError> = None;
+    while let Some(index) = next_endpoint(&ctx, &tried) {
+        tried.push(index);
+        let endpoint = &ctx.endpoints[index];
+        span.record("endpoint", tracing::field::display(endpoint.addr));
+
+        let mut out = Request::new(AttemptBody {
+            slot: slot.clone(),
+            taken: None,
+            end_stream,
+            hint,
+        })
+        .map(|b| b.boxed_unsync());
+        *out.method_mut() = method.clone();
+        *out.uri_mut() = backend_uri(&ctx.target, endpoint.addr, path_and_query)?;
+        *out.version_mut() = Version::HTTP_11;
+        *out.headers_mut() = headers.clone();
+        if options.host == HostHeader::Target {
+            match ctx.backend_host(endpoint) {
+                Some(h) => out.headers_mut().insert(header::HOST, h),
+                None => out.headers_mut().remove(header::HOST),
+            };
+        }
+
+        let send = SERVER_NAME.scope(server_name.clone(), client.request(out));
+        let result = match header_timeout {
+            Some(d) => match tokio::time::timeout(d, send).await {
+                Ok(r) => r.map_err(SendError::classify),
+                Err(_) => Err(SendError::Timeout),
+            },
+            None => send.await.map_err(SendError::classify),
+        };
+
+        match result {
+            Ok(res) => {
+                record_attempt(&ctx, index, AttemptOutcome::Responded(res.status()));
+                let (mut parts, incoming) = res.into_parts();
+                headers::prepare_response(&mut parts.headers);
+                parts.version = Version::HTTP_11;
+                let body = ProxyBody::backend(incoming, ctx.config.timeouts().body_idle);
+                return rewrite(&ctx, endpoint, parts, body);
+            }
+            Err(SendError::Connect(e)) => {
+                record_attempt(&ctx, index, AttemptOutcome::ConnectFailed);
+                tracing::debug!(endpoint = %endpoint.addr, error = %e, "connect failed");
+                let body_unsent = slot.lock().map(|s| s.is_some()).unwrap_or(false);
+                last_error = Some(SendError::Connect(e));
+                if !body_unsent {
+                    break;
+                }
+            }
+            Err(e) => {
+                record_attempt(&ctx, index, AttemptOutcome::Failed);
+                last_error = Some(e);
+                break;
+            }
+        }
+    }
+    Err(last_error.map_or_else(
+        || Status::service_unavailable("no endpoints available"),
+        SendError::into_status,
+    ))
+}

@@ -1,0 +1,358 @@
+//! Header rules for forwarded requests and relayed responses (spec sections 3.2 and 6).
+//!
+//! Every function here works on header values as bytes: a value that is not valid UTF-8 is
+//! forwarded byte for byte, never dropped or re-encoded.
+//!
+//! Requests (in [`prepare_request`]'s order):
+//!
+//! 1. hop-by-hop headers and every header named in `Connection` are removed
+//!    ([`remove_hop_by_hop`]); `Te` survives only as `Te: trailers`;
+//! 2. credentials are removed: `Authorization`, `Impersonate-*`, `X-Remote-*` and the
+//!    configured names and prefixes ([`strip_credentials`]);
+//! 3. the peer IP is appended to `X-Forwarded-For` ([`append_forwarded_for`]);
+//! 4. `X-Forwarded-Uri` is set from the plan (always overwriting the client's value);
+//! 5. `Host` is the client's (or the target authority, see [`HostHeader`]).
+//!
+//! Responses ([`prepare_response`]): hop-by-hop headers and `Connection`-named headers are
+//! removed (a `Trailer` announcement is kept, as Go's reverse proxy re-announces it), and
+//! `Access-Control-Allow-{Origin,Methods,Headers,Credentials}` are removed.
+
+use std::net::{IpAddr, SocketAddr};
+
+use bytes::{BufMut, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+/// The address of the client connection, inserted by the host into the request extensions
+/// (`request.extensions_mut().insert(PeerAddr(addr))`) so the proxy can append it to
+/// `X-Forwarded-For`.
+///
+/// Hosts that already record the peer in another extension (axum's `ConnectInfo`, for
+/// example) can instead tell the proxy where to look with
+/// [`ProxyConfigBuilder::peer_addr`](crate::config::ProxyConfigBuilder::peer_addr).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PeerAddr(pub SocketAddr);
+
+/// Which `Host` header the backend receives.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum HostHeader {
+    /// The `Host` the client sent to the apiserver (or the HTTP/2 `:authority`), as
+    /// kube-apiserver does. The default.
+    #[default]
+    Client,
+    /// The target's authority (`10.1.2.3:8080`, or the node address name), as
+    /// `kubectl proxy` and the aggregator do.
+    Target,
+}
+
+/// Header handling options (part of [`ProxyConfig`](crate::ProxyConfig)).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HeaderOptions {
+    /// Extra request header names removed before forwarding (for example the host's own
+    /// `--requestheader-username-headers`). Added to the built-in credential list.
+    pub strip: Vec<HeaderName>,
+    /// Extra request header name prefixes removed before forwarding (lowercase, e.g.
+    /// `x-my-auth-`).
+    pub strip_prefixes: Vec<String>,
+    /// The `Host` header sent to the backend.
+    pub host: HostHeader,
+}
+
+impl HeaderOptions {
+    /// Whether `name` is a credential header that must not reach a backend.
+    pub fn is_credential(&self, name: &HeaderName) -> bool {
+        is_builtin_credential(name)
+            || self.strip.contains(name)
+            || self
+                .strip_prefixes
+                .iter()
+                .any(|p| starts_with_ignore_case(name.as_str(), p))
+    }
+}
+
+/// Hop-by-hop headers removed in both directions (besides those named in `Connection`).
+const HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    HeaderName::from_static("proxy-connection"),
+    HeaderName::from_static("keep-alive"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Response CORS headers kube-apiserver deletes (`Expose-Headers` and `Max-Age` are kept).
+const CORS: [HeaderName; 4] = [
+    header::ACCESS_CONTROL_ALLOW_ORIGIN,
+    header::ACCESS_CONTROL_ALLOW_METHODS,
+    header::ACCESS_CONTROL_ALLOW_HEADERS,
+    header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+];
+
+/// `X-Forwarded-For`.
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+/// `X-Forwarded-Uri`.
+pub const X_FORWARDED_URI: HeaderName = HeaderName::from_static("x-forwarded-uri");
+
+fn starts_with_ignore_case(name: &str, prefix: &str) -> bool {
+    name.len() >= prefix.len()
+        && name.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
+}
+
+fn is_builtin_credential(name: &HeaderName) -> bool {
+    // Header names are stored lowercase by `http`.
+    let n = name.as_str();
+    n == "authorization" || n.starts_with("impersonate-") || n.starts_with("x-remote-")
+}
+
+/// Splits a comma-separated header value into trimmed, non-empty tokens (as bytes).
+fn tokens(value: &HeaderValue) -> impl Iterator<Item = &[u8]> {
+    value
+        .as_bytes()
+        .split(|b| *b == b',')
+        .map(|t| t.trim_ascii())
+        .filter(|t| !t.is_empty())
+}
+
+/// Removes hop-by-hop headers and every header named in a `Connection` value.
+///
+/// `Te` is removed unless one of its tokens is `trailers`, in which case it becomes exactly
+/// `Te: trailers` (Go's reverse proxy does the same). `Trailer` is left alone: on requests
+/// and responses it announces trailers that are relayed.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    remove_connection_tokens(headers);
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+    if headers.contains_key(header::TE) {
+        let trailers = headers
+            .get_all(header::TE)
+            .iter()
+            .any(|v| tokens(v).any(|t| t.eq_ignore_ascii_case(b"trailers")));
+        headers.remove(header::TE);
+        if trailers {
+            headers.insert(header::TE, HeaderValue::from_static("trailers"));
+        }
+    }
+}
+
+/// Removes the headers named by the tokens of every `Connection` value (not `Connection`
+/// itself).
+pub fn remove_connection_tokens(headers: &mut HeaderMap) {
+    if !headers.contains_key(header::CONNECTION) {
+        return;
+    }
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .flat_map(tokens)
+        .filter_map(|t| HeaderName::from_bytes(t).ok())
+        .collect();
+    for name in named {
+        // `Connection: upgrade` is handled by the caller (the `Upgrade` header is hop-by-hop
+        // anyway); never remove `Connection` itself here.
+        if name != header::CONNECTION {
+            headers.remove(&name);
+        }
+    }
+}
+
+/// Removes credential headers: `Authorization`, `Impersonate-*`, `X-Remote-*` and the names
+/// and prefixes configured in `options`.
+pub fn strip_credentials(headers: &mut HeaderMap, options: &HeaderOptions) {
+    // Fast path: nothing to do for the common request without credentials.
+    if !headers.keys().any(|n| options.is_credential(n)) {
+        return;
+    }
+    let names: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| options.is_credential(n))
+        .cloned()
+        .collect();
+    for name in names {
+        headers.remove(&name);
+    }
+}
+
+/// Appends `peer` to `X-Forwarded-For` as Go's reverse proxy does: all previous values
+/// joined with `", "`, then `", <peer>"`; a single `<peer>` when there was none.
+pub fn append_forwarded_for(headers: &mut HeaderMap, peer: IpAddr) {
+    use std::fmt::Write as _;
+    let mut buf = BytesMut::with_capacity(64);
+    for (i, prior) in headers.get_all(&X_FORWARDED_FOR).iter().enumerate() {
+        if i > 0 {
+            buf.put_slice(b", ");
+        }
+        buf.put_slice(prior.as_bytes());
+    }
+    if !buf.is_empty() {
+        buf.put_slice(b", ");
+    }
+    // Writing to BytesMut cannot fail.
+    let _ = write!(buf, "{peer}");
+    match HeaderValue::from_maybe_shared(buf.freeze()) {
+        Ok(value) => {
+            headers.insert(X_FORWARDED_FOR, value);
+        }
+        Err(_) => {
+            // Prior values were valid header bytes and an IP is ASCII: unreachable in
+            // practice; fall back to the peer alone rather than forward a broken header.
+            if let Ok(value) = HeaderValue::from_str(&peer.to_string()) {
+                headers.insert(X_FORWARDED_FOR, value);
+            }
+        }
+    }
+}
+
+/// Applies every request rule for a forwarded (non-upgrade) request.
+///
+/// `host` is the `Host` value to send (see [`HostHeader`]); `forwarded_uri` the plan's
+/// `X-Forwarded-Uri`.
+pub fn prepare_request(
+    headers: &mut HeaderMap,
+    options: &HeaderOptions,
+    peer: Option<IpAddr>,
+    forwarded_uri: &str,
+    host: Option<HeaderValue>,
+) {
+    remove_hop_by_hop(headers);
+    strip_credentials(headers, options);
+    if let Some(peer) = peer {
+        append_forwarded_for(headers, peer);
+    }
+    match HeaderValue::from_str(forwarded_uri) {
+        Ok(v) => {
+            headers.insert(X_FORWARDED_URI, v);
+        }
+        Err(_) => {
+            headers.remove(X_FORWARDED_URI);
+        }
+    }
+    match host {
+        Some(host) => {
+            headers.insert(header::HOST, host);
+        }
+        None => {
+            headers.remove(header::HOST);
+        }
+    }
+}
+
+/// Applies every response rule for a relayed (non-upgrade) response: hop-by-hop headers and
+/// the four `Access-Control-Allow-*` headers removed.
+pub fn prepare_response(headers: &mut HeaderMap) {
+    remove_hop_by_hop(headers);
+    // Responses carry no `Te`; `remove_hop_by_hop` may have re-inserted `Te: trailers`.
+    headers.remove(header::TE);
+    for name in &CORS {
+        headers.remove(name);
+    }
+}
+
+/// The `Host` value the client addressed: its `Host` header, else the URI authority
+/// (HTTP/2 `:authority`, absolute-form requests).
+pub fn client_host(headers: &HeaderMap, uri: &http::Uri) -> Option<HeaderValue> {
+    if let Some(h) = headers.get(header::HOST) {
+        return Some(h.clone());
+    }
+    uri.authority()
+        .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &[u8])]) -> HeaderMap {
+        let mut m = HeaderMap::new();
+        for (k, v) in pairs {
+            m.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_bytes(v).unwrap(),
+            );
+        }
+        m
+    }
+
+    #[test]
+    fn connection_tokens_and_hop_by_hop_removed() {
+        let mut h = map(&[
+            ("connection", b"keep-alive, X-Secret"),
+            ("connection", b"x-other"),
+            ("x-secret", b"1"),
+            ("x-other", b"2"),
+            ("keep-alive", b"timeout=5"),
+            ("proxy-authorization", b"Basic x"),
+            ("te", b"gzip"),
+            ("upgrade", b"h2c"),
+            ("x-keep", b"3"),
+        ]);
+        remove_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!(h["x-keep"], "3");
+    }
+
+    #[test]
+    fn te_trailers_survives_as_trailers() {
+        let mut h = map(&[("te", b"gzip, Trailers")]);
+        remove_hop_by_hop(&mut h);
+        assert_eq!(h["te"], "trailers");
+    }
+
+    #[test]
+    fn credentials_removed_others_kept() {
+        let opts = HeaderOptions {
+            strip: vec![HeaderName::from_static("x-my-user")],
+            strip_prefixes: vec!["x-my-extra-".into()],
+            ..Default::default()
+        };
+        let mut h = map(&[
+            ("authorization", b"Bearer a"),
+            ("impersonate-user", b"u"),
+            ("impersonate-extra-scopes", b"s"),
+            ("x-remote-user", b"u"),
+            ("x-remote-extra-a", b"a"),
+            ("x-my-user", b"u"),
+            ("x-my-extra-foo", b"f"),
+            ("cookie", b"session=1"),
+        ]);
+        strip_credentials(&mut h, &opts);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!(h["cookie"], "session=1");
+    }
+
+    #[test]
+    fn forwarded_for_joins_priors_bytewise() {
+        let mut h = map(&[
+            ("x-forwarded-for", b"1.1.1.1"),
+            ("x-forwarded-for", b"\xff2.2.2.2"),
+        ]);
+        append_forwarded_for(&mut h, "10.0.0.9".parse().unwrap());
+        assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
+        assert_eq!(
+            h["x-forwarded-for"].as_bytes(),
+            b"1.1.1.1, \xff2.2.2.2, 10.0.0.9"
+        );
+        let mut h = HeaderMap::new();
+        append_forwarded_for(&mut h, "fd00::1".parse().unwrap());
+        assert_eq!(h["x-forwarded-for"], "fd00::1");
+    }
+
+    #[test]
+    fn response_cors_removed() {
+        let mut h = map(&[
+            ("access-control-allow-origin", b"*"),
+            ("access-control-allow-credentials", b"true"),
+            ("access-control-allow-methods", b"GET"),
+            ("access-control-allow-headers", b"X"),
+            ("access-control-expose-headers", b"Y"),
+            ("access-control-max-age", b"5"),
+            ("trailer", b"grpc-status"),
+        ]);
+        prepare_response(&mut h);
+        assert_eq!(h.len(), 3, "{h:?}");
+        assert!(h.contains_key("access-control-expose-headers"));
+        assert!(h.contains_key("access-control-max-age"));
+        assert!(h.contains_key("trailer"));
+    }
+}

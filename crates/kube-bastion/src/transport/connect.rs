@@ -1,0 +1,326 @@
+//! The dialer: TCP to an approved IP, then an optional rustls handshake.
+//!
+//! The connector never resolves a name. The URI it is given carries the IP address the
+//! destination policy approved (CVE-2020-8562: resolve once, check, dial what was checked);
+//! a URI naming a host is refused.
+
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::Uri;
+use hyper_util::client::legacy::connect::{Connected, Connection};
+use hyper_util::rt::TokioIo;
+use rustls::ClientConfig;
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+
+use super::tls::TlsConfigs;
+
+tokio::task_local! {
+    /// The TLS server name of the request being sent, read by the connector when a pooled
+    /// client opens a new connection on behalf of that request.
+    pub(crate) static SERVER_NAME: Option<ServerName<'static>>;
+}
+
+/// The address a backend connection was dialed to; found in the extensions of every
+/// response that came from a backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct DialedAddr(pub SocketAddr);
+
+/// A connection to a backend: plain TCP or TLS over TCP.
+#[derive(Debug)]
+pub enum BackendStream {
+    /// Plain TCP.
+    Plain(TcpStream),
+    /// TLS over TCP.
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl BackendStream {
+    /// The ALPN protocol the server chose, if any.
+    pub fn alpn_protocol(&self) -> Option<&[u8]> {
+        match self {
+            BackendStream::Plain(_) => None,
+            BackendStream::Tls(s) => s.get_ref().1.alpn_protocol(),
+        }
+    }
+
+    /// The peer address.
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        match self {
+            BackendStream::Plain(s) => s.peer_addr(),
+            BackendStream::Tls(s) => s.get_ref().0.peer_addr(),
+        }
+    }
+}
+
+impl AsyncRead for BackendStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            BackendStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            BackendStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for BackendStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            BackendStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            BackendStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            BackendStream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            BackendStream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            BackendStream::Plain(s) => s.is_write_vectored(),
+            BackendStream::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            BackendStream::Plain(s) => Pin::new(s).poll_flush(cx),
+            BackendStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            BackendStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            BackendStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+impl Connection for BackendStream {
+    fn connected(&self) -> Connected {
+        let mut connected = Connected::new();
+        if let Ok(addr) = self.peer_addr() {
+            connected = connected.extra(DialedAddr(addr));
+        }
+        if self.alpn_protocol() == Some(b"h2") {
+            connected = connected.negotiated_h2();
+        }
+        connected
+    }
+}
+
+/// Dialing or the TLS handshake failed. The message names the backend address, never the
+/// request URL.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectError {
+    /// The TCP connection failed (refused, unreachable, reset).
+    #[error("dial tcp {addr}: {source}")]
+    Tcp {
+        /// The dialed address.
+        addr: SocketAddr,
+        /// The operating system's error.
+        source: io::Error,
+    },
+    /// The TCP connection did not complete within the connect timeout.
+    #[error("dial tcp {addr}: i/o timeout")]
+    Timeout {
+        /// The dialed address.
+        addr: SocketAddr,
+    },
+    /// The TLS handshake failed (certificate refused, protocol error, peer closed).
+    #[error("tls handshake with {addr}: {source}")]
+    Tls {
+        /// The dialed address.
+        addr: SocketAddr,
+        /// What went wrong.
+        source: io::Error,
+    },
+    /// The TLS handshake did not complete within the handshake timeout.
+    #[error("tls handshake with {addr}: timeout")]
+    TlsTimeout {
+        /// The dialed address.
+        addr: SocketAddr,
+    },
+    /// The destination was not an IP address with a port (the proxy only dials approved IPs).
+    #[error("refusing to dial {0:?}: not an approved IP address and port")]
+    NotAnAddress(String),
+    /// TLS was requested on a transport without TLS.
+    #[error("TLS is not configured for this transport")]
+    NoTls,
+}
+
+impl ConnectError {
+    /// Whether the failure is a timeout (TCP connect or TLS handshake).
+    pub fn is_timeout(&self) -> bool {
+        matches!(
+            self,
+            ConnectError::Timeout { .. } | ConnectError::TlsTimeout { .. }
+        )
+    }
+
+    /// Whether the failure happened during the TLS handshake.
+    pub fn is_tls(&self) -> bool {
+        matches!(
+            self,
+            ConnectError::Tls { .. } | ConnectError::TlsTimeout { .. }
+        )
+    }
+}
+
+/// Connect and handshake timeouts.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct DialTimeouts {
+    pub(crate) connect: Duration,
+    pub(crate) handshake: Duration,
+}
+
+/// Opens a TCP connection to `addr` (TCP_NODELAY on) within the connect timeout.
+pub(crate) async fn dial_tcp(
+    addr: SocketAddr,
+    timeout: Duration,
+) -> Result<TcpStream, ConnectError> {
+    let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(source)) => return Err(ConnectError::Tcp { addr, source }),
+        Err(_) => return Err(ConnectError::Timeout { addr }),
+    };
+    // Requests are small writes followed by waits: never let Nagle delay them.
+    if let Err(source) = stream.set_nodelay(true) {
+        return Err(ConnectError::Tcp { addr, source });
+    }
+    Ok(stream)
+}
+
+/// Runs the TLS handshake on `tcp` with `config`, sending `server_name` as SNI when it is a
+/// name (an IP address sends none, as Go does).
+pub(crate) async fn handshake(
+    tcp: TcpStream,
+    addr: SocketAddr,
+    config: Arc<ClientConfig>,
+    server_name: Option<ServerName<'static>>,
+    timeout: Duration,
+) -> Result<TlsStream<TcpStream>, ConnectError> {
+    let name = server_name.unwrap_or_else(|| ServerName::IpAddress(addr.ip().into()));
+    let connector = tokio_rustls::TlsConnector::from(config);
+    match tokio::time::timeout(timeout, connector.connect(name, tcp)).await {
+        Ok(Ok(s)) => Ok(s),
+        Ok(Err(source)) => Err(ConnectError::Tls { addr, source }),
+        Err(_) => Err(ConnectError::TlsTimeout { addr }),
+    }
+}
+
+/// The `tower::Service<Uri>` hyper-util's pooled client dials with.
+#[derive(Clone)]
+pub(crate) struct Connector {
+    pub(crate) tls: Option<TlsConfigs>,
+    pub(crate) timeouts: DialTimeouts,
+}
+
+impl fmt::Debug for Connector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connector")
+            .field("tls", &self.tls.is_some())
+            .field("timeouts", &self.timeouts)
+            .finish()
+    }
+}
+
+/// Parses the authority of a URI built by the proxy into the approved socket address.
+pub(crate) fn socket_addr(uri: &Uri) -> Option<SocketAddr> {
+    let host = uri.host()?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    let ip: IpAddr = host.parse().ok()?;
+    let port = uri
+        .port_u16()
+        .unwrap_or(if uri.scheme_str() == Some("https") {
+            443
+        } else {
+            80
+        });
+    Some(SocketAddr::new(ip, port))
+}
+
+type ConnectFuture =
+    Pin<Box<dyn Future<Output = Result<TokioIo<BackendStream>, ConnectError>> + Send>>;
+
+impl tower_service::Service<Uri> for Connector {
+    type Response = TokioIo<BackendStream>;
+    type Error = ConnectError;
+    type Future = ConnectFuture;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let timeouts = self.timeouts;
+        let Some(addr) = socket_addr(&uri) else {
+            let what = uri.authority().map(|a| a.to_string()).unwrap_or_default();
+            return Box::pin(async move { Err(ConnectError::NotAnAddress(what)) });
+        };
+        let tls = if uri.scheme_str() == Some("https") {
+            match &self.tls {
+                Some(tls) => Some(tls.clone()),
+                None => return Box::pin(async { Err(ConnectError::NoTls) }),
+            }
+        } else {
+            None
+        };
+        // Read synchronously: `call` runs inside the task of the request that needs the
+        // connection, even if hyper later finishes the connect in the background.
+        let server_name = SERVER_NAME.try_with(|n| n.clone()).ok().flatten();
+        Box::pin(async move {
+            let tcp = dial_tcp(addr, timeouts.connect).await?;
+            let stream = match tls {
+                None => BackendStream::Plain(tcp),
+                Some(tls) => {
+                    let name = if tls.verify {
+                        server_name
+                    } else {
+                        sni_only(server_name)
+                    };
+                    let s =
+                        handshake(tcp, addr, tls.http.clone(), name, timeouts.handshake).await?;
+                    BackendStream::Tls(Box::new(s))
+                }
+            };
+            Ok(TokioIo::new(stream))
+        })
+    }
+}
+
+/// Without verification the name only matters as SNI: keep DNS names, drop IPs.
+fn sni_only(name: Option<ServerName<'static>>) -> Option<ServerName<'static>> {
+    match name {
+        Some(ServerName::DnsName(n)) => Some(ServerName::DnsName(n)),
+        _ => None,
+    }
+}
