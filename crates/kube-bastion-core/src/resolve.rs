@@ -19,6 +19,7 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::{Node, ObjectReference, Pod, Service};
 
 use crate::policy::parse_ip_lenient;
+use crate::status::go_quote;
 use crate::{ClusterView, DestinationPolicy, ProxyRequest, ResourceKind, Scheme, Status};
 
 /// Node address types, in kube-apiserver's names.
@@ -593,51 +594,6 @@ fn kubelet_port(node: &Node, default: u16) -> u16 {
         .unwrap_or(default)
 }
 
-/// Go's `%q` for a string: double-quoted with Go's escapes (`\"`, `\\`, `\n`, `\x00`,
-/// `\u00a0`, ...); printable characters are kept as they are.
-pub(crate) fn go_quote(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 2);
-    out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\u{7}' => out.push_str("\\a"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{b}' => out.push_str("\\v"),
-            ' '..='~' => out.push(c),
-            c if (c as u32) < 0x80 => {
-                let _ = write!(out, "\\x{:02x}", c as u32);
-            }
-            c if is_go_printable(c) => out.push(c),
-            c if (c as u32) < 0x10000 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => {
-                let _ = write!(out, "\\U{:08x}", c as u32);
-            }
-        }
-    }
-    out.push('"');
-    out
-}
-
-/// An approximation of Go's `unicode.IsPrint` for non-ASCII characters: control, format,
-/// separator (other than U+0020) and private-use characters are not printable.
-fn is_go_printable(c: char) -> bool {
-    let code = c as u32;
-    !(c.is_control()
-        || c.is_whitespace()
-        || matches!(code, 0xad | 0x600..=0x605 | 0x61c | 0x6dd | 0x70f | 0x180e)
-        || matches!(code, 0x200b..=0x200f | 0x202a..=0x202e | 0x2060..=0x206f | 0xfeff)
-        || matches!(code, 0xfff9..=0xfffb | 0xe000..=0xf8ff | 0xf0000..=0x10ffff)
-        || matches!(code, 0xfffe | 0xffff))
-}
-
 /// Where a service's endpoints came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Source {
@@ -909,16 +865,6 @@ impl Default for ResolveOptions {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn go_quoting() {
-        assert_eq!(go_quote("web"), "\"web\"");
-        assert_eq!(go_quote("a\"b\\c"), "\"a\\\"b\\\\c\"");
-        assert_eq!(go_quote("a\nb\t\u{0}\u{7f}"), "\"a\\nb\\t\\x00\\x7f\"");
-        assert_eq!(go_quote("héllo 世界"), "\"héllo 世界\"");
-        assert_eq!(go_quote("\u{a0}\u{200b}"), "\"\\u00a0\\u200b\"");
-        assert_eq!(go_quote("\u{f0000}"), "\"\\U000f0000\"");
-    }
 
     #[test]
     fn go_int_parsing() {
