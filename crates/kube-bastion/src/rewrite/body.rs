@@ -176,7 +176,9 @@ impl Pipeline {
                 if html::is_memory_bail_out(&err) {
                     // lol_html flushed what it held, unchanged; the rest of the page passes
                     // through unchanged.
-                    tracing::debug!("HTML rewriting stopped: the rewriter's memory cap was reached");
+                    tracing::debug!(
+                        "HTML rewriting stopped: the rewriter's memory cap was reached"
+                    );
                 } else {
                     return Err(err.into());
                 }

@@ -150,10 +150,13 @@ impl Encoder {
     pub(crate) fn new(coding: Coding) -> Self {
         match coding {
             Coding::Identity => Encoder::Identity(Vec::new()),
-            Coding::Gzip => Encoder::Gzip(Box::new(GzEncoder::new(Vec::new(), Compression::default()))),
-            Coding::Deflate => {
-                Encoder::Deflate(Box::new(DeflateEncoder::new(Vec::new(), Compression::best())))
+            Coding::Gzip => {
+                Encoder::Gzip(Box::new(GzEncoder::new(Vec::new(), Compression::default())))
             }
+            Coding::Deflate => Encoder::Deflate(Box::new(DeflateEncoder::new(
+                Vec::new(),
+                Compression::best(),
+            ))),
         }
     }
 

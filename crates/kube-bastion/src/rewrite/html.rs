@@ -187,7 +187,11 @@ pub(crate) fn rewrite_srcset(rules: &UrlRules, value: &str) -> Option<String> {
             i += 1;
         }
         let mut end = i;
-        let trailing_commas = bytes[start..end].iter().rev().take_while(|&&c| c == b',').count();
+        let trailing_commas = bytes[start..end]
+            .iter()
+            .rev()
+            .take_while(|&&c| c == b',')
+            .count();
         end -= trailing_commas;
         if trailing_commas == 0 {
             // Descriptors run to the next comma outside parentheses.
@@ -313,8 +317,8 @@ const LATIN1_NAMES: [&str; 96] = [
     "Ocirc", "Otilde", "Ouml", "times", "Oslash", "Ugrave", "Uacute", "Ucirc", "Uuml", "Yacute",
     "THORN", "szlig", "agrave", "aacute", "acirc", "atilde", "auml", "aring", "aelig", "ccedil",
     "egrave", "eacute", "ecirc", "euml", "igrave", "iacute", "icirc", "iuml", "eth", "ntilde",
-    "ograve", "oacute", "ocirc", "otilde", "ouml", "divide", "oslash", "ugrave", "uacute",
-    "ucirc", "uuml", "yacute", "thorn", "yuml",
+    "ograve", "oacute", "ocirc", "otilde", "ouml", "divide", "oslash", "ugrave", "uacute", "ucirc",
+    "uuml", "yacute", "thorn", "yuml",
 ];
 
 fn legacy_entity(name: &str) -> Option<char> {
@@ -334,9 +338,9 @@ fn legacy_entity(name: &str) -> Option<char> {
 
 /// Windows-1252 replacements for numeric references to U+0080..U+009F.
 const C1_REPLACEMENTS: [u32; 32] = [
-    0x20AC, 0x81, 0x201A, 0x0192, 0x201E, 0x2026, 0x2020, 0x2021, 0x02C6, 0x2030, 0x0160,
-    0x2039, 0x0152, 0x8D, 0x017D, 0x8F, 0x90, 0x2018, 0x2019, 0x201C, 0x201D, 0x2022, 0x2013,
-    0x2014, 0x02DC, 0x2122, 0x0161, 0x203A, 0x0153, 0x9D, 0x017E, 0x0178,
+    0x20AC, 0x81, 0x201A, 0x0192, 0x201E, 0x2026, 0x2020, 0x2021, 0x02C6, 0x2030, 0x0160, 0x2039,
+    0x0152, 0x8D, 0x017D, 0x8F, 0x90, 0x2018, 0x2019, 0x201C, 0x201D, 0x2022, 0x2013, 0x2014,
+    0x02DC, 0x2122, 0x0161, 0x203A, 0x0153, 0x9D, 0x017E, 0x0178,
 ];
 
 /// Decodes character references in an attribute value the way Go's tokenizer does.
@@ -363,7 +367,13 @@ pub(crate) fn decode_attribute(raw: &str) -> Option<Cow<'_, str>> {
             };
             let digits = rest[digits_start..]
                 .iter()
-                .take_while(|c| if hex { c.is_ascii_hexdigit() } else { c.is_ascii_digit() })
+                .take_while(|c| {
+                    if hex {
+                        c.is_ascii_hexdigit()
+                    } else {
+                        c.is_ascii_digit()
+                    }
+                })
                 .count();
             if digits == 0 {
                 out.push('&');
@@ -387,7 +397,10 @@ pub(crate) fn decode_attribute(raw: &str) -> Option<Cow<'_, str>> {
             i = end;
             continue;
         }
-        let name_len = rest.iter().take_while(|c| c.is_ascii_alphanumeric()).count();
+        let name_len = rest
+            .iter()
+            .take_while(|c| c.is_ascii_alphanumeric())
+            .count();
         let name = &raw[amp + 1..amp + 1 + name_len];
         let after = rest.get(name_len).copied();
         if name_len == 0 {
@@ -442,7 +455,10 @@ mod tests {
 
     #[test]
     fn escapes_like_go() {
-        assert_eq!(escape_attribute("a&b'c\"d<e>\r"), "a&amp;b&#39;c&#34;d&lt;e&gt;&#13;");
+        assert_eq!(
+            escape_attribute("a&b'c\"d<e>\r"),
+            "a&amp;b&#39;c&#34;d&lt;e&gt;&#13;"
+        );
     }
 
     #[test]
@@ -467,7 +483,10 @@ mod tests {
         assert_eq!(f("1, /y").as_deref(), Some("1, /p/y"));
         assert_eq!(f("3").as_deref(), None);
         assert_eq!(f("soon; url=/x").as_deref(), None);
-        assert_eq!(f("2; url=http://example.com/").as_deref(), Some("2; url=http://example.com/"));
+        assert_eq!(
+            f("2; url=http://example.com/").as_deref(),
+            Some("2; url=http://example.com/")
+        );
     }
 
     #[test]

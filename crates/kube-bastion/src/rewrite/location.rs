@@ -155,8 +155,11 @@ mod tests {
     use super::*;
 
     fn cookie(value: &str) -> Option<String> {
-        rewrite_cookie_path(b"/api/v1/namespaces/ns/services/svc/proxy", value.as_bytes())
-            .map(|v| String::from_utf8(v).unwrap())
+        rewrite_cookie_path(
+            b"/api/v1/namespaces/ns/services/svc/proxy",
+            value.as_bytes(),
+        )
+        .map(|v| String::from_utf8(v).unwrap())
     }
 
     #[test]
@@ -179,7 +182,10 @@ mod tests {
         assert_eq!(cookie("sid=1; HttpOnly"), None);
         assert_eq!(cookie("path=/x"), None);
         assert_eq!(cookie("sid=1; Path=rel"), None);
-        assert_eq!(cookie("sid=1; Path=/api/v1/namespaces/ns/services/svc/proxy/x"), None);
+        assert_eq!(
+            cookie("sid=1; Path=/api/v1/namespaces/ns/services/svc/proxy/x"),
+            None
+        );
         assert_eq!(
             cookie("sid=1; Path=/api/v1/namespaces/ns/services/svc/proxyfoo").as_deref(),
             Some(

@@ -208,7 +208,10 @@ impl UrlRules {
     /// not a URL Go can parse (upstream then leaves it as is).
     pub(crate) fn rewrite_str(&self, value: &str) -> Option<String> {
         let bytes = self.rewrite(value.as_bytes()).ok()?;
-        Some(String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
+        Some(
+            String::from_utf8(bytes)
+                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+        )
     }
 }
 
@@ -402,7 +405,11 @@ fn has_body(status: StatusCode) -> bool {
 /// Go: `strings.TrimSpace(strings.SplitN(Header.Get("Content-Type"), ";", 2)[0]) == "text/html"`.
 fn is_html(headers: &http::HeaderMap) -> bool {
     headers.get(CONTENT_TYPE).is_some_and(|value| {
-        let media_type = value.as_bytes().split(|&c| c == b';').next().unwrap_or_default();
+        let media_type = value
+            .as_bytes()
+            .split(|&c| c == b';')
+            .next()
+            .unwrap_or_default();
         media_type.trim_ascii() == b"text/html"
     })
 }

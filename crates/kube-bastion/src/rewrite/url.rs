@@ -230,7 +230,10 @@ fn parse_no_fragment(raw: &[u8]) -> Result<GoUrl, String> {
         let authority_and_path = &rest[2..];
         let (authority, path) = match authority_and_path.iter().position(|&c| c == b'/') {
             Some(i) => (&authority_and_path[..i], &authority_and_path[i..]),
-            None => (authority_and_path, &authority_and_path[authority_and_path.len()..]),
+            None => (
+                authority_and_path,
+                &authority_and_path[authority_and_path.len()..],
+            ),
         };
         let (user, host) = parse_authority(authority)?;
         url.user = user;
@@ -626,7 +629,10 @@ mod tests {
 
     #[test]
     fn errors_like_go() {
-        assert_eq!(error("http://[bad"), r#"parse "http://[bad": missing ']' in host"#);
+        assert_eq!(
+            error("http://[bad"),
+            r#"parse "http://[bad": missing ']' in host"#
+        );
         assert_eq!(error(":x"), r#"parse ":x": missing protocol scheme"#);
         assert_eq!(
             error("1a:b"),
@@ -646,7 +652,10 @@ mod tests {
             error("/a\nb"),
             r#"parse "/a\nb": net/url: invalid control character in URL"#
         );
-        assert_eq!(error("/x#%zz"), r#"parse "/x#%zz": invalid URL escape "%zz""#);
+        assert_eq!(
+            error("/x#%zz"),
+            r#"parse "/x#%zz": invalid URL escape "%zz""#
+        );
         assert_eq!(
             error("http://a<b@h/"),
             r#"parse "http://a<b@h/": net/url: invalid userinfo"#
