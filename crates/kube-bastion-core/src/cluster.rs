@@ -254,7 +254,9 @@ fn parse_documents(text: &str) -> Result<Vec<Value>, LoadError> {
             Err(err) => json_error = Some(err),
         }
     }
-    match serde_saphyr::from_multiple::<Value>(text) {
+    // YAML 1.2 core booleans: `n`, `no`, `on`, `y` stay strings (a node named `n`).
+    let options = serde_saphyr::options! { strict_booleans: true };
+    match serde_saphyr::from_multiple_with_options::<Value>(text, options) {
         Ok(values) => Ok(values),
         Err(yaml_error) => Err(LoadError::Syntax(match json_error {
             Some(json_error) => format!("invalid JSON: {json_error}"),
@@ -265,6 +267,10 @@ fn parse_documents(text: &str) -> Result<Vec<Value>, LoadError> {
 
 /// The element kind of a typed list such as `PodList`.
 fn list_item_kind(kind: &str) -> Option<&str> {
+    // A plain `List` has items of any kind (each names its own): report it as a list too.
+    if kind == "List" {
+        return Some("List");
+    }
     kind.strip_suffix("List").filter(|k| !k.is_empty())
 }
 
@@ -328,13 +334,21 @@ fn collect(
         // `List` items carry their own type; typed lists (`PodList`) give theirs.
         let item_type = (kind != "List").then_some((api_version.as_str(), item_kind));
         for (i, item) in items.into_iter().enumerate() {
-            collect(index, &format!("{path}items[{i}]"), item_type, item, out)?;
+            let item_path = if path.is_empty() {
+                format!("items[{i}]")
+            } else {
+                format!("{path}.items[{i}]")
+            };
+            collect(index, &item_path, item_type, item, out)?;
         }
         return Ok(());
     }
     let Some(object_kind) = ObjectKind::from_type(&api_version, &kind) else {
         return Ok(()); // a kind the cluster model does not keep
     };
+    if let Some(Value::Object(meta)) = map.get_mut("metadata") {
+        stringify_metadata(meta);
+    }
     map.insert("apiVersion".into(), Value::String(api_version));
     map.insert("kind".into(), Value::String(kind.clone()));
     let value = Value::Object(map);
@@ -371,6 +385,29 @@ fn collect(
                 kind,
                 message: format!("{}{named:?}: {err}", at(path)),
             })
+        }
+    }
+}
+
+/// YAML read without a schema turns `name: 1234` or `version: 2` into numbers; kubectl
+/// reads them as the strings the fields are. Names, namespaces, label and annotation values
+/// that are numbers or booleans become their text.
+fn stringify_metadata(meta: &mut serde_json::Map<String, Value>) {
+    fn text(value: &mut Value) {
+        match value {
+            Value::Number(n) => *value = Value::String(n.to_string()),
+            Value::Bool(b) => *value = Value::String(b.to_string()),
+            _ => {}
+        }
+    }
+    for key in ["name", "namespace", "generateName"] {
+        if let Some(value) = meta.get_mut(key) {
+            text(value);
+        }
+    }
+    for key in ["labels", "annotations"] {
+        if let Some(Value::Object(entries)) = meta.get_mut(key) {
+            entries.values_mut().for_each(text);
         }
     }
 }

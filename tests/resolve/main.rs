@@ -1,0 +1,14 @@
+//! Target resolution and destination policy, data-driven over the upstream vectors
+//! (`tests/vectors/*.json`) and a `kubectl get -o yaml` fixture (`tests/fixtures/`), plus
+//! loading, concurrent updates and property tests.
+
+mod addresses;
+mod common;
+mod concurrency;
+mod errors;
+mod fixture;
+mod loading;
+mod nodes;
+mod pods;
+mod properties;
+mod services;
