@@ -28,8 +28,10 @@ use serde::ser::{Serialize, SerializeStruct, Serializer};
 ///
 /// Constructors mirror the apimachinery `errors.New*` helpers kube-apiserver uses for the
 /// proxy subresources; every one documents its code, reason and message.
+///
+/// The value is boxed so that `Result<_, Status>` stays small on the success path.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Status(meta::Status);
+pub struct Status(Box<meta::Status>);
 
 /// The message of upstream's generic 405 answer.
 const METHOD_NOT_ALLOWED_MESSAGE: &str =
@@ -38,14 +40,14 @@ const METHOD_NOT_ALLOWED_MESSAGE: &str =
 impl Status {
     /// A Status with this code, reason (`None` or `Some("")` leaves it out) and message.
     pub fn new(code: u16, reason: Option<&str>, message: impl Into<String>) -> Self {
-        Status(meta::Status {
+        Status(Box::new(meta::Status {
             code: Some(i32::from(code)),
             details: None,
             message: Some(message.into()),
             metadata: meta::ListMeta::default(),
             reason: reason.filter(|r| !r.is_empty()).map(str::to_owned),
             status: Some("Failure".to_owned()),
-        })
+        }))
     }
 
     /// Sets `details` to `{name, kind}` (empty values are left out, as Go's `omitempty`).
@@ -223,7 +225,7 @@ impl Status {
 
 impl From<Status> for meta::Status {
     fn from(status: Status) -> Self {
-        status.0
+        *status.0
     }
 }
 
