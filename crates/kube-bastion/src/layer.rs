@@ -47,6 +47,9 @@ use crate::{ProxyRequest, Route, Status};
 type ProxyFuture = Pin<Box<dyn Future<Output = Response<ProxyBody>> + Send>>;
 
 /// Where a request goes.
+// A transient value moved once per request: boxing the request would cost an allocation
+// on every pass-through request.
+#[allow(clippy::large_enum_variant)]
 enum Dispatch<B> {
     /// A proxy route: the pipeline future.
     Proxy(ProxyFuture),
