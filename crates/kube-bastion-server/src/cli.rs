@@ -303,9 +303,16 @@ pub(crate) fn parse() -> Cli {
                 let _ = err.print();
                 std::process::exit(2);
             }
+            // clap's message can span lines (a list of missing flags, a tip, usage): keep
+            // the message itself, on one line.
             let rendered = err.render().to_string();
-            let line = rendered.lines().find(|l| !l.trim().is_empty()).unwrap_or("error");
-            eprintln!("kube-bastion: {}", line.trim());
+            let message: Vec<&str> = rendered
+                .lines()
+                .map(str::trim)
+                .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+                .filter(|l| !l.is_empty() && !l.starts_with("tip:"))
+                .collect();
+            eprintln!("kube-bastion: {}", message.join(" "));
             std::process::exit(2);
         }
     }

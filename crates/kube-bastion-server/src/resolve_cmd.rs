@@ -1,6 +1,7 @@
 //! `kube-bastion resolve`: what the proxy would do with one request, as JSON, without
 //! sending anything. The command-line face of "unit-test proxy path resolution".
 
+use std::io::Write as _;
 use std::time::SystemTime;
 
 use http::{HeaderMap, HeaderValue, Method, Uri, header};
@@ -171,6 +172,9 @@ pub(crate) fn run(args: &ResolveArgs) -> Result<i32, String> {
         Outcome::Proceed(v) => (v, 0),
         Outcome::Refuse(v) => (v, 1),
     };
-    println!("{}", serde_json::to_string_pretty(&value).map_err(|e| e.to_string())?);
+    let text = serde_json::to_string_pretty(&value).map_err(|e| e.to_string())?;
+    // A closed stdout (`| head`) is not an error worth a panic.
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{text}").and_then(|()| out.flush());
     Ok(code)
 }

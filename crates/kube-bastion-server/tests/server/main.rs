@@ -1,0 +1,14 @@
+//! End-to-end tests of the `kube-bastion` binary: each test starts the real server on a free
+//! port and drives it with real clients (kubectl, curl, Python's `kubernetes` client,
+//! tokio-tungstenite) over real loopback sockets.
+
+#[allow(dead_code)]
+mod support;
+
+mod api;
+mod auth;
+mod cli;
+mod cluster;
+mod demo;
+mod lifecycle;
+mod proxy;

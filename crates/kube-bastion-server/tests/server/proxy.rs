@@ -1,0 +1,173 @@
+//! Real clients through the proxy subresources: kubectl, `kubectl proxy` chained in front,
+//! Python's official `kubernetes` client, and a WebSocket client.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::support::{Server, TempDir, kubectl, run_ok};
+
+fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+#[test]
+fn kubectl_get_raw_reaches_pods_services_and_nodes() {
+    let server = Server::demo(&[]);
+    let dir = TempDir::new("kubectl-raw");
+    let raw = |path: &str| run_ok(kubectl(&server.url, dir.path()).args(["get", "--raw", path]));
+
+    let pod = json(&raw("/api/v1/namespaces/demo/pods/echo-2:8080/proxy/some/path?x=1&y=z"));
+    assert_eq!(pod["pod"], "echo-2");
+    assert_eq!(pod["path"], "/some/path");
+    assert_eq!(pod["query"], "x=1&y=z");
+    assert_eq!(pod["headers"]["x-forwarded-uri"], "/api/v1/namespaces/demo/pods/echo-2:8080/proxy/some/path");
+
+    // A service by port name and by service port number (80 → the port named http).
+    let by_name = raw("/api/v1/namespaces/demo/services/echo:http/proxy/whoami");
+    assert!(by_name.starts_with("echo-"), "{by_name}");
+    let by_number = raw("/api/v1/namespaces/demo/services/echo:80/proxy/whoami");
+    assert!(by_number.starts_with("echo-"), "{by_number}");
+    // HTTPS chosen by appProtocol.
+    let secure = json(&raw("/api/v1/namespaces/demo/services/secure:https/proxy/s"));
+    assert_eq!(secure["tls"], true);
+    assert_eq!(secure["path"], "/s");
+
+    // A node's kubelet over TLS.
+    assert_eq!(raw("/api/v1/nodes/node-1/proxy/healthz"), "ok");
+    let pods = json(&raw("/api/v1/nodes/node-1/proxy/pods"));
+    assert_eq!(pods["kind"], "PodList");
+    assert_eq!(pods["items"].as_array().unwrap().len(), 5);
+
+    // Errors are Status bodies kubectl understands.
+    let missing = kubectl(&server.url, dir.path())
+        .args(["get", "--raw", "/api/v1/namespaces/demo/services/echo:81/proxy/"])
+        .output()
+        .unwrap();
+    assert!(!missing.status.success());
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert!(stderr.contains("no service port 81 found for service"), "{stderr}");
+}
+
+/// A `kubectl proxy --port=0` in front of the server, killed on drop.
+struct KubectlProxy(std::process::Child, String);
+
+impl Drop for KubectlProxy {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn kubectl_proxy(server: &Server, dir: &TempDir) -> KubectlProxy {
+    let mut child = kubectl(&server.url, dir.path())
+        .args(["proxy", "--port=0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let addr = line.trim().rsplit(' ').next().unwrap_or_default().to_owned();
+    assert!(addr.starts_with("127.0.0.1:"), "unexpected kubectl proxy output {line:?}");
+    KubectlProxy(child, format!("http://{addr}"))
+}
+
+#[tokio::test]
+async fn kubectl_proxy_chained_in_front() {
+    let server = Server::demo(&[]);
+    let dir = TempDir::new("kubectl-proxy");
+    let front = kubectl_proxy(&server, &dir);
+    let reply = crate::support::request(
+        "GET",
+        &format!("{}/api/v1/namespaces/demo/services/echo:http/proxy/through?kubectl=proxy", front.1),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(reply.status, 200);
+    let echoed = reply.json();
+    assert!(echoed["pod"].as_str().unwrap().starts_with("echo-"));
+    assert_eq!(echoed["path"], "/through");
+    assert_eq!(echoed["query"], "kubectl=proxy");
+    // The web app's absolute links come back under the proxy prefix, usable through the
+    // chained proxy on its own port.
+    let page = crate::support::request(
+        "GET",
+        &format!("{}/api/v1/namespaces/demo/services/web:http/proxy/", front.1),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(page.status, 200);
+    assert!(
+        page.body.contains("/api/v1/namespaces/demo/services/web:http/proxy/static/app.js"),
+        "{}",
+        page.body
+    );
+    let script = crate::support::request(
+        "GET",
+        &format!("{}/api/v1/namespaces/demo/services/web:http/proxy/static/app.js", front.1),
+        &[],
+        "",
+    )
+    .await;
+    assert!(script.body.contains("WebSocket"));
+}
+
+const PYTHON_CLIENT: &str = r#"
+import json, sys
+from kubernetes import client
+
+configuration = client.Configuration()
+configuration.host = sys.argv[1]
+api = client.CoreV1Api(client.ApiClient(configuration))
+out = {
+    "pod": api.connect_get_namespaced_pod_proxy_with_path("echo-0:8080", "demo", "from-python", path2="from-python"),
+    "service": api.connect_get_namespaced_service_proxy_with_path("echo:http", "demo", "whoami", path2="whoami"),
+    "service_post": api.connect_post_namespaced_service_proxy_with_path("echo:80", "demo", "posted", path2="posted"),
+    "node": api.connect_get_node_proxy_with_path("node-1", "healthz", path2="healthz"),
+    "pods": [p.metadata.name for p in api.list_namespaced_pod("demo").items],
+}
+print(json.dumps(out))
+"#;
+
+#[test]
+fn python_kubernetes_client() {
+    let server = Server::demo(&[]);
+    let output = Command::new("python3").arg("-c").arg(PYTHON_CLIENT).arg(&server.url).output().unwrap();
+    assert!(
+        output.status.success(),
+        "python client failed (run scripts/test-deps):\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let out = json(&String::from_utf8_lossy(&output.stdout));
+    // The client hands back the body as text (Python's repr of the decoded JSON).
+    assert!(out["pod"].as_str().unwrap().contains("'path': '/from-python'"), "{out}");
+    assert!(out["pod"].as_str().unwrap().contains("'pod': 'echo-0'"), "{out}");
+    assert!(out["service"].as_str().unwrap().starts_with("echo-"), "{out}");
+    assert!(out["service_post"].as_str().unwrap().contains("'method': 'POST'"), "{out}");
+    assert_eq!(out["node"], "ok");
+    assert_eq!(out["pods"].as_array().unwrap().len(), 5);
+}
+
+#[tokio::test]
+async fn websocket_through_a_service_keeps_the_query() {
+    let server = Server::demo(&[]);
+    let url = format!(
+        "{}/api/v1/namespaces/demo/services/web:http/proxy/ws?room=42",
+        server.url.replacen("http://", "ws://", 1)
+    );
+    let (mut ws, response) = tokio_tungstenite::connect_async(url).await.expect("upgrade");
+    assert_eq!(response.status(), 101);
+    let greeting = ws.next().await.unwrap().unwrap();
+    assert_eq!(greeting.into_text().unwrap().as_str(), "connected to web-0 (query: \"room=42\")");
+    ws.send(Message::text("ping me")).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap().into_text().unwrap().as_str(), "echo: ping me");
+    let big = vec![7u8; 256 * 1024];
+    ws.send(Message::binary(big.clone())).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap().into_data().as_ref(), &big[..]);
+    ws.close(None).await.unwrap();
+}
