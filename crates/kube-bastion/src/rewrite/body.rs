@@ -121,6 +121,7 @@ impl<B> RewrittenBody<B> {
             input_done: false,
             finished: false,
             saw_input: false,
+            unflushed: false,
         };
         Self {
             inner,
@@ -165,6 +166,8 @@ struct Pipeline {
     input_done: bool,
     finished: bool,
     saw_input: bool,
+    /// Bytes went into the encoder since its last flush.
+    unflushed: bool,
 }
 
 impl Pipeline {
@@ -184,8 +187,10 @@ impl Pipeline {
                 }
             }
             let html = self.output.take();
+            self.unflushed |= !html.is_empty();
             self.encoder.write(&html)?;
         } else {
+            self.unflushed |= !decoded.is_empty();
             self.encoder.write(decoded)?;
         }
         Ok(())
@@ -201,9 +206,10 @@ impl Pipeline {
         let result = self.rewrite(&decoded);
         self.decoded = decoded;
         result?;
-        if self.pending.is_empty() {
+        if self.pending.is_empty() && self.unflushed {
             // End of a backend frame: make what we have decodable by the client now.
             self.encoder.flush()?;
+            self.unflushed = false;
         }
         Ok(Bytes::from(self.encoder.take()))
     }

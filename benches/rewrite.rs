@@ -1,0 +1,3 @@
+//! Response rewriting benchmarks (filled in below).
+
+fn main() {}
