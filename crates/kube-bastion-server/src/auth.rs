@@ -106,12 +106,25 @@ impl TokenFile {
             }
             let mut groups: Vec<String> = record
                 .get(3)
-                .map(|g| g.split(',').map(str::trim).filter(|g| !g.is_empty()).map(str::to_owned).collect())
+                .map(|g| {
+                    g.split(',')
+                        .map(str::trim)
+                        .filter(|g| !g.is_empty())
+                        .map(str::to_owned)
+                        .collect()
+                })
                 .unwrap_or_default();
             groups.push("system:authenticated".to_owned());
-            let user = AuthenticatedUser { name: record[1].clone(), uid: record[2].clone(), groups };
+            let user = AuthenticatedUser {
+                name: record[1].clone(),
+                uid: record[2].clone(),
+                groups,
+            };
             if users.insert(record[0].as_bytes().to_vec(), user).is_some() {
-                tracing::warn!(line = number, "duplicate token in token file; the later line wins");
+                tracing::warn!(
+                    line = number,
+                    "duplicate token in token file; the later line wins"
+                );
             }
         }
         Ok(TokenFile { users })
@@ -192,8 +205,16 @@ mod tests {
 
     #[test]
     fn rejects_bad_token_files() {
-        assert!(TokenFile::parse("t1,alice\n").unwrap_err().contains("line 1"));
-        assert!(TokenFile::parse("ok,a,1\n\"t1,alice,1\n").unwrap_err().contains("line 2"));
+        assert!(
+            TokenFile::parse("t1,alice\n")
+                .unwrap_err()
+                .contains("line 1")
+        );
+        assert!(
+            TokenFile::parse("ok,a,1\n\"t1,alice,1\n")
+                .unwrap_err()
+                .contains("line 2")
+        );
         assert!(TokenFile::parse(",alice,1\n").is_err());
     }
 

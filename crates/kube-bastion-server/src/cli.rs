@@ -142,10 +142,18 @@ pub(crate) struct ServeArgs {
     #[command(flatten)]
     pub(crate) demo: DemoArgs,
     /// PEM certificate chain: serve HTTPS (HTTP/2 and HTTP/1.1 by ALPN) instead of HTTP.
-    #[arg(long = "tls-cert-file", value_name = "FILE", requires = "tls_private_key_file")]
+    #[arg(
+        long = "tls-cert-file",
+        value_name = "FILE",
+        requires = "tls_private_key_file"
+    )]
     pub(crate) tls_cert_file: Option<PathBuf>,
     /// PEM private key matching --tls-cert-file.
-    #[arg(long = "tls-private-key-file", value_name = "FILE", requires = "tls_cert_file")]
+    #[arg(
+        long = "tls-private-key-file",
+        value_name = "FILE",
+        requires = "tls_cert_file"
+    )]
     pub(crate) tls_private_key_file: Option<PathBuf>,
     /// kube-apiserver's static token file: CSV lines `token,user,uid,"group1,group2"`.
     /// With it every request except /healthz, /livez, /readyz and /version needs
@@ -157,16 +165,26 @@ pub(crate) struct ServeArgs {
     #[arg(long = "kubelet-certificate-authority", value_name = "FILE")]
     pub(crate) kubelet_certificate_authority: Option<PathBuf>,
     /// PEM client certificate presented to kubelets.
-    #[arg(long = "kubelet-client-certificate", value_name = "FILE",
-          requires = "kubelet_client_key")]
+    #[arg(
+        long = "kubelet-client-certificate",
+        value_name = "FILE",
+        requires = "kubelet_client_key"
+    )]
     pub(crate) kubelet_client_certificate: Option<PathBuf>,
     /// PEM private key of --kubelet-client-certificate.
-    #[arg(long = "kubelet-client-key", value_name = "FILE",
-          requires = "kubelet_client_certificate")]
+    #[arg(
+        long = "kubelet-client-key",
+        value_name = "FILE",
+        requires = "kubelet_client_certificate"
+    )]
     pub(crate) kubelet_client_key: Option<PathBuf>,
     /// Byte rate limit per direction of upgraded (WebSocket, SPDY) connections; 0 means
     /// unlimited (kube-apiserver's flag).
-    #[arg(long = "max-connection-bytes-per-sec", default_value_t = 0, value_name = "BYTES")]
+    #[arg(
+        long = "max-connection-bytes-per-sec",
+        default_value_t = 0,
+        value_name = "BYTES"
+    )]
     pub(crate) max_connection_bytes_per_sec: u64,
     /// How a Service endpoint is chosen. A Service's `kube-bastion.io/balancer` annotation
     /// overrides it.
@@ -175,7 +193,11 @@ pub(crate) struct ServeArgs {
     #[command(flatten)]
     pub(crate) proxy: ProxyArgs,
     /// Seconds in-flight requests get to finish after SIGTERM or Ctrl-C.
-    #[arg(long = "shutdown-grace-period", default_value_t = 30, value_name = "SECONDS")]
+    #[arg(
+        long = "shutdown-grace-period",
+        default_value_t = 30,
+        value_name = "SECONDS"
+    )]
     pub(crate) shutdown_grace_period: u64,
     /// Log format; the level comes from RUST_LOG (default `info`).
     #[arg(long = "log-format", value_enum, default_value_t = LogFormat::Text)]
@@ -196,27 +218,51 @@ pub(crate) enum HostHeaderName {
 #[command(next_help_heading = "Proxy behaviour")]
 pub(crate) struct ProxyArgs {
     /// TCP connect timeout to backends, in seconds.
-    #[arg(long = "proxy-connect-timeout", default_value_t = 30, value_name = "SECONDS")]
+    #[arg(
+        long = "proxy-connect-timeout",
+        default_value_t = 30,
+        value_name = "SECONDS"
+    )]
     pub(crate) connect_timeout: u64,
     /// Longest wait for a backend's response head, in seconds (answered 504 after it);
     /// 0 waits forever, as kube-apiserver does.
-    #[arg(long = "proxy-response-header-timeout", default_value_t = 120, value_name = "SECONDS")]
+    #[arg(
+        long = "proxy-response-header-timeout",
+        default_value_t = 120,
+        value_name = "SECONDS"
+    )]
     pub(crate) response_header_timeout: u64,
     /// Longest silence between two response body chunks, in seconds; 0 disables it.
-    #[arg(long = "proxy-body-idle-timeout", default_value_t = 300, value_name = "SECONDS")]
+    #[arg(
+        long = "proxy-body-idle-timeout",
+        default_value_t = 300,
+        value_name = "SECONDS"
+    )]
     pub(crate) body_idle_timeout: u64,
     /// How long idle pooled backend connections are kept, in seconds.
-    #[arg(long = "proxy-pool-idle-timeout", default_value_t = 90, value_name = "SECONDS")]
+    #[arg(
+        long = "proxy-pool-idle-timeout",
+        default_value_t = 90,
+        value_name = "SECONDS"
+    )]
     pub(crate) pool_idle_timeout: u64,
     /// Idle pooled connections kept per backend endpoint.
-    #[arg(long = "proxy-pool-max-idle-per-endpoint", default_value_t = 32, value_name = "N")]
+    #[arg(
+        long = "proxy-pool-max-idle-per-endpoint",
+        default_value_t = 32,
+        value_name = "N"
+    )]
     pub(crate) pool_max_idle: usize,
     /// Verify TLS certificates of pod and service backends (kube-apiserver does not). Uses
     /// --proxy-backend-ca when given, else the system roots.
     #[arg(long = "proxy-verify-backend-tls")]
     pub(crate) verify_backend_tls: bool,
     /// PEM CA bundle for --proxy-verify-backend-tls.
-    #[arg(long = "proxy-backend-ca", value_name = "FILE", requires = "verify_backend_tls")]
+    #[arg(
+        long = "proxy-backend-ca",
+        value_name = "FILE",
+        requires = "verify_backend_tls"
+    )]
     pub(crate) backend_ca: Option<PathBuf>,
     /// The `Host` header backends receive.
     #[arg(long = "proxy-host-header", value_enum, default_value_t = HostHeaderName::Client)]
@@ -295,7 +341,10 @@ pub(crate) fn parse() -> Cli {
         Ok(cli) => cli,
         Err(err) => {
             use clap::error::ErrorKind;
-            if matches!(err.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+            if matches!(
+                err.kind(),
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion
+            ) {
                 let _ = err.print();
                 std::process::exit(0);
             }
@@ -364,7 +413,9 @@ mod tests {
             "/api/v1/nodes/n/proxy",
         ])
         .unwrap();
-        let Some(Command::Resolve(args)) = cli.command else { panic!("no subcommand") };
+        let Some(Command::Resolve(args)) = cli.command else {
+            panic!("no subcommand")
+        };
         assert_eq!(args.method, "POST");
         assert_eq!(args.path, "/api/v1/nodes/n/proxy");
     }
@@ -373,8 +424,10 @@ mod tests {
     fn demo_network_must_be_a_loopback_slash_24() {
         assert!(Cli::try_parse_from(["kube-bastion", "--demo-network", "10.0.0.0/24"]).is_err());
         assert!(Cli::try_parse_from(["kube-bastion", "--demo-network", "127.0.0.0/16"]).is_err());
-        let cli =
-            Cli::try_parse_from(["kube-bastion", "--demo-network", "127.9.9.0/24"]).unwrap();
-        assert_eq!(cli.serve.demo.demo_network.addr(), "127.9.9.0".parse::<std::net::Ipv4Addr>().unwrap());
+        let cli = Cli::try_parse_from(["kube-bastion", "--demo-network", "127.9.9.0/24"]).unwrap();
+        assert_eq!(
+            cli.serve.demo.demo_network.addr(),
+            "127.9.9.0".parse::<std::net::Ipv4Addr>().unwrap()
+        );
     }
 }

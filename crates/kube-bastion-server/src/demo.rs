@@ -59,7 +59,12 @@ impl DemoAddresses {
     pub(crate) fn new(network: Ipv4Net) -> Self {
         let [a, b, c, _] = network.addr().octets();
         let host = |d| Ipv4Addr::new(a, b, c, d);
-        DemoAddresses { echo: [host(11), host(12), host(13)], web: host(21), secure: host(31), kubelet: host(41) }
+        DemoAddresses {
+            echo: [host(11), host(12), host(13)],
+            web: host(21),
+            secure: host(31),
+            kubelet: host(41),
+        }
     }
 }
 
@@ -77,7 +82,14 @@ fn meta(name: &str, namespace: Option<&str>, labels: Value, created: &str) -> Va
     meta
 }
 
-fn pod(name: &str, app: &str, ip: Ipv4Addr, node_ip: Ipv4Addr, port: (&str, u16), created: &str) -> Value {
+fn pod(
+    name: &str,
+    app: &str,
+    ip: Ipv4Addr,
+    node_ip: Ipv4Addr,
+    port: (&str, u16),
+    created: &str,
+) -> Value {
     json!({
         "apiVersion": "v1",
         "kind": "Pod",
@@ -178,7 +190,10 @@ fn service(
 }
 
 fn timestamp(time: SystemTime) -> String {
-    let seconds = time.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let seconds = time
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     k8s_openapi::jiff::Timestamp::from_second(i64::try_from(seconds).unwrap_or(0))
         .map(|t| t.to_string())
         .unwrap_or_default()
@@ -197,12 +212,39 @@ pub(crate) fn documents(addresses: &DemoAddresses, created: SystemTime) -> Vec<V
     for (name, ip) in ECHO_PODS.iter().zip(addresses.echo) {
         docs.push(pod(name, "echo", ip, node_ip, ("http", 8080), &created));
     }
-    docs.push(pod("web-0", "web", addresses.web, node_ip, ("http", 8080), &created));
-    docs.push(pod("secure-0", "secure", addresses.secure, node_ip, ("https", 8443), &created));
-    let echo_pods: Vec<(&str, Ipv4Addr)> =
-        ECHO_PODS.iter().copied().zip(addresses.echo).collect();
-    docs.extend(service("echo", "10.96.0.10", ("http", 80, 8080), None, &echo_pods, &created));
-    docs.extend(service("web", "10.96.0.20", ("http", 80, 8080), None, &[("web-0", addresses.web)], &created));
+    docs.push(pod(
+        "web-0",
+        "web",
+        addresses.web,
+        node_ip,
+        ("http", 8080),
+        &created,
+    ));
+    docs.push(pod(
+        "secure-0",
+        "secure",
+        addresses.secure,
+        node_ip,
+        ("https", 8443),
+        &created,
+    ));
+    let echo_pods: Vec<(&str, Ipv4Addr)> = ECHO_PODS.iter().copied().zip(addresses.echo).collect();
+    docs.extend(service(
+        "echo",
+        "10.96.0.10",
+        ("http", 80, 8080),
+        None,
+        &echo_pods,
+        &created,
+    ));
+    docs.extend(service(
+        "web",
+        "10.96.0.20",
+        ("http", 80, 8080),
+        None,
+        &[("web-0", addresses.web)],
+        &created,
+    ));
     docs.extend(service(
         "secure",
         "10.96.0.30",
@@ -240,7 +282,11 @@ pub(crate) fn documents(addresses: &DemoAddresses, created: SystemTime) -> Vec<V
 
 /// Decodes one JSON document of a kind the cluster model keeps.
 pub(crate) fn decode(doc: Value) -> Result<Object, String> {
-    let kind = doc.get("kind").and_then(Value::as_str).unwrap_or("").to_owned();
+    let kind = doc
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
     let wrap = |e: serde_json::Error| format!("{kind}: {e}");
     Ok(match kind.as_str() {
         "Pod" => Object::Pod(serde_json::from_value(doc).map_err(wrap)?),
@@ -254,8 +300,14 @@ pub(crate) fn decode(doc: Value) -> Result<Object, String> {
 }
 
 /// The demo cluster's objects.
-pub(crate) fn objects(addresses: &DemoAddresses, created: SystemTime) -> Result<Vec<Object>, String> {
-    documents(addresses, created).into_iter().map(decode).collect()
+pub(crate) fn objects(
+    addresses: &DemoAddresses,
+    created: SystemTime,
+) -> Result<Vec<Object>, String> {
+    documents(addresses, created)
+        .into_iter()
+        .map(decode)
+        .collect()
 }
 
 /// Binds every backend listener and starts serving. Fails with a readable message when an
@@ -273,7 +325,11 @@ pub(crate) async fn start(addresses: DemoAddresses, created: SystemTime) -> Resu
     }
     started.push((bind(addresses.web, 8080).await?, None, web_app()));
     let secure_tls = self_signed(&["secure.demo.svc", &addresses.secure.to_string()], None)?;
-    started.push((bind(addresses.secure, 8443).await?, Some(secure_tls), secure_app()));
+    started.push((
+        bind(addresses.secure, 8443).await?,
+        Some(secure_tls),
+        secure_app(),
+    ));
     let kubelet_tls = self_signed(
         &[NODE, &addresses.kubelet.to_string()],
         Some((&format!("system:node:{NODE}"), "system:nodes")),
@@ -285,9 +341,19 @@ pub(crate) async fn start(addresses: DemoAddresses, created: SystemTime) -> Resu
             _ => None,
         })
         .collect();
-    started.push((bind(addresses.kubelet, 10250).await?, Some(kubelet_tls), kubelet_app(pods)));
+    started.push((
+        bind(addresses.kubelet, 10250).await?,
+        Some(kubelet_tls),
+        kubelet_app(pods),
+    ));
     for (listener, tls, app) in started {
-        tokio::spawn(serve::serve(listener, tls, app, std::future::pending(), Duration::ZERO));
+        tokio::spawn(serve::serve(
+            listener,
+            tls,
+            app,
+            std::future::pending(),
+            Duration::ZERO,
+        ));
     }
     Ok(())
 }
@@ -296,13 +362,16 @@ pub(crate) async fn start(addresses: DemoAddresses, created: SystemTime) -> Resu
 /// optionally with a subject common name and organization.
 fn self_signed(names: &[&str], subject: Option<(&str, &str)>) -> Result<TlsAcceptor, String> {
     let key = rcgen::KeyPair::generate().map_err(|e| e.to_string())?;
-    let mut params = rcgen::CertificateParams::new(
-        names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>(),
-    )
-    .map_err(|e| e.to_string())?;
+    let mut params =
+        rcgen::CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>())
+            .map_err(|e| e.to_string())?;
     if let Some((cn, org)) = subject {
-        params.distinguished_name.push(rcgen::DnType::CommonName, cn);
-        params.distinguished_name.push(rcgen::DnType::OrganizationName, org);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, cn);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::OrganizationName, org);
     }
     let cert = params.self_signed(&key).map_err(|e| e.to_string())?;
     let key = rustls_pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
@@ -343,7 +412,10 @@ struct EchoState {
 /// request as received.
 fn echo_app(pod: &'static str, ip: Ipv4Addr) -> Router {
     Router::new()
-        .route("/whoami", get(|State(s): State<EchoState>| async move { format!("{}\n", s.pod) }))
+        .route(
+            "/whoami",
+            get(|State(s): State<EchoState>| async move { format!("{}\n", s.pod) }),
+        )
         .fallback(any(echo))
         .with_state(EchoState { pod, ip })
 }
@@ -352,8 +424,14 @@ async fn echo(State(state): State<EchoState>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let bytes = axum::body::to_bytes(body, ECHO_BODY_LIMIT).await;
     let (body_text, body_bytes) = match &bytes {
-        Ok(b) => (String::from_utf8_lossy(b).into_owned(), Value::from(b.len())),
-        Err(_) => (String::new(), Value::from(format!("more than {ECHO_BODY_LIMIT}"))),
+        Ok(b) => (
+            String::from_utf8_lossy(b).into_owned(),
+            Value::from(b.len()),
+        ),
+        Err(_) => (
+            String::new(),
+            Value::from(format!("more than {ECHO_BODY_LIMIT}")),
+        ),
     };
     json_response(
         StatusCode::OK,
@@ -448,7 +526,10 @@ async fn welcome(headers: HeaderMap) -> Response {
         .get(header::COOKIE)
         .map(|c| String::from_utf8_lossy(c.as_bytes()).into_owned())
         .unwrap_or_else(|| "(none)".to_owned());
-    let cookie = cookie.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
+    let cookie = cookie
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;");
     html(format!(
         "<!doctype html><html><body><h1>Welcome</h1><p>Cookie received: <code>{cookie}</code></p>\
          <a href=\"/\">Home</a></body></html>\n"
@@ -462,16 +543,24 @@ async fn websocket(mut request: Request) -> Response {
     let is_upgrade = headers
         .get(header::UPGRADE)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
-    let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY).filter(|_| is_upgrade) else {
+    let Some(key) = headers
+        .get(header::SEC_WEBSOCKET_KEY)
+        .filter(|_| is_upgrade)
+    else {
         return (StatusCode::BAD_REQUEST, "this endpoint speaks WebSocket\n").into_response();
     };
     let accept = derive_accept_key(key.as_bytes());
     let query = request.uri().query().unwrap_or("").to_owned();
-    let once = query.split('&').any(|p| p == "once" || p.starts_with("once="));
+    let once = query
+        .split('&')
+        .any(|p| p == "once" || p.starts_with("once="));
     let on_upgrade = hyper::upgrade::on(&mut request);
     tokio::spawn(async move {
-        let Ok(upgraded) = on_upgrade.await else { return };
-        let mut ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+        let Ok(upgraded) = on_upgrade.await else {
+            return;
+        };
+        let mut ws =
+            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
         let greeting = format!("connected to web-0 (query: {query:?})");
         if ws.send(Message::text(greeting)).await.is_err() {
             return;
@@ -553,7 +642,11 @@ fn kubelet_app(pods: Vec<Pod>) -> Router {
 /// What to print at startup: the address, the loopback notice and five commands.
 pub(crate) fn banner(base: &str, insecure_tls: bool) -> String {
     let k = if insecure_tls { " -k" } else { "" };
-    let kubectl_tls = if insecure_tls { " --insecure-skip-tls-verify" } else { "" };
+    let kubectl_tls = if insecure_tls {
+        " --insecure-skip-tls-verify"
+    } else {
+        ""
+    };
     format!(
         "\
 The demo cluster (namespace {NAMESPACE}) runs in this process on loopback addresses.
@@ -585,8 +678,14 @@ mod tests {
     fn documents_decode_as_kubernetes_objects() {
         let addresses = DemoAddresses::new("127.0.0.0/24".parse().unwrap());
         let objects = objects(&addresses, SystemTime::now()).unwrap();
-        let pods = objects.iter().filter(|o| matches!(o, Object::Pod(_))).count();
-        let slices = objects.iter().filter(|o| matches!(o, Object::EndpointSlice(_))).count();
+        let pods = objects
+            .iter()
+            .filter(|o| matches!(o, Object::Pod(_)))
+            .count();
+        let slices = objects
+            .iter()
+            .filter(|o| matches!(o, Object::EndpointSlice(_)))
+            .count();
         assert_eq!((pods, slices), (5, 3));
         let node = objects.iter().find_map(|o| match o {
             Object::Node(n) => Some(n),
@@ -610,9 +709,14 @@ mod tests {
     #[test]
     fn banner_has_five_commands() {
         let text = banner("http://127.0.0.1:8080", false);
-        let commands = text.lines().filter(|l| l.trim_start().starts_with("curl ")
-            || l.trim_start().starts_with("kubectl ")
-            || l.trim_start().starts_with("for ")).count();
+        let commands = text
+            .lines()
+            .filter(|l| {
+                l.trim_start().starts_with("curl ")
+                    || l.trim_start().starts_with("kubectl ")
+                    || l.trim_start().starts_with("for ")
+            })
+            .count();
         assert_eq!(commands, 5);
     }
 }

@@ -38,7 +38,10 @@ fn main() -> ExitCode {
         },
         None => {
             init_tracing(cli.serve.log_format);
-            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(runtime) => runtime,
                 Err(err) => return fail(&format!("cannot start the async runtime: {err}")),
             };
@@ -93,7 +96,11 @@ async fn run(args: ServeArgs) -> Result<(), String> {
         Arc::new(Store::new(objects))
     } else {
         let objects = reload::load_files(&args.clusters).map_err(|e| format!("--cluster {e}"))?;
-        tracing::info!(objects = objects.len(), files = args.clusters.len(), "cluster loaded");
+        tracing::info!(
+            objects = objects.len(),
+            files = args.clusters.len(),
+            "cluster loaded"
+        );
         Arc::new(Store::new(objects))
     };
     let proxy = proxy::layer(&args, store.cluster(), demo_mode)?;
@@ -113,7 +120,10 @@ async fn run(args: ServeArgs) -> Result<(), String> {
     });
     let app = app.layer(proxy);
     let app = match tokens {
-        Some(tokens) => app.layer(axum::middleware::from_fn_with_state(tokens, auth::authenticate)),
+        Some(tokens) => app.layer(axum::middleware::from_fn_with_state(
+            tokens,
+            auth::authenticate,
+        )),
         None => app,
     };
     let app = app.layer(metrics::MetricsLayer::new(metrics.clone()));
@@ -132,12 +142,15 @@ async fn run(args: ServeArgs) -> Result<(), String> {
     if demo_mode {
         let _ = writeln!(out, "{}", demo::banner(&base, tls.is_some()));
     } else {
-        let _ = writeln!(out, "cluster files: {} (re-read when they change)", args
-            .clusters
-            .iter()
-            .map(|p| p.display().to_string())
-            .collect::<Vec<_>>()
-            .join(", "));
+        let _ = writeln!(
+            out,
+            "cluster files: {} (re-read when they change)",
+            args.clusters
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
     }
     let _ = out.flush();
     drop(out);

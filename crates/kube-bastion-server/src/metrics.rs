@@ -18,8 +18,9 @@ use kube_bastion::{ProxyRequest, Route};
 use tower::{Layer, Service};
 
 /// Upper bounds of the latency histogram buckets, in seconds.
-const BUCKETS: [f64; 14] =
-    [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+const BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
 
 #[derive(Clone, Debug, Default)]
 struct Histogram {
@@ -60,12 +61,17 @@ pub(crate) struct Metrics {
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Escapes a Prometheus label value.
 fn label(value: &str) -> String {
-    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 impl Metrics {
@@ -87,7 +93,10 @@ impl Metrics {
         };
         *lock(&self.requests).entry(key).or_default() += 1;
         if info.subresource == "proxy" {
-            lock(&self.proxy_latency).entry(info.resource.clone()).or_default().observe(seconds);
+            lock(&self.proxy_latency)
+                .entry(info.resource.clone())
+                .or_default()
+                .observe(seconds);
         }
     }
 
@@ -169,7 +178,12 @@ pub(crate) fn classify<B>(request: &Request<B>) -> RequestInfo {
         };
     }
     let method = request.method();
-    let segments: Vec<&str> = request.uri().path().split('/').filter(|s| !s.is_empty()).collect();
+    let segments: Vec<&str> = request
+        .uri()
+        .path()
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
     let rest: &[&str] = match segments.as_slice() {
         ["api", "v1", rest @ ..] => rest,
         ["apis", _group, _version, rest @ ..] => rest,
@@ -186,8 +200,12 @@ pub(crate) fn classify<B>(request: &Request<B>) -> RequestInfo {
     };
     match rest {
         [resource] => RequestInfo {
-            verb: if *method == Method::GET || *method == Method::HEAD { "list" } else { "create" }
-                .to_owned(),
+            verb: if *method == Method::GET || *method == Method::HEAD {
+                "list"
+            } else {
+                "create"
+            }
+            .to_owned(),
             resource: (*resource).to_owned(),
             subresource: String::new(),
         },
@@ -224,7 +242,10 @@ impl<S> Layer<S> for MetricsLayer {
     type Service = MetricsService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        MetricsService { inner, metrics: self.metrics.clone() }
+        MetricsService {
+            inner,
+            metrics: self.metrics.clone(),
+        }
     }
 }
 
@@ -338,19 +359,31 @@ mod tests {
     use super::*;
 
     fn info(method: Method, path: &str) -> RequestInfo {
-        classify(&Request::builder().method(method).uri(path).body(()).unwrap())
+        classify(
+            &Request::builder()
+                .method(method)
+                .uri(path)
+                .body(())
+                .unwrap(),
+        )
     }
 
     #[test]
     fn api_paths_classify_like_request_info() {
         let list = info(Method::GET, "/api/v1/namespaces/demo/pods");
-        assert_eq!((list.verb.as_str(), list.resource.as_str()), ("list", "pods"));
+        assert_eq!(
+            (list.verb.as_str(), list.resource.as_str()),
+            ("list", "pods")
+        );
         let get = info(Method::GET, "/api/v1/nodes/n1");
         assert_eq!((get.verb.as_str(), get.resource.as_str()), ("get", "nodes"));
         let slices = info(Method::GET, "/apis/discovery.k8s.io/v1/endpointslices");
         assert_eq!(slices.resource, "endpointslices");
         let health = info(Method::GET, "/healthz");
-        assert_eq!((health.verb.as_str(), health.resource.as_str()), ("get", ""));
+        assert_eq!(
+            (health.verb.as_str(), health.resource.as_str()),
+            ("get", "")
+        );
     }
 
     #[test]

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use axum::extract::ConnectInfo;
 use kube_bastion::{
-    HostHeader, MemoryCluster, PoolOptions, ProxyConfig, ProxyLayer, Roots, TlsOptions,
-    ClientIdentity,
+    ClientIdentity, HostHeader, MemoryCluster, PoolOptions, ProxyConfig, ProxyLayer, Roots,
+    TlsOptions,
 };
 
 use crate::cli::{HostHeaderName, ServeArgs};
@@ -73,10 +73,17 @@ pub(crate) fn layer(
         })
         .rewrite(p.rewrite)
         .authorize_upgrades_as_create(p.upgrades_as_create)
-        .peer_addr(|parts| parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0));
+        .peer_addr(|parts| {
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0)
+        });
     for name in &p.strip_headers {
         builder = builder.strip_header(name.clone());
     }
-    let config = builder.build().map_err(|e| format!("proxy configuration: {e}"))?;
+    let config = builder
+        .build()
+        .map_err(|e| format!("proxy configuration: {e}"))?;
     Ok(ProxyLayer::new(config))
 }

@@ -36,7 +36,11 @@ type Stamp = Option<(SystemTime, u64)>;
 fn stamps(paths: &[PathBuf]) -> Vec<Stamp> {
     paths
         .iter()
-        .map(|p| std::fs::metadata(p).ok().and_then(|m| Some((m.modified().ok()?, m.len()))))
+        .map(|p| {
+            std::fs::metadata(p)
+                .ok()
+                .and_then(|m| Some((m.modified().ok()?, m.len())))
+        })
         .collect()
 }
 

@@ -93,7 +93,9 @@ pub(crate) fn decide(
     path: &str,
     upgrade: bool,
 ) -> Result<Outcome, String> {
-    let uri: Uri = path.parse().map_err(|e| format!("invalid path {path:?}: {e}"))?;
+    let uri: Uri = path
+        .parse()
+        .map_err(|e| format!("invalid path {path:?}: {e}"))?;
     let mut headers = HeaderMap::new();
     if upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
@@ -142,7 +144,10 @@ pub(crate) fn decide(
             out["code"] = Value::from(301);
             out["location"] = Value::from(location);
         }
-        Plan::Forward { path_and_query, forwarded_uri } => {
+        Plan::Forward {
+            path_and_query,
+            forwarded_uri,
+        } => {
             out["action"] = Value::from("forward");
             out["pathAndQuery"] = Value::from(path_and_query.clone());
             out["forwardedUri"] = Value::from(forwarded_uri);

@@ -29,14 +29,20 @@ pub(crate) struct Inventory {
 }
 
 fn key(meta: &ObjectMeta) -> (String, String) {
-    (meta.namespace.clone().unwrap_or_default(), meta.name.clone().unwrap_or_default())
+    (
+        meta.namespace.clone().unwrap_or_default(),
+        meta.name.clone().unwrap_or_default(),
+    )
 }
 
 impl Inventory {
     /// Indexes `objects`; later duplicates replace earlier ones. Namespaces that objects live
     /// in but that no Namespace object declares are added as `Active` namespaces.
     pub(crate) fn new(objects: &[Object], resource_version: u64) -> Self {
-        let mut inv = Inventory { resource_version, ..Inventory::default() };
+        let mut inv = Inventory {
+            resource_version,
+            ..Inventory::default()
+        };
         for object in objects {
             match object {
                 Object::Pod(o) => {
@@ -71,14 +77,19 @@ impl Inventory {
             .filter(|ns| !ns.is_empty())
             .collect();
         for ns in implied {
-            inv.namespaces.entry((String::new(), ns.clone())).or_insert_with(|| Namespace {
-                metadata: ObjectMeta { name: Some(ns), ..ObjectMeta::default() },
-                status: Some(NamespaceStatus {
-                    phase: Some("Active".to_owned()),
-                    ..NamespaceStatus::default()
-                }),
-                ..Namespace::default()
-            });
+            inv.namespaces
+                .entry((String::new(), ns.clone()))
+                .or_insert_with(|| Namespace {
+                    metadata: ObjectMeta {
+                        name: Some(ns),
+                        ..ObjectMeta::default()
+                    },
+                    status: Some(NamespaceStatus {
+                        phase: Some("Active".to_owned()),
+                        ..NamespaceStatus::default()
+                    }),
+                    ..Namespace::default()
+                });
         }
         inv
     }
@@ -116,7 +127,8 @@ impl Store {
     /// Replaces the whole state.
     pub(crate) fn replace(&self, objects: Vec<Object>) {
         let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
-        self.inventory.store(Arc::new(Inventory::new(&objects, generation)));
+        self.inventory
+            .store(Arc::new(Inventory::new(&objects, generation)));
         self.cluster.replace(ClusterSnapshot::from_objects(objects));
     }
 }

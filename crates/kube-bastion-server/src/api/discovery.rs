@@ -1,8 +1,8 @@
 //! `/version`, `/api`, `/api/v1`, `/apis` and the `discovery.k8s.io` group documents.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
-    APIGroup, APIGroupList, APIResource, APIResourceList, APIVersions,
-    GroupVersionForDiscovery, ServerAddressByClientCIDR,
+    APIGroup, APIGroupList, APIResource, APIResourceList, APIVersions, GroupVersionForDiscovery,
+    ServerAddressByClientCIDR,
 };
 use k8s_openapi::apimachinery::pkg::version::Info;
 
@@ -14,7 +14,10 @@ pub(crate) fn version() -> Info {
     Info {
         major: "1".to_owned(),
         minor: KUBE_MINOR.to_owned(),
-        git_version: format!("v1.{KUBE_MINOR}.0+kube-bastion-{}", env!("CARGO_PKG_VERSION")),
+        git_version: format!(
+            "v1.{KUBE_MINOR}.0+kube-bastion-{}",
+            env!("CARGO_PKG_VERSION")
+        ),
         git_commit: String::new(),
         git_tree_state: String::new(),
         build_date: String::new(),
@@ -69,14 +72,54 @@ pub(crate) fn core_v1() -> APIResourceList {
     APIResourceList {
         group_version: "v1".to_owned(),
         resources: vec![
-            resource("endpoints", "endpoints", "Endpoints", true, READ, &["ep"], &[]),
-            resource("namespaces", "namespace", "Namespace", false, READ, &["ns"], &[]),
+            resource(
+                "endpoints",
+                "endpoints",
+                "Endpoints",
+                true,
+                READ,
+                &["ep"],
+                &[],
+            ),
+            resource(
+                "namespaces",
+                "namespace",
+                "Namespace",
+                false,
+                READ,
+                &["ns"],
+                &[],
+            ),
             resource("nodes", "node", "Node", false, READ, &["no"], &[]),
-            resource("nodes/proxy", "", "NodeProxyOptions", false, CONNECT, &[], &[]),
+            resource(
+                "nodes/proxy",
+                "",
+                "NodeProxyOptions",
+                false,
+                CONNECT,
+                &[],
+                &[],
+            ),
             resource("pods", "pod", "Pod", true, READ, &["po"], &["all"]),
             resource("pods/proxy", "", "PodProxyOptions", true, CONNECT, &[], &[]),
-            resource("services", "service", "Service", true, READ, &["svc"], &["all"]),
-            resource("services/proxy", "", "ServiceProxyOptions", true, CONNECT, &[], &[]),
+            resource(
+                "services",
+                "service",
+                "Service",
+                true,
+                READ,
+                &["svc"],
+                &["all"],
+            ),
+            resource(
+                "services/proxy",
+                "",
+                "ServiceProxyOptions",
+                true,
+                CONNECT,
+                &[],
+                &[],
+            ),
         ],
     }
 }
@@ -99,7 +142,9 @@ fn discovery_group() -> APIGroup {
 
 /// `/apis`.
 pub(crate) fn groups() -> APIGroupList {
-    APIGroupList { groups: vec![discovery_group()] }
+    APIGroupList {
+        groups: vec![discovery_group()],
+    }
 }
 
 /// `/apis/discovery.k8s.io`.

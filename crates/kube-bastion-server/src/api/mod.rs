@@ -42,15 +42,27 @@ pub(crate) struct ApiState {
 /// The router of the read-only API.
 pub(crate) fn router(state: ApiState) -> Router {
     Router::new()
-        .route("/version", get(|| async { json(StatusCode::OK, &discovery::version()) }))
+        .route(
+            "/version",
+            get(|| async { json(StatusCode::OK, &discovery::version()) }),
+        )
         .route("/healthz", get(ok))
         .route("/livez", get(ok))
         .route("/readyz", get(ok))
         .route("/metrics", get(metrics))
         .route("/api", get(api_versions))
-        .route("/api/v1", get(|| async { json(StatusCode::OK, &discovery::core_v1()) }))
-        .route("/apis", get(|| async { json(StatusCode::OK, &discovery::groups()) }))
-        .route("/apis/discovery.k8s.io", get(|| async { json(StatusCode::OK, &discovery::group()) }))
+        .route(
+            "/api/v1",
+            get(|| async { json(StatusCode::OK, &discovery::core_v1()) }),
+        )
+        .route(
+            "/apis",
+            get(|| async { json(StatusCode::OK, &discovery::groups()) }),
+        )
+        .route(
+            "/apis/discovery.k8s.io",
+            get(|| async { json(StatusCode::OK, &discovery::group()) }),
+        )
         .route(
             "/apis/discovery.k8s.io/v1",
             get(|| async { json(StatusCode::OK, &discovery::discovery_v1()) }),
@@ -58,10 +70,19 @@ pub(crate) fn router(state: ApiState) -> Router {
         .route("/api/v1/{resource}", get(list_cluster_wide))
         .route("/api/v1/namespaces/{name}", get(get_namespace))
         .route("/api/v1/nodes/{name}", get(get_node))
-        .route("/api/v1/namespaces/{namespace}/{resource}", get(list_namespaced))
-        .route("/api/v1/namespaces/{namespace}/{resource}/{name}", get(get_namespaced))
+        .route(
+            "/api/v1/namespaces/{namespace}/{resource}",
+            get(list_namespaced),
+        )
+        .route(
+            "/api/v1/namespaces/{namespace}/{resource}/{name}",
+            get(get_namespaced),
+        )
         .route("/apis/discovery.k8s.io/v1/endpointslices", get(list_slices))
-        .route("/apis/discovery.k8s.io/v1/namespaces/{namespace}/endpointslices", get(list_ns_slices))
+        .route(
+            "/apis/discovery.k8s.io/v1/namespaces/{namespace}/endpointslices",
+            get(list_ns_slices),
+        )
         .route(
             "/apis/discovery.k8s.io/v1/namespaces/{namespace}/endpointslices/{name}",
             get(get_slice),
@@ -75,15 +96,20 @@ pub(crate) fn router(state: ApiState) -> Router {
 pub(crate) fn status_response(status: &Status) -> Response {
     let code = StatusCode::from_u16(status.code()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut response = (code, status.to_json()).into_response();
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     response
 }
 
 /// The 404 for a path this server does not serve.
 pub(crate) fn not_found_path() -> Status {
-    Status::new(404, Some("NotFound"), "the server could not find the requested resource")
+    Status::new(
+        404,
+        Some("NotFound"),
+        "the server could not find the requested resource",
+    )
 }
 
 /// The 405 for a write or an unsupported method.
@@ -99,9 +125,10 @@ fn json<T: Serialize>(code: StatusCode, value: &T) -> Response {
     match serde_json::to_vec(value) {
         Ok(body) => {
             let mut response = (code, body).into_response();
-            response
-                .headers_mut()
-                .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
             response
         }
         Err(err) => status_response(&Status::internal(err.to_string())),
@@ -114,14 +141,20 @@ async fn ok() -> Response {
 
 async fn metrics(State(state): State<ApiState>) -> Response {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         state.metrics.render(),
     )
         .into_response()
 }
 
 async fn api_versions(State(state): State<ApiState>) -> Response {
-    json(StatusCode::OK, &discovery::core_versions(&state.server_address))
+    json(
+        StatusCode::OK,
+        &discovery::core_versions(&state.server_address),
+    )
 }
 
 async fn fallback(method: Method) -> Response {
@@ -138,7 +171,10 @@ async fn method_not_allowed() -> Response {
 
 /// Whether a method changes state (and so is refused outside proxy paths).
 pub(crate) fn is_write(method: &Method) -> bool {
-    matches!(*method, Method::POST | Method::PUT | Method::PATCH | Method::DELETE)
+    matches!(
+        *method,
+        Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+    )
 }
 
 fn now() -> i64 {
@@ -153,8 +189,11 @@ pub(crate) fn wants_table(headers: &HeaderMap) -> bool {
     headers.get_all(header::ACCEPT).iter().any(|value| {
         value.as_bytes().split(|b| *b == b',').any(|media| {
             let text = String::from_utf8_lossy(media);
-            let params: Vec<String> =
-                text.split(';').skip(1).map(|p| p.trim().replace(' ', "")).collect();
+            let params: Vec<String> = text
+                .split(';')
+                .skip(1)
+                .map(|p| p.trim().replace(' ', ""))
+                .collect();
             params.iter().any(|p| p == "as=Table")
                 && params.iter().any(|p| p == "g=meta.k8s.io")
                 && params.iter().any(|p| p == "v=v1" || p == "v=v1beta1")
@@ -170,11 +209,17 @@ struct ListQuery {
 
 fn list_query(query: &HashMap<String, String>) -> Result<ListQuery, Status> {
     if query.get("watch").is_some_and(|w| w == "true" || w == "1") {
-        return Err(Status::new(405, Some("MethodNotAllowed"), "watch is not supported"));
+        return Err(Status::new(
+            405,
+            Some("MethodNotAllowed"),
+            "watch is not supported",
+        ));
     }
-    let mut selector = Selector::parse_labels(query.get("labelSelector").map_or("", String::as_str))
-        .map_err(Status::bad_request)?;
-    selector.add_fields(query.get("fieldSelector").map_or("", String::as_str))
+    let mut selector =
+        Selector::parse_labels(query.get("labelSelector").map_or("", String::as_str))
+            .map_err(Status::bad_request)?;
+    selector
+        .add_fields(query.get("fieldSelector").map_or("", String::as_str))
         .map_err(Status::bad_request)?;
     let include = IncludeObject::parse(query.get("includeObject").map(String::as_str))
         .map_err(Status::bad_request)?;
@@ -203,7 +248,10 @@ where
         .filter(|object| query.selector.matches(object.metadata()))
         .collect();
     if wants_table(headers) {
-        return json(StatusCode::OK, &table::table(items, resource_version, query.include, now()));
+        return json(
+            StatusCode::OK,
+            &table::table(items, resource_version, query.include, now()),
+        );
     }
     let list = List::<T> {
         items: items.into_iter().cloned().collect(),
@@ -300,7 +348,14 @@ async fn get_namespace(
     headers: HeaderMap,
 ) -> Response {
     let inv = state.store.inventory();
-    get_one(&inv.namespaces, ("", &name), "namespaces", inv.resource_version, &headers, &query)
+    get_one(
+        &inv.namespaces,
+        ("", &name),
+        "namespaces",
+        inv.resource_version,
+        &headers,
+        &query,
+    )
 }
 
 async fn get_node(
@@ -310,7 +365,14 @@ async fn get_node(
     headers: HeaderMap,
 ) -> Response {
     let inv = state.store.inventory();
-    get_one(&inv.nodes, ("", &name), "nodes", inv.resource_version, &headers, &query)
+    get_one(
+        &inv.nodes,
+        ("", &name),
+        "nodes",
+        inv.resource_version,
+        &headers,
+        &query,
+    )
 }
 
 async fn list_slices(
@@ -319,7 +381,13 @@ async fn list_slices(
     headers: HeaderMap,
 ) -> Response {
     let inv = state.store.inventory();
-    list(&inv.endpoint_slices, None, inv.resource_version, &headers, &query)
+    list(
+        &inv.endpoint_slices,
+        None,
+        inv.resource_version,
+        &headers,
+        &query,
+    )
 }
 
 async fn list_ns_slices(
@@ -329,7 +397,13 @@ async fn list_ns_slices(
     headers: HeaderMap,
 ) -> Response {
     let inv = state.store.inventory();
-    list(&inv.endpoint_slices, Some(&namespace), inv.resource_version, &headers, &query)
+    list(
+        &inv.endpoint_slices,
+        Some(&namespace),
+        inv.resource_version,
+        &headers,
+        &query,
+    )
 }
 
 async fn get_slice(
@@ -340,7 +414,14 @@ async fn get_slice(
 ) -> Response {
     let inv = state.store.inventory();
     let key = (namespace.as_str(), name.as_str());
-    get_one(&inv.endpoint_slices, key, "endpointslices", inv.resource_version, &headers, &query)
+    get_one(
+        &inv.endpoint_slices,
+        key,
+        "endpointslices",
+        inv.resource_version,
+        &headers,
+        &query,
+    )
 }
 
 #[cfg(test)]

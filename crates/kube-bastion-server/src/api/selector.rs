@@ -44,7 +44,11 @@ fn split_terms(text: &str) -> Vec<&str> {
         }
     }
     terms.push(&text[start..]);
-    terms.into_iter().map(str::trim).filter(|t| !t.is_empty()).collect()
+    terms
+        .into_iter()
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .collect()
 }
 
 fn set_values(text: &str) -> Option<Vec<String>> {
@@ -55,10 +59,16 @@ fn set_values(text: &str) -> Option<Vec<String>> {
 fn parse_term(term: &str) -> Result<Requirement, String> {
     let bad = || format!("unable to parse requirement: {term:?}");
     if let Some((key, value)) = term.split_once("!=") {
-        return Ok(Requirement::NotEquals(key.trim().to_owned(), value.trim().to_owned()));
+        return Ok(Requirement::NotEquals(
+            key.trim().to_owned(),
+            value.trim().to_owned(),
+        ));
     }
     if let Some((key, value)) = term.split_once("==").or_else(|| term.split_once('=')) {
-        return Ok(Requirement::Equals(key.trim().to_owned(), value.trim().to_owned()));
+        return Ok(Requirement::Equals(
+            key.trim().to_owned(),
+            value.trim().to_owned(),
+        ));
     }
     if let Some(key) = term.strip_prefix('!') {
         return Ok(Requirement::NotExists(key.trim().to_owned()));
@@ -82,8 +92,14 @@ fn parse_term(term: &str) -> Result<Requirement, String> {
 impl Selector {
     /// Parses a `labelSelector` value (empty selects everything).
     pub(crate) fn parse_labels(text: &str) -> Result<Self, String> {
-        let labels = split_terms(text).into_iter().map(parse_term).collect::<Result<_, _>>()?;
-        Ok(Selector { labels, fields: Vec::new() })
+        let labels = split_terms(text)
+            .into_iter()
+            .map(parse_term)
+            .collect::<Result<_, _>>()?;
+        Ok(Selector {
+            labels,
+            fields: Vec::new(),
+        })
     }
 
     /// Adds the terms of a `fieldSelector` value.
@@ -94,7 +110,9 @@ impl Selector {
             } else if let Some((k, v)) = term.split_once("==").or_else(|| term.split_once('=')) {
                 (k, true, v)
             } else {
-                return Err(format!("invalid selector: {term:?}; can't understand {term:?}"));
+                return Err(format!(
+                    "invalid selector: {term:?}; can't understand {term:?}"
+                ));
             };
             let field = match key.trim() {
                 "metadata.name" => Field::Name,
@@ -108,7 +126,12 @@ impl Selector {
 
     /// Whether an object with this metadata is selected.
     pub(crate) fn matches(&self, meta: &ObjectMeta) -> bool {
-        let label = |key: &str| meta.labels.as_ref().and_then(|l| l.get(key)).map(String::as_str);
+        let label = |key: &str| {
+            meta.labels
+                .as_ref()
+                .and_then(|l| l.get(key))
+                .map(String::as_str)
+        };
         let labels_ok = self.labels.iter().all(|req| match req {
             Requirement::Equals(k, v) => label(k) == Some(v.as_str()),
             Requirement::NotEquals(k, v) => label(k) != Some(v.as_str()),
@@ -137,7 +160,12 @@ mod tests {
         ObjectMeta {
             name: Some(name.to_owned()),
             namespace: Some("demo".to_owned()),
-            labels: Some(labels.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()),
+            labels: Some(
+                labels
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+            ),
             ..ObjectMeta::default()
         }
     }
@@ -163,7 +191,8 @@ mod tests {
     fn field_requirements() {
         let echo = meta("echo-0", &[]);
         let mut s = Selector::default();
-        s.add_fields("metadata.name=echo-0,metadata.namespace!=other").unwrap();
+        s.add_fields("metadata.name=echo-0,metadata.namespace!=other")
+            .unwrap();
         assert!(s.matches(&echo));
         let mut s = Selector::default();
         s.add_fields("metadata.name=nope").unwrap();

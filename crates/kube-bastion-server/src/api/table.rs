@@ -147,7 +147,11 @@ fn name(meta: &ObjectMeta) -> Value {
 }
 
 fn or_none(items: Vec<String>) -> String {
-    if items.is_empty() { "<none>".to_owned() } else { items.join(",") }
+    if items.is_empty() {
+        "<none>".to_owned()
+    } else {
+        items.join(",")
+    }
 }
 
 /// `a,b,c + N more...` as kubectl prints long address lists.
@@ -163,30 +167,71 @@ fn abbreviated(items: Vec<String>) -> String {
     }
 }
 
-const NAME: Column = ("Name", "string", "name", "Name must be unique within a namespace.", 0);
+const NAME: Column = (
+    "Name",
+    "string",
+    "name",
+    "Name must be unique within a namespace.",
+    0,
+);
 const AGE: Column = ("Age", "string", "", "Time since the object was created.", 0);
 
 impl Tabular for Pod {
     const COLUMNS: &'static [Column] = &[
         NAME,
-        ("Ready", "string", "", "Ready containers / all containers.", 0),
-        ("Status", "string", "", "The aggregate status of the containers in this pod.", 0),
-        ("Restarts", "string", "", "The number of times the containers have restarted.", 0),
+        (
+            "Ready",
+            "string",
+            "",
+            "Ready containers / all containers.",
+            0,
+        ),
+        (
+            "Status",
+            "string",
+            "",
+            "The aggregate status of the containers in this pod.",
+            0,
+        ),
+        (
+            "Restarts",
+            "string",
+            "",
+            "The number of times the containers have restarted.",
+            0,
+        ),
         AGE,
-        ("IP", "string", "", "The pod's IP addresses (every family).", 0),
+        (
+            "IP",
+            "string",
+            "",
+            "The pod's IP addresses (every family).",
+            0,
+        ),
         ("Node", "string", "", "The node the pod runs on.", 1),
-        ("Ports", "string", "", "Declared container ports as name:port.", 1),
+        (
+            "Ports",
+            "string",
+            "",
+            "Declared container ports as name:port.",
+            1,
+        ),
     ];
 
     fn cells(&self, now: i64) -> Vec<Value> {
         let spec = self.spec.as_ref();
         let status = self.status.as_ref();
         let total = spec.map_or(0, |s| s.containers.len());
-        let statuses = status.and_then(|s| s.container_statuses.as_deref()).unwrap_or(&[]);
+        let statuses = status
+            .and_then(|s| s.container_statuses.as_deref())
+            .unwrap_or(&[]);
         let ready = statuses.iter().filter(|c| c.ready).count();
         let restarts: i32 = statuses.iter().map(|c| c.restart_count).sum();
         let waiting = statuses.iter().find_map(|c| {
-            c.state.as_ref().and_then(|s| s.waiting.as_ref()).and_then(|w| w.reason.clone())
+            c.state
+                .as_ref()
+                .and_then(|s| s.waiting.as_ref())
+                .and_then(|w| w.reason.clone())
         });
         let phase = if self.metadata.deletion_timestamp.is_some() {
             "Terminating".to_owned()
@@ -195,7 +240,9 @@ impl Tabular for Pod {
         } else if let Some(reason) = status.and_then(|s| s.reason.clone()) {
             reason
         } else {
-            status.and_then(|s| s.phase.clone()).unwrap_or_else(|| "Unknown".to_owned())
+            status
+                .and_then(|s| s.phase.clone())
+                .unwrap_or_else(|| "Unknown".to_owned())
         };
         let mut ips: Vec<String> = status
             .and_then(|s| s.pod_ips.as_ref())
@@ -225,7 +272,10 @@ impl Tabular for Pod {
             Value::from(restarts.to_string()),
             age(&self.metadata, now),
             Value::from(or_none(ips)),
-            Value::from(spec.and_then(|s| s.node_name.clone()).unwrap_or_else(|| "<none>".into())),
+            Value::from(
+                spec.and_then(|s| s.node_name.clone())
+                    .unwrap_or_else(|| "<none>".into()),
+            ),
             Value::from(or_none(ports)),
         ]
     }
@@ -235,20 +285,49 @@ impl Tabular for Service {
     const COLUMNS: &'static [Column] = &[
         NAME,
         ("Type", "string", "", "The type of the service.", 0),
-        ("Cluster-IP", "string", "", "The cluster IP of the service.", 0),
-        ("External-IP", "string", "", "External IPs of the service.", 0),
-        ("Port(s)", "string", "", "Ports as port[:nodePort]/protocol.", 0),
-        ("Port-Names", "string", "", "Port names, usable in services/<name>:<port>/proxy.", 0),
+        (
+            "Cluster-IP",
+            "string",
+            "",
+            "The cluster IP of the service.",
+            0,
+        ),
+        (
+            "External-IP",
+            "string",
+            "",
+            "External IPs of the service.",
+            0,
+        ),
+        (
+            "Port(s)",
+            "string",
+            "",
+            "Ports as port[:nodePort]/protocol.",
+            0,
+        ),
+        (
+            "Port-Names",
+            "string",
+            "",
+            "Port names, usable in services/<name>:<port>/proxy.",
+            0,
+        ),
         AGE,
         ("Selector", "string", "", "The pod selector.", 1),
     ];
 
     fn cells(&self, now: i64) -> Vec<Value> {
         let spec = self.spec.as_ref();
-        let ty = spec.and_then(|s| s.type_.clone()).unwrap_or_else(|| "ClusterIP".to_owned());
-        let cluster_ip = spec.and_then(|s| s.cluster_ip.clone()).unwrap_or_else(|| "<none>".into());
-        let mut external: Vec<String> =
-            spec.and_then(|s| s.external_ips.clone()).unwrap_or_default();
+        let ty = spec
+            .and_then(|s| s.type_.clone())
+            .unwrap_or_else(|| "ClusterIP".to_owned());
+        let cluster_ip = spec
+            .and_then(|s| s.cluster_ip.clone())
+            .unwrap_or_else(|| "<none>".into());
+        let mut external: Vec<String> = spec
+            .and_then(|s| s.external_ips.clone())
+            .unwrap_or_default();
         if let Some(name) = spec.and_then(|s| s.external_name.clone()) {
             external.push(name);
         }
@@ -284,7 +363,13 @@ impl Tabular for Service {
 impl Tabular for Endpoints {
     const COLUMNS: &'static [Column] = &[
         NAME,
-        ("Endpoints", "string", "", "Ready endpoint addresses as ip:port.", 0),
+        (
+            "Endpoints",
+            "string",
+            "",
+            "Ready endpoint addresses as ip:port.",
+            0,
+        ),
         AGE,
     ];
 
@@ -301,14 +386,24 @@ impl Tabular for Endpoints {
                 }
             }
         }
-        vec![name(&self.metadata), Value::from(abbreviated(out)), age(&self.metadata, now)]
+        vec![
+            name(&self.metadata),
+            Value::from(abbreviated(out)),
+            age(&self.metadata, now),
+        ]
     }
 }
 
 impl Tabular for EndpointSlice {
     const COLUMNS: &'static [Column] = &[
         NAME,
-        ("AddressType", "string", "", "The address type of the endpoints.", 0),
+        (
+            "AddressType",
+            "string",
+            "",
+            "The address type of the endpoints.",
+            0,
+        ),
         ("Ports", "string", "", "Ports of the slice.", 0),
         ("Endpoints", "string", "", "Endpoint addresses.", 0),
         ("Ready", "string", "", "Ready endpoints / all endpoints.", 0),
@@ -320,10 +415,16 @@ impl Tabular for EndpointSlice {
             .ports
             .iter()
             .flatten()
-            .map(|p| p.port.map_or_else(|| "<unset>".to_owned(), |n| n.to_string()))
+            .map(|p| {
+                p.port
+                    .map_or_else(|| "<unset>".to_owned(), |n| n.to_string())
+            })
             .collect();
-        let addresses: Vec<String> =
-            self.endpoints.iter().flat_map(|e| e.addresses.iter().cloned()).collect();
+        let addresses: Vec<String> = self
+            .endpoints
+            .iter()
+            .flat_map(|e| e.addresses.iter().cloned())
+            .collect();
         let ready = self
             .endpoints
             .iter()
@@ -347,11 +448,41 @@ impl Tabular for Node {
         ("Roles", "string", "", "The roles of the node.", 0),
         AGE,
         ("Version", "string", "", "Kubelet version.", 0),
-        ("Addresses", "string", "", "Node addresses as type=address.", 0),
-        ("Kubelet-Port", "string", "", "The kubelet port nodes/proxy uses.", 0),
-        ("OS-Image", "string", "", "OS image reported by the node.", 1),
-        ("Kernel-Version", "string", "", "Kernel version reported by the node.", 1),
-        ("Container-Runtime", "string", "", "Container runtime reported by the node.", 1),
+        (
+            "Addresses",
+            "string",
+            "",
+            "Node addresses as type=address.",
+            0,
+        ),
+        (
+            "Kubelet-Port",
+            "string",
+            "",
+            "The kubelet port nodes/proxy uses.",
+            0,
+        ),
+        (
+            "OS-Image",
+            "string",
+            "",
+            "OS image reported by the node.",
+            1,
+        ),
+        (
+            "Kernel-Version",
+            "string",
+            "",
+            "Kernel version reported by the node.",
+            1,
+        ),
+        (
+            "Container-Runtime",
+            "string",
+            "",
+            "Container runtime reported by the node.",
+            1,
+        ),
     ];
 
     fn cells(&self, now: i64) -> Vec<Value> {
@@ -366,7 +497,12 @@ impl Tabular for Node {
             })
             .unwrap_or("Unknown");
         let mut ready = ready.to_owned();
-        if self.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false) {
+        if self
+            .spec
+            .as_ref()
+            .and_then(|s| s.unschedulable)
+            .unwrap_or(false)
+        {
             ready.push_str(",SchedulingDisabled");
         }
         let roles: Vec<String> = self
@@ -380,7 +516,11 @@ impl Tabular for Node {
             .collect();
         let addresses: Vec<String> = status
             .and_then(|s| s.addresses.as_ref())
-            .map(|a| a.iter().map(|a| format!("{}={}", a.type_, a.address)).collect())
+            .map(|a| {
+                a.iter()
+                    .map(|a| format!("{}={}", a.type_, a.address))
+                    .collect()
+            })
             .unwrap_or_default();
         let port = status
             .and_then(|s| s.daemon_endpoints.as_ref())
@@ -390,7 +530,10 @@ impl Tabular for Node {
             .map_or_else(|| "<default>".to_owned(), |p| p.to_string());
         let info = status.and_then(|s| s.node_info.as_ref());
         let info_field = |f: fn(&k8s_openapi::api::core::v1::NodeSystemInfo) -> &String| {
-            Value::from(info.map(|i| f(i).clone()).unwrap_or_else(|| "<unknown>".to_owned()))
+            Value::from(
+                info.map(|i| f(i).clone())
+                    .unwrap_or_else(|| "<unknown>".to_owned()),
+            )
         };
         vec![
             name(&self.metadata),
@@ -420,7 +563,11 @@ impl Tabular for Namespace {
             .as_ref()
             .and_then(|s| s.phase.clone())
             .unwrap_or_else(|| "Active".to_owned());
-        vec![name(&self.metadata), Value::from(phase), age(&self.metadata, now)]
+        vec![
+            name(&self.metadata),
+            Value::from(phase),
+            age(&self.metadata, now),
+        ]
     }
 }
 
@@ -445,7 +592,10 @@ mod tests {
     #[test]
     fn include_object_values() {
         assert_eq!(IncludeObject::parse(None), Ok(IncludeObject::Metadata));
-        assert_eq!(IncludeObject::parse(Some("Object")), Ok(IncludeObject::Object));
+        assert_eq!(
+            IncludeObject::parse(Some("Object")),
+            Ok(IncludeObject::Object)
+        );
         assert!(IncludeObject::parse(Some("x")).is_err());
     }
 }

@@ -4,7 +4,11 @@ use crate::support::{Server, TempDir, kubectl, request, run_ok};
 
 fn token_server(dir: &TempDir) -> Server {
     let file = dir.join("tokens.csv");
-    std::fs::write(&file, "s3cret-token,alice,1001,\"developers,viewers\"\nother-token,bob,1002\n").unwrap();
+    std::fs::write(
+        &file,
+        "s3cret-token,alice,1001,\"developers,viewers\"\nother-token,bob,1002\n",
+    )
+    .unwrap();
     Server::demo(&["--token-auth-file", file.to_str().unwrap()])
 }
 
@@ -33,14 +37,24 @@ async fn requests_need_a_valid_bearer_token() {
     // Proxy routes are behind authentication too, and the token never reaches a backend.
     let proxied = "/api/v1/namespaces/demo/pods/echo-0:8080/proxy/x";
     assert_eq!(request("GET", &url(proxied), &[], "").await.status, 401);
-    let reply = request("GET", &url(proxied), &[("Authorization", "Bearer s3cret-token")], "").await;
+    let reply = request(
+        "GET",
+        &url(proxied),
+        &[("Authorization", "Bearer s3cret-token")],
+        "",
+    )
+    .await;
     assert_eq!(reply.status, 200);
     let echoed = reply.json();
     assert_eq!(echoed["pod"], "echo-0");
     assert!(echoed["headers"].get("authorization").is_none(), "{echoed}");
     // Health and version stay public, as with kube-apiserver's default RBAC.
     for path in ["/healthz", "/livez", "/readyz", "/version"] {
-        assert_eq!(request("GET", &url(path), &[], "").await.status, 200, "{path}");
+        assert_eq!(
+            request("GET", &url(path), &[], "").await.status,
+            200,
+            "{path}"
+        );
     }
     assert_eq!(request("GET", &url("/metrics"), &[], "").await.status, 401);
 }
@@ -61,10 +75,16 @@ fn kubectl_with_a_token_over_https() {
         key.to_str().unwrap(),
     ]);
     let ca = cert.to_str().unwrap();
-    let out = run_ok(
-        kubectl(&server.url, dir.path())
-            .args(["--certificate-authority", ca, "--token", "s3cret-token", "get", "pods", "-n", "demo"]),
-    );
+    let out = run_ok(kubectl(&server.url, dir.path()).args([
+        "--certificate-authority",
+        ca,
+        "--token",
+        "s3cret-token",
+        "get",
+        "pods",
+        "-n",
+        "demo",
+    ]));
     assert!(out.contains("echo-0"), "{out}");
     let raw = run_ok(kubectl(&server.url, dir.path()).args([
         "--certificate-authority",
@@ -77,10 +97,22 @@ fn kubectl_with_a_token_over_https() {
     ]));
     assert_eq!(raw, "ok");
     let denied = kubectl(&server.url, dir.path())
-        .args(["--certificate-authority", ca, "--token", "wrong", "get", "pods", "-n", "demo"])
+        .args([
+            "--certificate-authority",
+            ca,
+            "--token",
+            "wrong",
+            "get",
+            "pods",
+            "-n",
+            "demo",
+        ])
         .output()
         .unwrap();
     assert!(!denied.status.success());
     let stderr = String::from_utf8_lossy(&denied.stderr);
-    assert!(stderr.contains("provide credentials") || stderr.contains("Unauthorized"), "{stderr}");
+    assert!(
+        stderr.contains("provide credentials") || stderr.contains("Unauthorized"),
+        "{stderr}"
+    );
 }

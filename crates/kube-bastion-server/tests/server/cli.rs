@@ -5,7 +5,11 @@ use std::process::Command;
 use crate::support::{BIN, TempDir, fixture};
 
 fn run(args: &[&str]) -> (i32, String, String) {
-    let output = Command::new(BIN).args(args).env("RUST_LOG", "off").output().unwrap();
+    let output = Command::new(BIN)
+        .args(args)
+        .env("RUST_LOG", "off")
+        .output()
+        .unwrap();
     (
         output.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -16,8 +20,15 @@ fn run(args: &[&str]) -> (i32, String, String) {
 fn assert_one_line_failure(args: &[&str], needle: &str) {
     let (code, _, stderr) = run(args);
     assert_ne!(code, 0, "{args:?} should fail");
-    assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?} printed: {stderr}");
-    assert!(stderr.contains(needle), "{args:?}: {stderr:?} lacks {needle:?}");
+    assert_eq!(
+        stderr.trim_end().lines().count(),
+        1,
+        "{args:?} printed: {stderr}"
+    );
+    assert!(
+        stderr.contains(needle),
+        "{args:?}: {stderr:?} lacks {needle:?}"
+    );
     assert!(!stderr.contains("panicked"));
 }
 
@@ -25,7 +36,10 @@ fn assert_one_line_failure(args: &[&str], needle: &str) {
 fn bad_flags_fail_with_one_line() {
     assert_one_line_failure(&["--no-such-flag"], "--no-such-flag");
     assert_one_line_failure(&["--listen", "nowhere"], "--listen");
-    assert_one_line_failure(&["--destination-allow", "10.0.0.0/99"], "--destination-allow");
+    assert_one_line_failure(
+        &["--destination-allow", "10.0.0.0/99"],
+        "--destination-allow",
+    );
     assert_one_line_failure(&["--balancer", "fastest"], "fastest");
     assert_one_line_failure(&["--kubelet-preferred-address-types", "Nope"], "Nope");
     assert_one_line_failure(&["--tls-cert-file", "x.pem"], "--tls-private-key-file");
@@ -35,21 +49,38 @@ fn bad_flags_fail_with_one_line() {
 fn bad_files_fail_with_one_line() {
     let dir = TempDir::new("cli");
     let bad_yaml = dir.join("bad.yaml");
-    std::fs::write(&bad_yaml, "apiVersion: v1\nkind: Pod\nmetadata: [unclosed\n").unwrap();
+    std::fs::write(
+        &bad_yaml,
+        "apiVersion: v1\nkind: Pod\nmetadata: [unclosed\n",
+    )
+    .unwrap();
     assert_one_line_failure(&["--cluster", bad_yaml.to_str().unwrap()], "bad.yaml");
     assert_one_line_failure(&["--cluster", "/nonexistent/cluster.yaml"], "cluster.yaml");
     let bad_tokens = dir.join("tokens.csv");
     std::fs::write(&bad_tokens, "only-a-token\n").unwrap();
     assert_one_line_failure(
-        &["--token-auth-file", bad_tokens.to_str().unwrap(), "--listen", "127.0.0.1:0"],
+        &[
+            "--token-auth-file",
+            bad_tokens.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ],
         "at least 3 columns",
     );
     let not_pem = dir.join("cert.pem");
     std::fs::write(&not_pem, "not a certificate").unwrap();
     let p = not_pem.to_str().unwrap();
-    assert_one_line_failure(&["--tls-cert-file", p, "--tls-private-key-file", p], "cert.pem");
     assert_one_line_failure(
-        &["--cluster", fixture("cluster.yaml").to_str().unwrap(), "--kubelet-certificate-authority", p],
+        &["--tls-cert-file", p, "--tls-private-key-file", p],
+        "cert.pem",
+    );
+    assert_one_line_failure(
+        &[
+            "--cluster",
+            fixture("cluster.yaml").to_str().unwrap(),
+            "--kubelet-certificate-authority",
+            p,
+        ],
         "--kubelet-certificate-authority",
     );
 }
@@ -81,8 +112,10 @@ fn help_explains_every_flag() {
 
 #[test]
 fn resolve_prints_candidates_redirects_and_errors() {
-    let (code, stdout, _) =
-        run(&["resolve", "/api/v1/namespaces/demo/services/echo:80/proxy/hi?x=1"]);
+    let (code, stdout, _) = run(&[
+        "resolve",
+        "/api/v1/namespaces/demo/services/echo:80/proxy/hi?x=1",
+    ]);
     assert_eq!(code, 0);
     let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(v["action"], "forward");
@@ -90,7 +123,10 @@ fn resolve_prints_candidates_redirects_and_errors() {
     assert_eq!(v["target"]["scheme"], "http");
     assert_eq!(v["target"]["transport"], "generic");
     assert_eq!(v["target"]["candidates"].as_array().unwrap().len(), 3);
-    assert_eq!(v["target"]["candidates"][0]["url"], "http://127.0.0.11:8080/hi?x=1");
+    assert_eq!(
+        v["target"]["candidates"][0]["url"],
+        "http://127.0.0.11:8080/hi?x=1"
+    );
 
     let (code, stdout, _) = run(&["resolve", "/api/v1/nodes/node-1/proxy"]);
     assert_eq!(code, 0);

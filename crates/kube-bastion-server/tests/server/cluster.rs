@@ -26,7 +26,13 @@ fn resolve(extra: &[&str], path: &str) -> (String, String, Vec<String>, Value) {
         .as_array()
         .map(|c| {
             c.iter()
-                .map(|c| format!("{} {}", c["url"].as_str().unwrap(), c["state"].as_str().unwrap()))
+                .map(|c| {
+                    format!(
+                        "{} {}",
+                        c["url"].as_str().unwrap(),
+                        c["state"].as_str().unwrap()
+                    )
+                })
                 .collect()
         })
         .unwrap_or_default();
@@ -40,13 +46,18 @@ fn resolve(extra: &[&str], path: &str) -> (String, String, Vec<String>, Value) {
 
 #[test]
 fn pods_resolve_by_first_port_named_port_and_primary_family() {
-    let (action, _, urls, _) = resolve(&[], "/api/v1/namespaces/shop/pods/frontend-7d9f8-abcde/proxy/");
+    let (action, _, urls, _) = resolve(
+        &[],
+        "/api/v1/namespaces/shop/pods/frontend-7d9f8-abcde/proxy/",
+    );
     assert_eq!(action, "forward");
     // First declared container port, primary (first) pod IP of a dual-stack pod.
     assert_eq!(urls, ["http://10.244.1.10:8080/ ready"]);
     // A named container port (upstream leaves this as a TODO).
-    let (_, _, urls, _) =
-        resolve(&[], "/api/v1/namespaces/shop/pods/frontend-7d9f8-abcde:metrics/proxy/m");
+    let (_, _, urls, _) = resolve(
+        &[],
+        "/api/v1/namespaces/shop/pods/frontend-7d9f8-abcde:metrics/proxy/m",
+    );
     assert_eq!(urls, ["http://10.244.1.10:9090/m ready"]);
     // The first container that declares ports, skipping a sidecar without ports.
     let (_, _, urls, _) = resolve(&[], "/api/v1/namespaces/shop/pods/cart-0/proxy/x");
@@ -55,7 +66,10 @@ fn pods_resolve_by_first_port_named_port_and_primary_family() {
     assert_eq!(urls, ["http://[fd00:10:244:3::7]:80/ ready"]);
     let (action, message, _, v) =
         resolve(&[], "/api/v1/namespaces/default/pods/pending-pod/proxy/");
-    assert_eq!((action.as_str(), message.as_str()), ("error", "address not allowed"));
+    assert_eq!(
+        (action.as_str(), message.as_str()),
+        ("error", "address not allowed")
+    );
     assert_eq!(v["status"]["code"], 400);
 }
 
@@ -73,29 +87,50 @@ fn services_use_ready_endpoints_by_port_name_or_number() {
         "http://[fd00:10:244:1::a]:8080/ ready",
         "http://[fd00:10:244:2::b]:8080/ ready",
     ] {
-        assert!(urls.contains(&url.to_owned()), "{url} missing from {urls:?}");
+        assert!(
+            urls.contains(&url.to_owned()),
+            "{url} missing from {urls:?}"
+        );
     }
-    assert!(!urls.iter().any(|u| u.contains("10.244.2.12") || u.contains("10.244.1.13")), "{urls:?}");
+    assert!(
+        !urls
+            .iter()
+            .any(|u| u.contains("10.244.2.12") || u.contains("10.244.1.13")),
+        "{urls:?}"
+    );
     // Port number → port name through the Service (9090 is `metrics`).
     let (_, _, urls, _) = resolve(&[], "/api/v1/namespaces/shop/services/frontend:9090/proxy/");
-    assert!(urls.contains(&"http://10.244.1.10:9090/ ready".to_owned()), "{urls:?}");
+    assert!(
+        urls.contains(&"http://10.244.1.10:9090/ ready".to_owned()),
+        "{urls:?}"
+    );
     let (_, message, _, v) = resolve(&[], "/api/v1/namespaces/shop/services/frontend:81/proxy/");
     assert_eq!(message, "no service port 81 found for service \"frontend\"");
     assert_eq!(v["status"]["code"], 503);
     // Omitting the port only works for an unnamed port.
     let (_, message, _, _) = resolve(&[], "/api/v1/namespaces/shop/services/cart/proxy/");
     assert_eq!(message, "no endpoints available for service \"cart\"");
-    let (_, _, urls, _) =
-        resolve(&[], "/api/v1/namespaces/monitoring/services/prometheus/proxy/graph");
+    let (_, _, urls, _) = resolve(
+        &[],
+        "/api/v1/namespaces/monitoring/services/prometheus/proxy/graph",
+    );
     assert_eq!(urls, ["http://10.244.3.5:9090/graph ready"]);
     // Hand-written endpoints without a pod reference are not proxyable (upstream rule).
-    let (_, message, _, _) =
-        resolve(&[], "/api/v1/namespaces/default/services/kubernetes:https/proxy/");
-    assert_eq!(message, "no endpoints available for service \"kubernetes:https\"");
+    let (_, message, _, _) = resolve(
+        &[],
+        "/api/v1/namespaces/default/services/kubernetes:https/proxy/",
+    );
+    assert_eq!(
+        message,
+        "no endpoints available for service \"kubernetes:https\""
+    );
     // Bare /proxy on GET is a 301 after resolution succeeded.
     let (action, _, _, v) = resolve(&[], "/api/v1/namespaces/shop/services/frontend:http/proxy");
     assert_eq!(action, "redirect");
-    assert_eq!(v["location"], "/api/v1/namespaces/shop/services/frontend:http/proxy/");
+    assert_eq!(
+        v["location"],
+        "/api/v1/namespaces/shop/services/frontend:http/proxy/"
+    );
     // A deny CIDR removes candidates.
     let (_, _, urls, _) = resolve(&["--destination-deny", "10.244.1.0/24"], path);
     assert!(!urls.iter().any(|u| u.contains("10.244.1.10")), "{urls:?}");
@@ -107,7 +142,10 @@ fn service_app_protocol_chooses_https_unless_the_id_names_a_scheme() {
     let (_, _, urls, v) = resolve(&[], "/api/v1/namespaces/shop/services/cart:https/proxy/");
     assert_eq!(urls, ["https://10.244.1.20:8443/ ready"]);
     assert_eq!(v["target"]["schemeExplicit"], false);
-    let (_, _, urls, _) = resolve(&[], "/api/v1/namespaces/shop/services/http:cart:https/proxy/");
+    let (_, _, urls, _) = resolve(
+        &[],
+        "/api/v1/namespaces/shop/services/http:cart:https/proxy/",
+    );
     assert_eq!(urls, ["http://10.244.1.20:8443/ ready"]);
 }
 
@@ -140,16 +178,32 @@ async fn kubectl_lists_the_fixture() {
     let server = Server::start(&["--cluster", fixture.to_str().unwrap()]);
     let dir = TempDir::new("kubectl-fixture");
     let pods = run_ok(kubectl(&server.url, dir.path()).args(["get", "pods", "-A"]));
-    for needle in ["frontend-7d9f8-abcde", "prometheus-0", "CrashLoopBackOff", "Terminating", "Pending"] {
+    for needle in [
+        "frontend-7d9f8-abcde",
+        "prometheus-0",
+        "CrashLoopBackOff",
+        "Terminating",
+        "Pending",
+    ] {
         assert!(pods.contains(needle), "{needle} missing:\n{pods}");
     }
-    assert!(pods.contains("10.244.1.10,fd00:10:244:1::a"), "dual-stack IPs:\n{pods}");
+    assert!(
+        pods.contains("10.244.1.10,fd00:10:244:1::a"),
+        "dual-stack IPs:\n{pods}"
+    );
     let nodes = run_ok(kubectl(&server.url, dir.path()).args(["get", "nodes"]));
     assert!(nodes.contains("NotReady,SchedulingDisabled"), "{nodes}");
     assert!(nodes.contains("Hostname=worker-1"), "{nodes}");
     let svc = run_ok(kubectl(&server.url, dir.path()).args(["get", "svc", "-n", "shop"]));
-    assert!(svc.contains("80/TCP,9090/TCP") && svc.contains("http,metrics"), "{svc}");
-    let slices = get(&server, "/apis/discovery.k8s.io/v1/namespaces/shop/endpointslices").await;
+    assert!(
+        svc.contains("80/TCP,9090/TCP") && svc.contains("http,metrics"),
+        "{svc}"
+    );
+    let slices = get(
+        &server,
+        "/apis/discovery.k8s.io/v1/namespaces/shop/endpointslices",
+    )
+    .await;
     assert_eq!(slices.json()["kind"], "EndpointSliceList");
     assert_eq!(slices.json()["items"].as_array().unwrap().len(), 3);
 }
@@ -212,12 +266,18 @@ async fn cluster_files_reload_and_bad_files_keep_the_last_good_state() {
     // A broken file is reported and the last good state stays.
     replace_file(&file, "apiVersion: v1\nkind: Pod\nmetadata: [broken\n");
     let reported = eventually(Duration::from_secs(20), || async {
-        server.stderr().contains("cluster file rejected").then_some(())
+        server
+            .stderr()
+            .contains("cluster file rejected")
+            .then_some(())
     })
     .await;
     assert!(reported.is_some(), "no error logged:\n{}", server.stderr());
     let still = get(&server, "/api/v1/namespaces/live/pods/app-2/proxy/").await;
     assert_eq!((still.status, still.body.as_str()), (200, "second"));
     let metrics = get(&server, "/metrics").await.body;
-    assert!(metrics.contains("kube_bastion_cluster_reloads_total{result=\"failure\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("kube_bastion_cluster_reloads_total{result=\"failure\"} 1"),
+        "{metrics}"
+    );
 }

@@ -17,7 +17,11 @@ fn the_printed_commands_work() {
         .filter(|l| l.starts_with("curl ") || l.starts_with("kubectl ") || l.starts_with("for "))
         .collect();
     assert_eq!(commands.len(), 5, "banner:\n{}", server.banner);
-    assert!(server.banner.contains("Loopback destinations are allowed"), "{}", server.banner);
+    assert!(
+        server.banner.contains("Loopback destinations are allowed"),
+        "{}",
+        server.banner
+    );
     let dir = TempDir::new("demo-commands");
     let run = |command: &str| {
         let output = Command::new("sh")
@@ -42,7 +46,10 @@ fn the_printed_commands_work() {
     assert_eq!(pod["query"], "from=curl");
     // 2. service over https
     let secure: serde_json::Value = serde_json::from_str(&run(commands[1])).unwrap();
-    assert_eq!((secure["pod"].as_str(), secure["tls"].as_bool()), (Some("secure-0"), Some(true)));
+    assert_eq!(
+        (secure["pod"].as_str(), secure["tls"].as_bool()),
+        (Some("secure-0"), Some(true))
+    );
     // 3. node
     assert_eq!(run(commands[2]), "ok");
     // 4. balancing: six answers, from more than one pod.
@@ -50,7 +57,10 @@ fn the_printed_commands_work() {
     let pods: Vec<&str> = answers.lines().collect();
     assert_eq!(pods.len(), 6, "{answers}");
     assert!(pods.iter().all(|p| p.starts_with("echo-")), "{answers}");
-    assert!(pods.iter().collect::<BTreeSet<_>>().len() > 1, "no balancing: {answers}");
+    assert!(
+        pods.iter().collect::<BTreeSet<_>>().len() > 1,
+        "no balancing: {answers}"
+    );
     // 5. WebSocket
     let ws = run(commands[4]);
     assert!(ws.starts_with("HTTP/1.1 101"), "{ws}");

@@ -32,15 +32,23 @@ async fn sigterm_drains_in_flight_requests() {
         ),
     )
     .unwrap();
-    let mut server = Server::start(&["--cluster", file.to_str().unwrap(), "--destination-allow", "127.0.0.1/32"]);
+    let mut server = Server::start(&[
+        "--cluster",
+        file.to_str().unwrap(),
+        "--destination-allow",
+        "127.0.0.1/32",
+    ]);
     let url = format!("{}/api/v1/namespaces/ops/pods/slow/proxy/slow", server.url);
-    let in_flight = tokio::spawn(async move { crate::support::request("GET", &url, &[], "").await });
+    let in_flight =
+        tokio::spawn(async move { crate::support::request("GET", &url, &[], "").await });
     // Let the request reach the backend, then ask the server to stop.
     tokio::time::sleep(Duration::from_millis(500)).await;
     server.signal("TERM");
     let reply = in_flight.await.unwrap();
     assert_eq!((reply.status, reply.body.as_str()), (200, "finished"));
-    let status = server.wait_exit(Duration::from_secs(20)).expect("server exits after draining");
+    let status = server
+        .wait_exit(Duration::from_secs(20))
+        .expect("server exits after draining");
     assert!(status.success(), "{status}");
     assert!(server.stderr().contains("draining in-flight requests"));
     // New connections are refused once it stopped.
@@ -58,7 +66,11 @@ async fn https_serves_http2_by_alpn() {
         "--tls-private-key-file",
         key_path.to_str().unwrap(),
     ]);
-    assert!(server.url.starts_with("https://127.0.0.1:"), "{}", server.url);
+    assert!(
+        server.url.starts_with("https://127.0.0.1:"),
+        "{}",
+        server.url
+    );
     let out = run_ok(Command::new("curl").args([
         "-sS",
         "--http2",
@@ -66,7 +78,10 @@ async fn https_serves_http2_by_alpn() {
         cert_path.to_str().unwrap(),
         "-w",
         "\\n%{http_version}",
-        &format!("{}/api/v1/namespaces/demo/pods/echo-1:8080/proxy/tls-check", server.url),
+        &format!(
+            "{}/api/v1/namespaces/demo/pods/echo-1:8080/proxy/tls-check",
+            server.url
+        ),
     ]));
     let (body, version) = out.rsplit_once('\n').unwrap();
     assert_eq!(version, "2");
@@ -74,7 +89,14 @@ async fn https_serves_http2_by_alpn() {
     assert_eq!(echoed["pod"], "echo-1");
     assert_eq!(echoed["path"], "/tls-check");
     let h1 = run_ok(Command::new("curl").args([
-        "-sS", "--http1.1", "--cacert", cert_path.to_str().unwrap(), "-w", "%{http_version}", "-o", "/dev/null",
+        "-sS",
+        "--http1.1",
+        "--cacert",
+        cert_path.to_str().unwrap(),
+        "-w",
+        "%{http_version}",
+        "-o",
+        "/dev/null",
         &format!("{}/healthz", server.url),
     ]));
     assert_eq!(h1, "1.1");
@@ -82,7 +104,12 @@ async fn https_serves_http2_by_alpn() {
         crate::support::kubectl(&server.url, dir.path())
             // Over TLS kubectl wants some credential (it prompts otherwise); the server
             // without --token-auth-file accepts any.
-            .args(["--certificate-authority", cert_path.to_str().unwrap(), "--token", "unused"])
+            .args([
+                "--certificate-authority",
+                cert_path.to_str().unwrap(),
+                "--token",
+                "unused",
+            ])
             .args(["get", "--raw", "/api/v1/nodes/node-1/proxy/healthz"]),
     );
     assert_eq!(kubectl_out, "ok");
@@ -91,11 +118,29 @@ async fn https_serves_http2_by_alpn() {
 #[tokio::test]
 async fn metrics_count_requests_by_resource_verb_and_code() {
     let server = Server::demo(&[]);
-    assert_eq!(get(&server, "/api/v1/namespaces/demo/pods/echo-0:8080/proxy/m").await.status, 200);
-    assert_eq!(get(&server, "/api/v1/namespaces/demo/pods/nope/proxy/m").await.status, 404);
-    assert_eq!(get(&server, "/api/v1/namespaces/demo/pods").await.status, 200);
+    assert_eq!(
+        get(&server, "/api/v1/namespaces/demo/pods/echo-0:8080/proxy/m")
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        get(&server, "/api/v1/namespaces/demo/pods/nope/proxy/m")
+            .await
+            .status,
+        404
+    );
+    assert_eq!(
+        get(&server, "/api/v1/namespaces/demo/pods").await.status,
+        200
+    );
     let metrics = get(&server, "/metrics").await;
-    assert!(metrics.header("content-type").unwrap().starts_with("text/plain; version=0.0.4"));
+    assert!(
+        metrics
+            .header("content-type")
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4")
+    );
     let text = metrics.body;
     for line in [
         "kube_bastion_requests_total{verb=\"get\",resource=\"pods\",subresource=\"proxy\",code=\"200\"} 1",

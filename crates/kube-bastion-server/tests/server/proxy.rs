@@ -19,11 +19,16 @@ fn kubectl_get_raw_reaches_pods_services_and_nodes() {
     let dir = TempDir::new("kubectl-raw");
     let raw = |path: &str| run_ok(kubectl(&server.url, dir.path()).args(["get", "--raw", path]));
 
-    let pod = json(&raw("/api/v1/namespaces/demo/pods/echo-2:8080/proxy/some/path?x=1&y=z"));
+    let pod = json(&raw(
+        "/api/v1/namespaces/demo/pods/echo-2:8080/proxy/some/path?x=1&y=z",
+    ));
     assert_eq!(pod["pod"], "echo-2");
     assert_eq!(pod["path"], "/some/path");
     assert_eq!(pod["query"], "x=1&y=z");
-    assert_eq!(pod["headers"]["x-forwarded-uri"], "/api/v1/namespaces/demo/pods/echo-2:8080/proxy/some/path");
+    assert_eq!(
+        pod["headers"]["x-forwarded-uri"],
+        "/api/v1/namespaces/demo/pods/echo-2:8080/proxy/some/path"
+    );
 
     // A service by port name and by service port number (80 → the port named http).
     let by_name = raw("/api/v1/namespaces/demo/services/echo:http/proxy/whoami");
@@ -31,7 +36,9 @@ fn kubectl_get_raw_reaches_pods_services_and_nodes() {
     let by_number = raw("/api/v1/namespaces/demo/services/echo:80/proxy/whoami");
     assert!(by_number.starts_with("echo-"), "{by_number}");
     // HTTPS chosen by appProtocol.
-    let secure = json(&raw("/api/v1/namespaces/demo/services/secure:https/proxy/s"));
+    let secure = json(&raw(
+        "/api/v1/namespaces/demo/services/secure:https/proxy/s",
+    ));
     assert_eq!(secure["tls"], true);
     assert_eq!(secure["path"], "/s");
 
@@ -43,12 +50,19 @@ fn kubectl_get_raw_reaches_pods_services_and_nodes() {
 
     // Errors are Status bodies kubectl understands.
     let missing = kubectl(&server.url, dir.path())
-        .args(["get", "--raw", "/api/v1/namespaces/demo/services/echo:81/proxy/"])
+        .args([
+            "get",
+            "--raw",
+            "/api/v1/namespaces/demo/services/echo:81/proxy/",
+        ])
         .output()
         .unwrap();
     assert!(!missing.status.success());
     let stderr = String::from_utf8_lossy(&missing.stderr);
-    assert!(stderr.contains("no service port 81 found for service"), "{stderr}");
+    assert!(
+        stderr.contains("no service port 81 found for service"),
+        "{stderr}"
+    );
 }
 
 /// A `kubectl proxy --port=0` in front of the server, killed on drop.
@@ -69,9 +83,19 @@ fn kubectl_proxy(server: &Server, dir: &TempDir) -> KubectlProxy {
         .spawn()
         .unwrap();
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let addr = line.trim().rsplit(' ').next().unwrap_or_default().to_owned();
-    assert!(addr.starts_with("127.0.0.1:"), "unexpected kubectl proxy output {line:?}");
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .rsplit(' ')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        addr.starts_with("127.0.0.1:"),
+        "unexpected kubectl proxy output {line:?}"
+    );
     KubectlProxy(child, format!("http://{addr}"))
 }
 
@@ -82,7 +106,10 @@ async fn kubectl_proxy_chained_in_front() {
     let front = kubectl_proxy(&server, &dir);
     let reply = crate::support::request(
         "GET",
-        &format!("{}/api/v1/namespaces/demo/services/echo:http/proxy/through?kubectl=proxy", front.1),
+        &format!(
+            "{}/api/v1/namespaces/demo/services/echo:http/proxy/through?kubectl=proxy",
+            front.1
+        ),
         &[],
         "",
     )
@@ -96,20 +123,27 @@ async fn kubectl_proxy_chained_in_front() {
     // chained proxy on its own port.
     let page = crate::support::request(
         "GET",
-        &format!("{}/api/v1/namespaces/demo/services/web:http/proxy/", front.1),
+        &format!(
+            "{}/api/v1/namespaces/demo/services/web:http/proxy/",
+            front.1
+        ),
         &[],
         "",
     )
     .await;
     assert_eq!(page.status, 200);
     assert!(
-        page.body.contains("/api/v1/namespaces/demo/services/web:http/proxy/static/app.js"),
+        page.body
+            .contains("/api/v1/namespaces/demo/services/web:http/proxy/static/app.js"),
         "{}",
         page.body
     );
     let script = crate::support::request(
         "GET",
-        &format!("{}/api/v1/namespaces/demo/services/web:http/proxy/static/app.js", front.1),
+        &format!(
+            "{}/api/v1/namespaces/demo/services/web:http/proxy/static/app.js",
+            front.1
+        ),
         &[],
         "",
     )
@@ -137,7 +171,12 @@ print(json.dumps(out))
 #[test]
 fn python_kubernetes_client() {
     let server = Server::demo(&[]);
-    let output = Command::new("python3").arg("-c").arg(PYTHON_CLIENT).arg(&server.url).output().unwrap();
+    let output = Command::new("python3")
+        .arg("-c")
+        .arg(PYTHON_CLIENT)
+        .arg(&server.url)
+        .output()
+        .unwrap();
     assert!(
         output.status.success(),
         "python client failed (run scripts/test-deps):\n{}",
@@ -145,10 +184,28 @@ fn python_kubernetes_client() {
     );
     let out = json(&String::from_utf8_lossy(&output.stdout));
     // The client hands back the body as text (Python's repr of the decoded JSON).
-    assert!(out["pod"].as_str().unwrap().contains("'path': '/from-python'"), "{out}");
-    assert!(out["pod"].as_str().unwrap().contains("'pod': 'echo-0'"), "{out}");
-    assert!(out["service"].as_str().unwrap().starts_with("echo-"), "{out}");
-    assert!(out["service_post"].as_str().unwrap().contains("'method': 'POST'"), "{out}");
+    assert!(
+        out["pod"]
+            .as_str()
+            .unwrap()
+            .contains("'path': '/from-python'"),
+        "{out}"
+    );
+    assert!(
+        out["pod"].as_str().unwrap().contains("'pod': 'echo-0'"),
+        "{out}"
+    );
+    assert!(
+        out["service"].as_str().unwrap().starts_with("echo-"),
+        "{out}"
+    );
+    assert!(
+        out["service_post"]
+            .as_str()
+            .unwrap()
+            .contains("'method': 'POST'"),
+        "{out}"
+    );
     assert_eq!(out["node"], "ok");
     assert_eq!(out["pods"].as_array().unwrap().len(), 5);
 }
@@ -160,14 +217,31 @@ async fn websocket_through_a_service_keeps_the_query() {
         "{}/api/v1/namespaces/demo/services/web:http/proxy/ws?room=42",
         server.url.replacen("http://", "ws://", 1)
     );
-    let (mut ws, response) = tokio_tungstenite::connect_async(url).await.expect("upgrade");
+    let (mut ws, response) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("upgrade");
     assert_eq!(response.status(), 101);
     let greeting = ws.next().await.unwrap().unwrap();
-    assert_eq!(greeting.into_text().unwrap().as_str(), "connected to web-0 (query: \"room=42\")");
+    assert_eq!(
+        greeting.into_text().unwrap().as_str(),
+        "connected to web-0 (query: \"room=42\")"
+    );
     ws.send(Message::text("ping me")).await.unwrap();
-    assert_eq!(ws.next().await.unwrap().unwrap().into_text().unwrap().as_str(), "echo: ping me");
+    assert_eq!(
+        ws.next()
+            .await
+            .unwrap()
+            .unwrap()
+            .into_text()
+            .unwrap()
+            .as_str(),
+        "echo: ping me"
+    );
     let big = vec![7u8; 256 * 1024];
     ws.send(Message::binary(big.clone())).await.unwrap();
-    assert_eq!(ws.next().await.unwrap().unwrap().into_data().as_ref(), &big[..]);
+    assert_eq!(
+        ws.next().await.unwrap().unwrap().into_data().as_ref(),
+        &big[..]
+    );
     ws.close(None).await.unwrap();
 }

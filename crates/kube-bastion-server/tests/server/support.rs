@@ -17,7 +17,9 @@ pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_kube-bastion");
 
 /// A directory of this package's test fixtures.
 pub(crate) fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/server/fixtures").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/server/fixtures")
+        .join(name)
 }
 
 /// A fresh temporary directory, removed on drop.
@@ -70,7 +72,9 @@ pub(crate) struct Server {
 
 impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Server").field("url", &self.url).finish_non_exhaustive()
+        f.debug_struct("Server")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
     }
 }
 
@@ -108,7 +112,10 @@ impl Server {
                 if n == 0 {
                     break;
                 }
-                err_buf.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+                err_buf
+                    .lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
             }
         });
         let (tx, rx) = mpsc::channel::<String>();
@@ -145,7 +152,12 @@ impl Server {
             std::thread::sleep(Duration::from_millis(100));
             panic!("server did not start; stderr:\n{}", stderr.lock().unwrap());
         };
-        Server { child, url, banner, stderr }
+        Server {
+            child,
+            url,
+            banner,
+            stderr,
+        }
     }
 
     /// The process id.
@@ -174,7 +186,10 @@ impl Server {
 
     /// Sends a signal with `kill`.
     pub(crate) fn signal(&self, name: &str) {
-        let status = Command::new("kill").args([&format!("-{name}"), &self.pid().to_string()]).status().unwrap();
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.pid().to_string()])
+            .status()
+            .unwrap();
         assert!(status.success());
     }
 }
@@ -196,8 +211,7 @@ pub(crate) struct Reply {
 
 impl Reply {
     pub(crate) fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
     }
 
     pub(crate) fn header(&self, name: &str) -> Option<&str> {
@@ -206,13 +220,20 @@ impl Reply {
 }
 
 /// Sends one HTTP request (plain HTTP only).
-pub(crate) async fn request(method: &str, url: &str, headers: &[(&str, &str)], body: &str) -> Reply {
+pub(crate) async fn request(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Reply {
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     let mut builder = http::Request::builder().method(method).uri(url);
     for (name, value) in headers {
         builder = builder.header(*name, *value);
     }
-    let request = builder.body(Full::new(Bytes::from(body.to_owned()))).unwrap();
+    let request = builder
+        .body(Full::new(Bytes::from(body.to_owned())))
+        .unwrap();
     let response = client.request(request).await.expect("request");
     let (parts, body) = response.into_parts();
     let body = body.collect().await.expect("body").to_bytes();
