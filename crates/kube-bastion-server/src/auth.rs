@@ -4,7 +4,9 @@
 //! carry `Authorization: Bearer <token>` with a listed token; otherwise it is answered 401
 //! with kube-apiserver's Status. `/healthz`, `/livez`, `/readyz` and `/version` stay open,
 //! as kube-apiserver's default RBAC lets anyone read them. The user is put in the request's
-//! extensions as an [`AuthenticatedUser`] for the proxy's authorizer.
+//! extensions as an [`AuthenticatedUser`] for the proxy's authorizer. As in kube-apiserver,
+//! a WebSocket client that cannot set headers may instead offer the subprotocol
+//! `base64url.bearer.authorization.k8s.io.<base64url token>`, which is removed once used.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -153,6 +155,50 @@ impl TokenFile {
     }
 }
 
+/// The WebSocket subprotocol prefix kube-apiserver accepts a bearer token in, for clients
+/// (browsers) that cannot set `Authorization` on a WebSocket.
+const WEBSOCKET_TOKEN_PREFIX: &str = "base64url.bearer.authorization.k8s.io.";
+
+/// Decodes unpadded base64url (RFC 4648 section 5).
+fn decode_base64url(text: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(text.len() * 3 / 4);
+    let mut buffer = 0u32;
+    let mut bits = 0;
+    for byte in text.trim_end_matches('=').bytes() {
+        let value = match byte {
+            b'A'..=b'Z' => byte - b'A',
+            b'a'..=b'z' => byte - b'a' + 26,
+            b'0'..=b'9' => byte - b'0' + 52,
+            b'-' => 62,
+            b'_' => 63,
+            _ => return None,
+        };
+        buffer = (buffer << 6) | u32::from(value);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push(u8::try_from((buffer >> bits) & 0xff).ok()?);
+        }
+    }
+    Some(out)
+}
+
+/// The token in a `Sec-WebSocket-Protocol` value, and the value without it (kube-apiserver
+/// removes it before the request goes on).
+fn websocket_token(protocols: &[u8]) -> Option<(Vec<u8>, String)> {
+    let text = std::str::from_utf8(protocols).ok()?;
+    let mut token = None;
+    let mut rest = Vec::new();
+    for protocol in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        match protocol.strip_prefix(WEBSOCKET_TOKEN_PREFIX) {
+            Some(encoded) if token.is_none() => token = Some(decode_base64url(encoded)?),
+            Some(_) => return None,
+            None => rest.push(protocol),
+        }
+    }
+    Some((token?, rest.join(", ")))
+}
+
 /// Paths anyone may read (kube-apiserver's `system:public-info-viewer`).
 fn is_public(path: &str) -> bool {
     matches!(path, "/healthz" | "/livez" | "/readyz" | "/version")
@@ -169,11 +215,32 @@ pub(crate) async fn authenticate(
     mut request: Request,
     next: Next,
 ) -> Response {
-    let user = request
+    let mut user = request
         .headers()
         .get(AUTHORIZATION)
         .and_then(|value| tokens.authenticate(value.as_bytes()))
         .cloned();
+    if user.is_none()
+        && let Some((token, rest)) = request
+            .headers()
+            .get(http::header::SEC_WEBSOCKET_PROTOCOL)
+            .and_then(|value| websocket_token(value.as_bytes()))
+    {
+        let mut authorization = b"Bearer ".to_vec();
+        authorization.extend_from_slice(&token);
+        user = tokens.authenticate(&authorization).cloned();
+        if user.is_some() {
+            let headers = request.headers_mut();
+            match http::HeaderValue::from_str(&rest) {
+                Ok(value) if !rest.is_empty() => {
+                    headers.insert(http::header::SEC_WEBSOCKET_PROTOCOL, value);
+                }
+                _ => {
+                    headers.remove(http::header::SEC_WEBSOCKET_PROTOCOL);
+                }
+            }
+        }
+    }
     match user {
         Some(user) => {
             tracing::debug!(user = %user.name, "authenticated");
@@ -188,6 +255,23 @@ pub(crate) async fn authenticate(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn websocket_protocol_tokens() {
+        assert_eq!(
+            decode_base64url("czNjcmV0LXRva2Vu").unwrap(),
+            b"s3cret-token"
+        );
+        assert_eq!(decode_base64url("YQ").unwrap(), b"a");
+        assert!(decode_base64url("not base64!").is_none());
+        let (token, rest) = websocket_token(
+            b"base64url.bearer.authorization.k8s.io.czNjcmV0LXRva2Vu, v4.channel.k8s.io",
+        )
+        .unwrap();
+        assert_eq!(token, b"s3cret-token");
+        assert_eq!(rest, "v4.channel.k8s.io");
+        assert!(websocket_token(b"v4.channel.k8s.io").is_none());
+    }
 
     #[test]
     fn parses_kube_apiserver_token_files() {
