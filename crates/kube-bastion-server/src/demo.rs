@@ -3,7 +3,7 @@
 //!
 //! | object | address | what it serves |
 //! |---|---|---|
-//! | pods `echo-0..2`, service `echo` (port `http` 80 → 8080) | `.11`-`.13`:8080 | which pod answered and what it received |
+//! | pods `echo-0..2`, service `echo` (port `http` 80 → 8080, balanced round-robin by annotation) | `.11`-`.13`:8080 | which pod answered and what it received |
 //! | pod `web-0`, service `web` (port `http` 80 → 8080) | `.21`:8080 | a page with absolute links, `/login` redirect, a cookie, a WebSocket at `/ws` |
 //! | pod `secure-0`, service `secure` (port `https` 443 → 8443, `appProtocol: https`) | `.31`:8443 | JSON over TLS |
 //! | node `node-1` (kubelet port 10250) | `.41`:10250 | a kubelet face over TLS: `/healthz`, `/pods`, `/configz` |
@@ -27,6 +27,7 @@ use hyper_util::rt::TokioIo;
 use ipnet::Ipv4Net;
 use k8s_openapi::api::core::v1::Pod;
 use kube_bastion::Object;
+use kube_bastion::balance::BALANCER_ANNOTATION;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
@@ -229,14 +230,11 @@ pub(crate) fn documents(addresses: &DemoAddresses, created: SystemTime) -> Vec<V
         &created,
     ));
     let echo_pods: Vec<(&str, Ipv4Addr)> = ECHO_PODS.iter().copied().zip(addresses.echo).collect();
-    docs.extend(service(
-        "echo",
-        "10.96.0.10",
-        ("http", 80, 8080),
-        None,
-        &echo_pods,
-        &created,
-    ));
+    let mut echo = service("echo", "10.96.0.10", ("http", 80, 8080), None, &echo_pods, &created);
+    // Round-robin (chosen per Service by annotation) makes the balancing demo show every pod
+    // in turn; the server-wide default is --balancer.
+    echo[0]["metadata"]["annotations"] = json!({ BALANCER_ANNOTATION: "round-robin" });
+    docs.extend(echo);
     docs.extend(service(
         "web",
         "10.96.0.20",
@@ -659,7 +657,7 @@ Try:
   kubectl --server {base}{kubectl_tls} get --raw '/api/v1/namespaces/demo/services/secure:https/proxy/status'
   # 3. a node: the kubelet port, over TLS
   kubectl --server {base}{kubectl_tls} get --raw '/api/v1/nodes/node-1/proxy/healthz'
-  # 4. balancing across the three echo pods
+  # 4. balancing across the three echo pods (round-robin, set by the Service's annotation)
   for i in 1 2 3 4 5 6; do curl -s{k} '{base}/api/v1/namespaces/demo/services/echo:80/proxy/whoami'; done
   # 5. a WebSocket through the proxy (the app greets, then closes because of ?once)
   curl -s{k} --include --no-buffer --max-time 5 -H 'Connection: Upgrade' -H 'Upgrade: websocket' -H 'Sec-WebSocket-Version: 13' -H 'Sec-WebSocket-Key: a3ViZS1iYXN0aW9uLWRlbW8=' '{base}/api/v1/namespaces/demo/services/web:http/proxy/ws?once'
