@@ -86,12 +86,13 @@ impl Body for Channel {
     }
 }
 
-/// One repetition of the generated page: every kind of rewritten link, text, a script.
-pub(crate) const PAGE_UNIT: &str = "<div class=\"row\"><a href=\"/item/1\">item</a> \
-    <img src=\"/static/i.png\" alt=\"i\"><script src=\"/app.js\"></script>\
-    <p>Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor.</p>\
-    <form action=\"/post\"><input type=\"submit\" formaction=\"/go\"></form>\
-    <a href=\"relative/x\">rel</a> <a href=\"https://example.com/\">ext</a></div>\n";
+/// One repetition of a text-heavy page (a log or a report): a link per ~2 KiB.
+pub(crate) fn text_unit() -> String {
+    format!(
+        "<p>{}</p><a href=\"/item/1\">next</a>\n",
+        "Lorem ipsum dolor sit amet, consectetur adipiscing elit. ".repeat(36)
+    )
+}
 
 /// A page of `total` bytes (rounded up to whole units) generated as it is read, in chunks
 /// of about `chunk` bytes: the whole page never exists in memory.
@@ -102,9 +103,9 @@ pub(crate) struct Generated {
     head_sent: bool,
 }
 
-pub(crate) fn generated(total: usize, chunk: usize) -> Generated {
-    let units = chunk.div_ceil(PAGE_UNIT.len()).max(1);
-    let chunk = Bytes::from(PAGE_UNIT.repeat(units));
+pub(crate) fn generated(total: usize, chunk: usize, unit: &str) -> Generated {
+    let units = chunk.div_ceil(unit.len()).max(1);
+    let chunk = Bytes::from(unit.repeat(units));
     Generated {
         remaining: total,
         chunk,

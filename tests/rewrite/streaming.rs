@@ -158,7 +158,8 @@ fn rss() -> usize {
 #[tokio::test]
 async fn hundred_mib_page_streams_with_flat_memory() {
     const TOTAL: usize = 100 << 20;
-    let body = bodies::generated(TOTAL, 64 << 10);
+    let unit = bodies::text_unit();
+    let body = bodies::generated(TOTAL, 64 << 10, &unit);
     let out = rewrite_response(&ctx(), response(&[("content-type", "text/html")], body))
         .expect("no Location");
     let mut body = out.into_body();
@@ -178,7 +179,7 @@ async fn hundred_mib_page_streams_with_flat_memory() {
             peak = peak.max(rss());
         }
     }
-    let units = TOTAL.div_ceil(bodies::PAGE_UNIT.len());
+    let units = TOTAL.div_ceil(unit.len());
     assert!(bytes > TOTAL, "rewritten output is longer than the input: {bytes}");
     assert!(links > units / 2, "links were rewritten: {links} of ~{units}");
     let growth = peak.saturating_sub(before);

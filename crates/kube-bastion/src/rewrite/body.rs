@@ -333,3 +333,121 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+    use std::convert::Infallible;
+    use std::io::Write;
+    use std::task::Waker;
+
+    use super::*;
+
+    /// A body of fixed chunks.
+    struct Chunks(VecDeque<Bytes>);
+
+    impl Body for Chunks {
+        type Data = Bytes;
+        type Error = Infallible;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+            Poll::Ready(self.0.pop_front().map(|c| Ok(Frame::data(c))))
+        }
+    }
+
+    /// Drives the body to its end, returning the output size and the peak of
+    /// [`RewrittenBody::buffered`] observed between frames.
+    fn drain(mut body: RewrittenBody<Chunks>) -> (usize, usize) {
+        let mut cx = Context::from_waker(Waker::noop());
+        let (mut out, mut peak) = (0, 0);
+        loop {
+            match Pin::new(&mut body).poll_frame(&mut cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    out += frame.into_data().map_or(0, |d| d.len());
+                    peak = peak.max(body.buffered());
+                }
+                Poll::Ready(Some(Err(err))) => panic!("body error: {err}"),
+                Poll::Ready(None) => return (out, peak),
+                Poll::Pending => panic!("fixed chunks never wait"),
+            }
+        }
+    }
+
+    fn rules() -> Arc<UrlRules> {
+        Arc::new(UrlRules::new("/api/v1/namespaces/ns/pods/p/proxy", "10.0.0.1:80", "h"))
+    }
+
+    fn page(len: usize) -> Vec<u8> {
+        let unit = "<a href=\"/x\">x</a><img src=\"/i.png\"><p>some text here</p>\n";
+        unit.repeat(len / unit.len() + 1).into_bytes()
+    }
+
+    #[test]
+    fn internal_buffers_stay_bounded_with_large_frames() {
+        // 8 MiB of dense HTML arriving as 1 MiB frames, identity and gzip.
+        let html = page(8 << 20);
+        let frames = |data: &[u8]| {
+            Chunks(data.chunks(1 << 20).map(Bytes::copy_from_slice).collect())
+        };
+        let body = RewrittenBody::html(frames(&html), Coding::Identity, &rules(), &RewriteOptions::default());
+        let (out, peak) = drain(body);
+        assert!(out > html.len());
+        // One frame in, its rewritten form out: bounded by the frame, not the body.
+        assert!(peak < 4 << 20, "identity peak {peak}");
+
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(&html).unwrap();
+        let wire = gz.finish().unwrap();
+        let body = RewrittenBody::html(frames(&wire), Coding::Gzip, &rules(), &RewriteOptions::default());
+        let (_, peak) = drain(body);
+        assert!(peak < 1 << 20, "gzip peak {peak}");
+    }
+
+    #[test]
+    fn a_compression_bomb_is_decoded_in_bounded_steps() {
+        // 256 MiB of one byte compresses to ~250 KiB; it arrives as one frame.
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        let block = vec![b'a'; 1 << 20];
+        for _ in 0..256 {
+            gz.write_all(&block).unwrap();
+        }
+        let wire = gz.finish().unwrap();
+        let body = RewrittenBody::html(
+            Chunks(VecDeque::from([Bytes::from(wire)])),
+            Coding::Gzip,
+            &rules(),
+            &RewriteOptions::default(),
+        );
+        let (out, peak) = drain(body);
+        assert!(out > 0);
+        assert!(peak < 2 << 20, "peak {peak}");
+    }
+
+    #[test]
+    fn an_oversized_tag_stops_rewriting_instead_of_buffering() {
+        // A single 4 MiB link split across frames (lol_html must buffer a tag it may
+        // rewrite), then another link.
+        let mut html = b"<a href=\"/before\">b</a><a title=\"".to_vec();
+        html.extend(std::iter::repeat_n(b'x', 4 << 20));
+        html.extend_from_slice(b"\" href=\"/big\">t</a><a href=\"/after\">a</a>");
+        let options = RewriteOptions {
+            max_html_buffer: 256 << 10,
+            ..RewriteOptions::default()
+        };
+        let frames = Chunks(html.chunks(64 << 10).map(Bytes::copy_from_slice).collect());
+        let mut body = RewrittenBody::html(frames, Coding::Identity, &rules(), &options);
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut out = Vec::new();
+        while let Poll::Ready(Some(frame)) = Pin::new(&mut body).poll_frame(&mut cx) {
+            out.extend_from_slice(&frame.unwrap().into_data().unwrap());
+        }
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("<a href=\"/api/v1/namespaces/ns/pods/p/proxy/before\">"));
+        // Past the cap the page passes through unchanged, byte for byte.
+        assert!(text.ends_with("\" href=\"/big\">t</a><a href=\"/after\">a</a>"));
+        assert_eq!(text.len(), html.len() + "/api/v1/namespaces/ns/pods/p/proxy".len());
+    }
+}
