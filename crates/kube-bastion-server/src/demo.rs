@@ -230,7 +230,14 @@ pub(crate) fn documents(addresses: &DemoAddresses, created: SystemTime) -> Vec<V
         &created,
     ));
     let echo_pods: Vec<(&str, Ipv4Addr)> = ECHO_PODS.iter().copied().zip(addresses.echo).collect();
-    let mut echo = service("echo", "10.96.0.10", ("http", 80, 8080), None, &echo_pods, &created);
+    let mut echo = service(
+        "echo",
+        "10.96.0.10",
+        ("http", 80, 8080),
+        None,
+        &echo_pods,
+        &created,
+    );
     // Round-robin (chosen per Service by annotation) makes the balancing demo show every pod
     // in turn; the server-wide default is --balancer.
     echo[0]["metadata"]["annotations"] = json!({ BALANCER_ANNOTATION: "round-robin" });

@@ -245,3 +245,23 @@ async fn websocket_through_a_service_keeps_the_query() {
     );
     ws.close(None).await.unwrap();
 }
+
+#[tokio::test]
+async fn destination_deny_applies_to_every_path() {
+    let network = crate::support::demo_network();
+    let denied = network.replace(".0/24", ".12/32");
+    let server = Server::start(&["--demo-network", &network, "--destination-deny", &denied]);
+    let pod = crate::support::get(&server, "/api/v1/namespaces/demo/pods/echo-1:8080/proxy/").await;
+    assert_eq!(pod.status, 400);
+    assert_eq!(pod.json()["message"], "address not allowed");
+    // The service skips the denied endpoint instead of failing.
+    for _ in 0..6 {
+        let reply = crate::support::get(
+            &server,
+            "/api/v1/namespaces/demo/services/echo:http/proxy/whoami",
+        )
+        .await;
+        assert_eq!(reply.status, 200);
+        assert_ne!(reply.body.trim(), "echo-1");
+    }
+}
