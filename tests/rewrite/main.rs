@@ -1,7 +1,13 @@
 //! Response rewriting: data-driven over the upstream vectors, streaming behaviour, header
 //! rules and switches, and (through the real proxy) end to end.
 
+/// The engine tests' loopback servers and clients (shared, not copied).
+#[path = "../engine/harness.rs"]
+#[allow(dead_code)]
+mod harness;
+
 mod bodies;
+mod e2e;
 mod headers;
 mod html_events;
 mod streaming;

@@ -12,7 +12,7 @@ use serde_json::Value;
 use crate::html_events::{events, triples};
 use crate::{bodies, response, rewrite_html, upstream};
 
-fn rows(file: &str) -> Vec<Value> {
+pub(crate) fn rows(file: &str) -> Vec<Value> {
     let path = format!("{}/tests/vectors/{file}", env!("CARGO_MANIFEST_DIR"));
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     match serde_json::from_str(&text) {

@@ -25,6 +25,7 @@ use http::request::Parts;
 
 use crate::authorize::{AllowAll, Authorizer};
 use crate::headers::{HeaderOptions, HostHeader, PeerAddr};
+use crate::rewrite::RewriteOptions;
 use crate::transport::{ClientIdentity, Roots, TlsError, TlsOptions, Transport};
 use crate::{ClusterSource, DestinationPolicy, KubeletOptions, ResolveOptions};
 
@@ -94,7 +95,7 @@ pub(crate) struct ConfigInner {
     pub(crate) pool: PoolOptions,
     pub(crate) headers: HeaderOptions,
     pub(crate) upgrades_as_create: bool,
-    pub(crate) rewrite: bool,
+    pub(crate) rewrite: RewriteOptions,
     pub(crate) original_uri: Option<Box<OriginalUriFn>>,
     pub(crate) peer_addr: Option<Box<PeerAddrFn>>,
     pub(crate) transport: Transport,
@@ -129,7 +130,7 @@ impl ProxyConfig {
             pool: PoolOptions::default(),
             headers: HeaderOptions::default(),
             upgrades_as_create: false,
-            rewrite: true,
+            rewrite: RewriteOptions::default(),
             original_uri: None,
             peer_addr: None,
         }
@@ -167,7 +168,12 @@ impl ProxyConfig {
 
     /// Whether responses are rewritten (`Location` and HTML links; see `crate::rewrite`).
     pub fn rewrite_enabled(&self) -> bool {
-        self.inner.rewrite
+        self.inner.rewrite.enabled
+    }
+
+    /// The response rewriting options ([`RewriteOptions`]).
+    pub fn rewrite_options(&self) -> &RewriteOptions {
+        &self.inner.rewrite
     }
 
     /// The backend transport (pooled clients and the dialer).
@@ -204,7 +210,7 @@ pub struct ProxyConfigBuilder {
     pool: PoolOptions,
     headers: HeaderOptions,
     upgrades_as_create: bool,
-    rewrite: bool,
+    rewrite: RewriteOptions,
     original_uri: Option<Box<OriginalUriFn>>,
     peer_addr: Option<Box<PeerAddrFn>>,
 }
@@ -332,7 +338,15 @@ impl ProxyConfigBuilder {
     /// Rewrite `Location` headers and HTML links back under the proxy prefix (default on, as
     /// upstream). Read by `crate::rewrite`.
     pub fn rewrite(mut self, on: bool) -> Self {
-        self.rewrite = on;
+        self.rewrite.enabled = on;
+        self
+    }
+
+    /// All response rewriting options: per request kind, HTML, our additions (`srcset`,
+    /// meta refresh, `Content-Location`, `Set-Cookie` paths) and the rewriter's memory cap.
+    /// Default: [`RewriteOptions::default`].
+    pub fn rewrite_options(mut self, options: RewriteOptions) -> Self {
+        self.rewrite = options;
         self
     }
 

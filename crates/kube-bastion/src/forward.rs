@@ -321,8 +321,27 @@ fn rewrite(
     parts: http::response::Parts,
     body: ProxyBody,
 ) -> Result<Response<ProxyBody>, Status> {
-    let _ = (ctx, endpoint);
-    Ok(Response::from_parts(parts, body))
+    let response = Response::from_parts(parts, body);
+    let options = ctx.config.rewrite_options();
+    if !options.is_enabled_for(ctx.request.kind()) {
+        return Ok(response);
+    }
+    let request_host = ctx
+        .backend_host(endpoint)
+        .map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned())
+        .unwrap_or_default();
+    let rewrite_ctx = crate::rewrite::RewriteContext::for_request(
+        &ctx.request,
+        ctx.backend_authority(endpoint),
+        request_host,
+        options.clone(),
+    );
+    let rewritten = crate::rewrite::rewrite_response(&rewrite_ctx, response)?;
+    Ok(if rewritten.body().is_rewriting() {
+        rewritten.map(ProxyBody::new)
+    } else {
+        rewritten.map(crate::rewrite::RewrittenBody::into_inner)
+    })
 }
 
 /// The request body as sent to one attempt. With several endpoints the body is kept in a

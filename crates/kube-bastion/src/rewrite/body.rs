@@ -135,6 +135,13 @@ impl<B> RewrittenBody<B> {
         self.pipeline.is_some()
     }
 
+    /// The backend body. For a pass-through body this is the whole body, so a caller can
+    /// avoid the wrapper when [`is_rewriting`](Self::is_rewriting) is `false`; for a
+    /// rewritten body the pipeline state is dropped.
+    pub fn into_inner(self) -> B {
+        self.inner
+    }
+
     /// Bytes currently held in the pipeline's own buffers (pending input, decoded and
     /// rewritten bytes, unsent compressed output); lol_html's internal buffer is capped
     /// separately by [`RewriteOptions::max_html_buffer`].
