@@ -95,6 +95,7 @@ pub(crate) struct ConfigInner {
     pub(crate) pool: PoolOptions,
     pub(crate) headers: HeaderOptions,
     pub(crate) upgrades_as_create: bool,
+    pub(crate) upgrade: crate::upgrade::UpgradeOptions,
     pub(crate) rewrite: RewriteOptions,
     pub(crate) original_uri: Option<Box<OriginalUriFn>>,
     pub(crate) peer_addr: Option<Box<PeerAddrFn>>,
@@ -130,6 +131,7 @@ impl ProxyConfig {
             pool: PoolOptions::default(),
             headers: HeaderOptions::default(),
             upgrades_as_create: false,
+            upgrade: crate::upgrade::UpgradeOptions::default(),
             rewrite: RewriteOptions::default(),
             original_uri: None,
             peer_addr: None,
@@ -164,6 +166,11 @@ impl ProxyConfig {
     /// Whether upgrades also need verb `create`.
     pub fn upgrades_as_create(&self) -> bool {
         self.inner.upgrades_as_create
+    }
+
+    /// Upgraded connections and redirect safety ([`crate::upgrade::UpgradeOptions`]).
+    pub fn upgrade_options(&self) -> &crate::upgrade::UpgradeOptions {
+        &self.inner.upgrade
     }
 
     /// Whether responses are rewritten (`Location` and HTML links; see `crate::rewrite`).
@@ -210,6 +217,7 @@ pub struct ProxyConfigBuilder {
     pool: PoolOptions,
     headers: HeaderOptions,
     upgrades_as_create: bool,
+    upgrade: crate::upgrade::UpgradeOptions,
     rewrite: RewriteOptions,
     original_uri: Option<Box<OriginalUriFn>>,
     peer_addr: Option<Box<PeerAddrFn>>,
@@ -335,6 +343,14 @@ impl ProxyConfigBuilder {
         self
     }
 
+    /// How upgraded connections (WebSocket, SPDY) are handled: allowed protocols, idle
+    /// timeout, rate limit, shutdown; and whether redirects on ordinary requests are
+    /// rejected (default [`UpgradeOptions::default`](crate::upgrade::UpgradeOptions)).
+    pub fn upgrade_options(mut self, options: crate::upgrade::UpgradeOptions) -> Self {
+        self.upgrade = options;
+        self
+    }
+
     /// Rewrite `Location` headers and HTML links back under the proxy prefix (default on, as
     /// upstream). Read by `crate::rewrite`.
     pub fn rewrite(mut self, on: bool) -> Self {
@@ -388,6 +404,7 @@ impl ProxyConfigBuilder {
                 pool: self.pool,
                 headers: self.headers,
                 upgrades_as_create: self.upgrades_as_create,
+                upgrade: self.upgrade,
                 rewrite: self.rewrite,
                 original_uri: self.original_uri,
                 peer_addr: self.peer_addr,

@@ -272,12 +272,7 @@ where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    let _ = (ctx, req);
-    Err(Status::new(
-        501,
-        None,
-        "upgrade requests are not supported by this proxy",
-    ))
+    crate::upgrade::serve(ctx, req).await
 }
 
 // ---------------------------------------------------------------------------------------
@@ -285,7 +280,7 @@ where
 // connect; answer the index (into `ctx.endpoints`) of the next one to try, or `None` to
 // stop. Until the balancer is wired in: resolution order, each endpoint once.
 // ---------------------------------------------------------------------------------------
-fn next_endpoint(ctx: &ProxyContext, tried: &[usize]) -> Option<usize> {
+pub(crate) fn next_endpoint(ctx: &ProxyContext, tried: &[usize]) -> Option<usize> {
     (0..ctx.endpoints.len()).find(|i| !tried.contains(i))
 }
 
@@ -305,7 +300,7 @@ pub enum AttemptOutcome {
 // HOOK(balance): the outcome of each attempt. Response bodies can be tracked to their end
 // with `ProxyBody::on_completion` on the response returned by `forward`.
 // ---------------------------------------------------------------------------------------
-fn record_attempt(ctx: &ProxyContext, endpoint: usize, outcome: AttemptOutcome) {
+pub(crate) fn record_attempt(ctx: &ProxyContext, endpoint: usize, outcome: AttemptOutcome) {
     tracing::trace!(endpoint = %ctx.endpoints[endpoint].addr, ?outcome, "attempt");
 }
 
@@ -543,6 +538,15 @@ where
                 record_attempt(&ctx, index, AttemptOutcome::Responded(res.status()));
                 let (mut parts, incoming) = res.into_parts();
                 headers::prepare_response(&mut parts.headers);
+                // Redirect safety (see `crate::upgrade::redirect`): optionally refuse 3xx
+                // with a Location instead of passing it on; never follow it.
+                if let Some(status) = crate::upgrade::check_forwarding_redirect(
+                    ctx.config.upgrade_options().rejects_forwarding_redirects(),
+                    parts.status,
+                    &parts.headers,
+                ) {
+                    return Err(status);
+                }
                 parts.version = Version::HTTP_11;
                 let body = ProxyBody::backend(incoming, ctx.config.timeouts().body_idle);
                 return rewrite(&ctx, endpoint, parts, body);

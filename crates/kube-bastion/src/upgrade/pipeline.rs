@@ -1,0 +1,83 @@
+//! The upgrade step of the proxy pipeline: what [`crate::forward`] runs for a request the
+//! core classifies as an upgrade, once it is authorized and its endpoints approved.
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, header};
+use http_body::Body;
+
+use super::{UpgradeError, UpgradeRequest, prepare, proxy_upgrade, restore_upgrade_headers};
+use crate::body::ProxyBody;
+use crate::forward::{AttemptOutcome, ProxyContext, next_endpoint, record_attempt};
+use crate::headers;
+use crate::transport::ConnectError;
+use crate::{Plan, Status};
+
+/// Serves one upgrade request: checks it, prepares the backend headers as for any request
+/// (hop-by-hop removed, credentials stripped, `X-Forwarded-For` appended, `Host` chosen)
+/// plus the upgrade headers, dials endpoints in the balancer's order until one connects (a
+/// connect failure moves on to the next; nothing was sent), then lets
+/// [`proxy_upgrade`] speak to it.
+pub(crate) async fn serve<B>(
+    ctx: ProxyContext,
+    req: Request<B>,
+) -> Result<Response<ProxyBody>, Status>
+where
+    B: Body<Data = Bytes> + Send + 'static,
+{
+    let options = ctx.config.upgrade_options();
+    let (mut parts, _body) = req.into_parts();
+    let client = prepare(&mut parts, options).map_err(|e| e.to_status())?;
+    let path_and_query = match ctx.request.plan() {
+        Plan::Forward { path_and_query, .. } => path_and_query,
+        // The core never plans a redirect for an upgrade.
+        Plan::Redirect { .. } => {
+            return Err(Status::internal("upgrade request planned as a redirect"));
+        }
+    };
+
+    let mut prepared: HeaderMap = parts.headers.clone();
+    headers::remove_hop_by_hop(&mut prepared);
+    headers::strip_credentials(&mut prepared, ctx.config.headers());
+    if let Some(peer) = ctx.peer_ip() {
+        headers::append_forwarded_for(&mut prepared, peer);
+    }
+    restore_upgrade_headers(&parts.headers, &mut prepared);
+
+    let transport = ctx.config.transport();
+    let span = tracing::Span::current();
+    let mut tried: Vec<usize> = Vec::new();
+    let mut last_error: Option<ConnectError> = None;
+    while let Some(index) = next_endpoint(&ctx, &tried) {
+        tried.push(index);
+        let endpoint = &ctx.endpoints[index];
+        span.record("endpoint", tracing::field::display(endpoint.addr));
+        let stream = match transport.connect_raw(&ctx.target, endpoint.addr).await {
+            Ok(stream) => stream,
+            Err(e) => {
+                record_attempt(&ctx, index, AttemptOutcome::ConnectFailed);
+                tracing::debug!(endpoint = %endpoint.addr, error = %e, "upgrade connect failed");
+                last_error = Some(e);
+                continue;
+            }
+        };
+        let mut headers = prepared;
+        match ctx.backend_host(endpoint) {
+            Some(host) => headers.insert(header::HOST, host),
+            None => headers.remove(header::HOST),
+        };
+        let request = UpgradeRequest {
+            method: parts.method,
+            path_and_query,
+            authority: ctx.backend_authority(endpoint),
+            headers,
+        };
+        let response = proxy_upgrade(client, request, stream, options, ()).await;
+        record_attempt(&ctx, index, AttemptOutcome::Responded(response.status()));
+        return Ok(response.map(ProxyBody::new));
+    }
+    let message = last_error.map_or_else(
+        || "no endpoint could be dialed".to_owned(),
+        |e| e.to_string(),
+    );
+    Err(UpgradeError::Dial(message).to_status())
+}

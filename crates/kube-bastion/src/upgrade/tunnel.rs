@@ -1,0 +1,315 @@
+//! The tunnel: bytes copied both ways between the upgraded client connection and the
+//! backend, with half-close propagation, an idle timeout, an optional rate limit per
+//! direction and graceful shutdown.
+
+use std::io;
+use std::num::NonZeroU64;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::Instant;
+
+use super::ratelimit::TokenBucket;
+use super::shutdown::Shutdown;
+
+/// Bytes moved per read in each direction (before any rate limit shrinks it).
+const CHUNK: usize = 32 * 1024;
+
+/// How a tunnel ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TunnelEnd {
+    /// Both sides closed their sending half (each half-close was passed on).
+    Closed,
+    /// No byte moved in either direction for the idle timeout.
+    IdleTimeout,
+    /// The shutdown grace period passed while the tunnel was open.
+    Shutdown,
+    /// Reading or writing failed on one side (reset, broken pipe, TLS error, ...).
+    Error(io::ErrorKind),
+}
+
+/// What a tunnel did: bytes each way and how it ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TunnelReport {
+    /// Bytes read from the client and written to the backend.
+    pub client_to_backend: u64,
+    /// Bytes read from the backend and written to the client.
+    pub backend_to_client: u64,
+    /// Why the tunnel ended.
+    pub end: TunnelEnd,
+}
+
+/// Tunnel settings, taken from [`super::UpgradeOptions`].
+#[derive(Clone, Debug)]
+pub(crate) struct TunnelSettings {
+    pub(crate) idle_timeout: Option<Duration>,
+    pub(crate) max_bytes_per_sec: Option<NonZeroU64>,
+    pub(crate) shutdown: Shutdown,
+}
+
+/// Time of the last byte moved, in milliseconds since `start`.
+struct Activity {
+    start: Instant,
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            start: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.fetch_max(ms, Ordering::Relaxed);
+    }
+
+    fn last(&self) -> Instant {
+        self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
+    }
+
+    /// Resolves once nothing moved for `idle`.
+    async fn idle_for(&self, idle: Duration) {
+        loop {
+            let due = self.last() + idle;
+            if Instant::now() >= due {
+                return;
+            }
+            tokio::time::sleep_until(due).await;
+        }
+    }
+}
+
+/// Copies `reader` to `writer` until end of stream, then shuts `writer` down (half-close).
+async fn pump<R, W>(
+    mut reader: R,
+    mut writer: W,
+    rate: Option<NonZeroU64>,
+    activity: &Activity,
+    moved: &AtomicU64,
+) -> io::Result<()>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut bucket = rate.map(|rate| TokenBucket::new(rate, Instant::now()));
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        let want = bucket.as_ref().map_or(CHUNK, |b| b.chunk().min(CHUNK));
+        let n = reader.read(&mut buf[..want]).await?;
+        if n == 0 {
+            writer.shutdown().await?;
+            return Ok(());
+        }
+        activity.touch();
+        // Pay for the bytes before they leave, so no byte arrives ahead of the rate.
+        if let Some(bucket) = bucket.as_mut() {
+            let wait = bucket.take(n, Instant::now());
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
+        }
+        writer.write_all(&buf[..n]).await?;
+        writer.flush().await?;
+        activity.touch();
+        moved.fetch_add(n as u64, Ordering::Relaxed);
+    }
+}
+
+/// Copies bytes both ways between `client` and `backend` until both directions have ended,
+/// either side fails, nothing moves for the idle timeout, or the shutdown grace period ends.
+///
+/// When one side closes its sending half, the other side's sending half is shut down and the
+/// opposite direction keeps flowing (half-close). Both connections are dropped, so closed,
+/// when this returns.
+pub(crate) async fn splice<C, B>(client: C, backend: B, settings: &TunnelSettings) -> TunnelReport
+where
+    C: AsyncRead + AsyncWrite,
+    B: AsyncRead + AsyncWrite,
+{
+    let activity = Activity::new();
+    let up = AtomicU64::new(0);
+    let down = AtomicU64::new(0);
+    let (client_read, client_write) = tokio::io::split(client);
+    let (backend_read, backend_write) = tokio::io::split(backend);
+    let rate = settings.max_bytes_per_sec;
+    let both = async {
+        tokio::try_join!(
+            pump(client_read, backend_write, rate, &activity, &up),
+            pump(backend_read, client_write, rate, &activity, &down),
+        )
+    };
+    let idle = async {
+        match settings.idle_timeout {
+            Some(idle) => activity.idle_for(idle).await,
+            None => std::future::pending().await,
+        }
+    };
+    let end = tokio::select! {
+        result = both => match result {
+            Ok(_) => TunnelEnd::Closed,
+            Err(e) => TunnelEnd::Error(e.kind()),
+        },
+        () = idle => TunnelEnd::IdleTimeout,
+        () = settings.shutdown.deadline_passed() => TunnelEnd::Shutdown,
+    };
+    TunnelReport {
+        client_to_backend: up.load(Ordering::Relaxed),
+        backend_to_client: down.load(Ordering::Relaxed),
+        end,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream, duplex};
+
+    fn settings() -> TunnelSettings {
+        TunnelSettings {
+            idle_timeout: None,
+            max_bytes_per_sec: None,
+            shutdown: Shutdown::new(),
+        }
+    }
+
+    /// client_end <-> [client side | tunnel | backend side] <-> backend_end
+    fn pair() -> ((DuplexStream, DuplexStream), (DuplexStream, DuplexStream)) {
+        let (client_end, client_side) = duplex(64 * 1024);
+        let (backend_side, backend_end) = duplex(64 * 1024);
+        ((client_end, client_side), (backend_side, backend_end))
+    }
+
+    #[tokio::test]
+    async fn copies_both_ways_and_propagates_half_close() {
+        let ((mut client, client_side), (backend_side, mut backend)) = pair();
+        let tunnel =
+            tokio::spawn(async move { splice(client_side, backend_side, &settings()).await });
+
+        client.write_all(b"hello backend").await.unwrap();
+        let mut buf = [0u8; 13];
+        backend.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"hello backend");
+
+        // The client stops sending: the backend sees end of stream...
+        client.shutdown().await.unwrap();
+        let mut rest = Vec::new();
+        backend.read_to_end(&mut rest).await.unwrap();
+        assert!(rest.is_empty());
+        // ...and can still answer, in several writes, before closing its side.
+        let big = vec![7u8; 300 * 1024];
+        let answer = {
+            let big = big.clone();
+            tokio::spawn(async move {
+                backend.write_all(&big).await.unwrap();
+                backend.write_all(b"bye").await.unwrap();
+                backend.shutdown().await.unwrap();
+                backend
+            })
+        };
+        let mut got = Vec::new();
+        client.read_to_end(&mut got).await.unwrap();
+        let _backend = answer.await.unwrap();
+        assert_eq!(got.len(), big.len() + 3);
+        assert!(got.ends_with(b"bye"));
+
+        let report = tunnel.await.unwrap();
+        assert_eq!(report.end, TunnelEnd::Closed);
+        assert_eq!(report.client_to_backend, 13);
+        assert_eq!(report.backend_to_client, big.len() as u64 + 3);
+    }
+
+    #[tokio::test]
+    async fn idle_timeout_closes_both_sides() {
+        let ((mut client, client_side), (backend_side, mut backend)) = pair();
+        let settings = TunnelSettings {
+            idle_timeout: Some(Duration::from_millis(200)),
+            ..settings()
+        };
+        let tunnel =
+            tokio::spawn(async move { splice(client_side, backend_side, &settings).await });
+        // Traffic keeps the tunnel open past several idle periods...
+        for _ in 0..6 {
+            tokio::time::sleep(Duration::from_millis(80)).await;
+            client.write_all(b"x").await.unwrap();
+            let mut one = [0u8; 1];
+            backend.read_exact(&mut one).await.unwrap();
+        }
+        assert!(!tunnel.is_finished());
+        // ...silence ends it, and both ends see the close.
+        let report = tunnel.await.unwrap();
+        assert_eq!(report.end, TunnelEnd::IdleTimeout);
+        assert_eq!(report.client_to_backend, 6);
+        let mut rest = Vec::new();
+        assert_eq!(client.read_to_end(&mut rest).await.unwrap(), 0);
+        assert_eq!(backend.read_to_end(&mut rest).await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn shutdown_deadline_closes_open_tunnels() {
+        let ((mut client, client_side), (backend_side, _backend)) = pair();
+        let shutdown = Shutdown::new();
+        let settings = TunnelSettings {
+            shutdown: shutdown.clone(),
+            ..settings()
+        };
+        let tunnel =
+            tokio::spawn(async move { splice(client_side, backend_side, &settings).await });
+        shutdown.trigger(Duration::from_millis(50));
+        let report = tunnel.await.unwrap();
+        assert_eq!(report.end, TunnelEnd::Shutdown);
+        let mut rest = Vec::new();
+        assert_eq!(client.read_to_end(&mut rest).await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn rate_limit_paces_each_direction() {
+        let ((mut client, client_side), (backend_side, mut backend)) = pair();
+        let rate = 256 * 1024;
+        let settings = TunnelSettings {
+            max_bytes_per_sec: NonZeroU64::new(rate),
+            ..settings()
+        };
+        let tunnel =
+            tokio::spawn(async move { splice(client_side, backend_side, &settings).await });
+        // 128 KiB at 256 KiB/s: the bucket lets a tenth of a second through at once, so the
+        // rest takes at least (128 - 25.6) / 256 s = 0.4 s.
+        let total = 128 * 1024;
+        let start = Instant::now();
+        let writer = tokio::spawn(async move {
+            client.write_all(&vec![1u8; total]).await.unwrap();
+            client.shutdown().await.unwrap();
+            client
+        });
+        let mut got = Vec::new();
+        backend.read_to_end(&mut got).await.unwrap();
+        let elapsed = start.elapsed();
+        assert_eq!(got.len(), total);
+        assert!(elapsed >= Duration::from_millis(390), "{elapsed:?}");
+        backend.shutdown().await.unwrap();
+        drop(writer.await.unwrap());
+        assert_eq!(tunnel.await.unwrap().end, TunnelEnd::Closed);
+    }
+
+    #[tokio::test]
+    async fn a_failing_side_ends_the_tunnel() {
+        let ((client, client_side), (backend_side, mut backend)) = pair();
+        let tunnel =
+            tokio::spawn(async move { splice(client_side, backend_side, &settings()).await });
+        // The backend keeps writing to a client that went away.
+        drop(client);
+        let report = loop {
+            if backend.write_all(&[0u8; 4096]).await.is_err() {
+                break tunnel.await.unwrap();
+            }
+            if tunnel.is_finished() {
+                break tunnel.await.unwrap();
+            }
+        };
+        assert!(matches!(report.end, TunnelEnd::Error(_)), "{report:?}");
+    }
+}
