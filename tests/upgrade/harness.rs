@@ -1,0 +1,473 @@
+//! Real loopback peers for the upgrade tests: WebSocket backends (tokio-tungstenite, plain
+//! or TLS with rcgen certificates), scripted raw TCP backends that record every byte, the
+//! proxy served by hyper with upgrades, and clients.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use kube_bastion::{
+    DestinationPolicy, MemoryCluster, PeerAddr, ProxyConfig, ProxyConfigBuilder, ProxyService,
+};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::server::{
+    Request as WsRequest, Response as WsResponse,
+};
+use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
+
+/// A generous bound on anything that should happen "soon" (a safety net against hangs, not
+/// a timing assertion).
+pub(crate) const SOON: Duration = Duration::from_secs(10);
+
+/// Awaits `fut`, failing the test if it takes longer than [`SOON`].
+pub(crate) async fn soon<F: std::future::Future>(what: &str, fut: F) -> F::Output {
+    tokio::time::timeout(SOON, fut)
+        .await
+        .unwrap_or_else(|_| panic!("{what} did not happen"))
+}
+
+// ----- TLS -------------------------------------------------------------------------------
+
+/// A self-signed certificate (rcgen) for `names`.
+pub(crate) struct TlsIdentity {
+    pub(crate) cert_pem: String,
+    cert_der: rustls_pki_types::CertificateDer<'static>,
+    key_der: Vec<u8>,
+}
+
+impl TlsIdentity {
+    pub(crate) fn new(names: &[&str]) -> Self {
+        let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+        let ck = rcgen::generate_simple_self_signed(names).unwrap();
+        Self {
+            cert_pem: ck.cert.pem(),
+            cert_der: ck.cert.der().clone(),
+            key_der: ck.signing_key.serialize_der(),
+        }
+    }
+
+    /// A server config offering ALPN `h2` and `http/1.1` (the proxy must pick `http/1.1`).
+    pub(crate) fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let key = rustls_pki_types::PrivateKeyDer::try_from(self.key_der.clone()).unwrap();
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![self.cert_der.clone()], key)
+            .unwrap();
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        tokio_rustls::TlsAcceptor::from(Arc::new(config))
+    }
+}
+
+/// A stream that is plain TCP or TLS, for backends that serve both.
+pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
+
+/// Accepts connections on a fresh 127.0.0.1 port (TLS-terminated when `tls` is given) and
+/// hands each to `handle` with the ALPN protocol negotiated.
+pub(crate) async fn accept_each<F, Fut>(tls: Option<&TlsIdentity>, handle: F) -> SocketAddr
+where
+    F: Fn(Box<dyn Io>, Option<Vec<u8>>) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let acceptor = tls.map(TlsIdentity::acceptor);
+    let handle = Arc::new(handle);
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let _ = tcp.set_nodelay(true);
+            let acceptor = acceptor.clone();
+            let handle = handle.clone();
+            tokio::spawn(async move {
+                match acceptor {
+                    None => handle(Box::new(tcp), None).await,
+                    Some(acceptor) => {
+                        let Ok(tls) = acceptor.accept(tcp).await else {
+                            return;
+                        };
+                        let alpn = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+                        handle(Box::new(tls), alpn).await;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+// ----- WebSocket backend -----------------------------------------------------------------
+
+/// What a WebSocket backend saw of one handshake.
+#[derive(Clone, Debug)]
+pub(crate) struct Handshake {
+    pub(crate) path_and_query: String,
+    pub(crate) headers: HeaderMap,
+    pub(crate) alpn: Option<Vec<u8>>,
+}
+
+/// Handshakes and events seen by a WebSocket backend.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct WsLog {
+    handshakes: Arc<Mutex<Vec<Handshake>>>,
+    /// Connections whose message loop ended, and how: `"close"` after a close handshake,
+    /// `"eof"` or `"error"` otherwise.
+    ends: Arc<Mutex<Vec<&'static str>>>,
+}
+
+impl WsLog {
+    pub(crate) fn handshakes(&self) -> Vec<Handshake> {
+        self.handshakes.lock().unwrap().clone()
+    }
+    pub(crate) fn last(&self) -> Handshake {
+        self.handshakes()
+            .pop()
+            .expect("the backend saw a handshake")
+    }
+    pub(crate) fn ends(&self) -> Vec<&'static str> {
+        self.ends.lock().unwrap().clone()
+    }
+}
+
+/// How a WebSocket backend behaves after the handshake.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum WsBehaviour {
+    /// Echo text as `echo:<text>` and binary unchanged; answer a close with a close.
+    Echo,
+    /// Read one message, then drop the TCP connection without a close frame.
+    DropAfterFirst,
+    /// After the handshake, send `n` bytes of binary data (64 KiB messages) and close.
+    Send(usize),
+}
+
+/// A WebSocket backend on 127.0.0.1 (TLS with `tls`).
+pub(crate) async fn ws_backend(
+    tls: Option<&TlsIdentity>,
+    behaviour: WsBehaviour,
+) -> (SocketAddr, WsLog) {
+    let log = WsLog::default();
+    let l = log.clone();
+    let addr = accept_each(tls, move |io, alpn| {
+        let log = l.clone();
+        async move {
+            let seen = log.clone();
+            let callback = move |req: &WsRequest, mut res: WsResponse| {
+                seen.handshakes.lock().unwrap().push(Handshake {
+                    path_and_query: req
+                        .uri()
+                        .path_and_query()
+                        .map(|p| p.to_string())
+                        .unwrap_or_default(),
+                    headers: req.headers().clone(),
+                    alpn: alpn.clone(),
+                });
+                // Accept the first subprotocol offered, as a Kubernetes streaming server does.
+                let offered = req
+                    .headers()
+                    .get("sec-websocket-protocol")
+                    .and_then(|v| v.to_str().ok());
+                if let Some(first) = offered.and_then(|v| v.split(',').next()) {
+                    res.headers_mut()
+                        .insert("sec-websocket-protocol", first.trim().parse().unwrap());
+                }
+                Ok(res)
+            };
+            let Ok(ws) = tokio_tungstenite::accept_hdr_async(io, callback).await else {
+                return;
+            };
+            let end = run_ws(ws, behaviour).await;
+            log.ends.lock().unwrap().push(end);
+        }
+    })
+    .await;
+    (addr, log)
+}
+
+async fn run_ws(mut ws: WebSocketStream<Box<dyn Io>>, behaviour: WsBehaviour) -> &'static str {
+    if let WsBehaviour::Send(n) = behaviour {
+        let chunk = Bytes::from(vec![0x5a; 64 * 1024]);
+        let mut left = n;
+        while left > 0 {
+            let take = left.min(chunk.len());
+            if ws.send(Message::Binary(chunk.slice(..take))).await.is_err() {
+                return "error";
+            }
+            left -= take;
+        }
+        let _ = ws.close(None).await;
+        while let Some(Ok(_)) = ws.next().await {}
+        return "close";
+    }
+    loop {
+        match ws.next().await {
+            None => return "eof",
+            Some(Err(_)) => return "error",
+            Some(Ok(msg)) => {
+                if behaviour == WsBehaviour::DropAfterFirst {
+                    // Dropping the stream closes TCP without a close frame.
+                    return "dropped";
+                }
+                let reply = match msg {
+                    Message::Text(t) => Message::text(format!("echo:{}", t.as_str())),
+                    Message::Binary(b) => Message::Binary(b),
+                    Message::Close(_) => {
+                        // tungstenite queued the close reply; flush it and finish.
+                        let _ = ws.flush().await;
+                        while let Some(Ok(_)) = ws.next().await {}
+                        return "close";
+                    }
+                    _ => continue,
+                };
+                if ws.send(reply).await.is_err() {
+                    return "error";
+                }
+            }
+        }
+    }
+}
+
+// ----- raw scripted backend --------------------------------------------------------------
+
+/// Everything a raw backend received, per connection, and whether each connection was closed
+/// by the peer (end of stream seen).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct RawLog {
+    conns: Arc<Mutex<Vec<(Vec<u8>, bool)>>>,
+}
+
+impl RawLog {
+    pub(crate) fn connections(&self) -> usize {
+        self.conns.lock().unwrap().len()
+    }
+    /// The bytes received on connection `i`.
+    pub(crate) fn received(&self, i: usize) -> Vec<u8> {
+        self.conns.lock().unwrap()[i].0.clone()
+    }
+    /// Whether connection `i` saw end of stream (the proxy closed it).
+    pub(crate) fn closed(&self, i: usize) -> bool {
+        self.conns.lock().unwrap()[i].1
+    }
+}
+
+/// A raw TCP backend on 127.0.0.1: on each connection, reads until the end of the first
+/// request head, writes `answer`, then keeps the connection open reading (and recording)
+/// whatever else arrives, ready to treat it as further requests, until the peer closes.
+pub(crate) async fn raw_backend(answer: Vec<u8>) -> (SocketAddr, RawLog) {
+    let log = RawLog::default();
+    let l = log.clone();
+    let answer = Arc::new(answer);
+    let addr = accept_each(None, move |mut io, _| {
+        let log = l.clone();
+        let answer = answer.clone();
+        async move {
+            let index = {
+                let mut conns = log.conns.lock().unwrap();
+                conns.push((Vec::new(), false));
+                conns.len() - 1
+            };
+            let mut buf = [0u8; 4096];
+            let mut answered = false;
+            loop {
+                let n = match io.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                };
+                let head_done = {
+                    let mut conns = log.conns.lock().unwrap();
+                    conns[index].0.extend_from_slice(&buf[..n]);
+                    conns[index].0.windows(4).any(|w| w == b"\r\n\r\n")
+                };
+                if head_done && !answered {
+                    answered = true;
+                    if io.write_all(&answer).await.is_err() {
+                        break;
+                    }
+                }
+            }
+            log.conns.lock().unwrap()[index].1 = true;
+        }
+    })
+    .await;
+    (addr, log)
+}
+
+/// A listener that only counts the connections it accepts (and keeps them open).
+pub(crate) async fn counting_listener() -> (SocketAddr, Arc<Mutex<usize>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let count = Arc::new(Mutex::new(0));
+    let c = count.clone();
+    tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((tcp, _)) = listener.accept().await {
+            *c.lock().unwrap() += 1;
+            open.push(tcp);
+        }
+    });
+    (addr, count)
+}
+
+/// A port on 127.0.0.1 where nothing listens.
+pub(crate) async fn closed_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    l.local_addr().unwrap().port()
+}
+
+// ----- the proxy -------------------------------------------------------------------------
+
+/// Serves a [`ProxyService`] on 127.0.0.1 with hyper's auto server (upgrades enabled),
+/// inserting [`PeerAddr`] into every request.
+pub(crate) async fn serve_proxy(config: ProxyConfig) -> SocketAddr {
+    let svc = ProxyService::new(config);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, peer)) = listener.accept().await else {
+                return;
+            };
+            let _ = tcp.set_nodelay(true);
+            let svc = svc.clone();
+            tokio::spawn(async move {
+                let hyper_svc = service_fn(move |mut req: Request<Incoming>| {
+                    req.extensions_mut().insert(PeerAddr(peer));
+                    let mut svc = svc.clone();
+                    async move {
+                        let res = tower::Service::call(&mut svc, req).await?;
+                        Ok::<_, Infallible>(res)
+                    }
+                });
+                let _ = auto::Builder::new(TokioExecutor::new())
+                    .serve_connection_with_upgrades(TokioIo::new(tcp), hyper_svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// A pod `ns/name` with IP `ip`.
+pub(crate) fn pod_yaml(ns: &str, name: &str, ip: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: {ns}\nspec:\n  containers:\n  - name: c\n    image: x\nstatus:\n  phase: Running\n  podIP: {ip}\n  podIPs:\n  - ip: {ip}\n"
+    )
+}
+
+/// A Service `ns/name` with port 80 named `http` whose one EndpointSlice endpoint is pod
+/// `pod` at `ip:target`.
+pub(crate) fn service_yaml(ns: &str, name: &str, pod: &str, ip: &str, target: u16) -> String {
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: {ns}\nspec:\n  ports:\n  - name: http\n    port: 80\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {name}-0\n  namespace: {ns}\n  labels:\n    kubernetes.io/service-name: {name}\naddressType: IPv4\nendpoints:\n- addresses: [\"{ip}\"]\n  conditions:\n    ready: true\n  targetRef:\n    kind: Pod\n    name: {pod}\n    namespace: {ns}\nports:\n- name: http\n  port: {target}\n  protocol: TCP\n"
+    )
+}
+
+/// A Node `name` with an InternalIP and a kubelet port.
+pub(crate) fn node_yaml(name: &str, address: &str, kubelet_port: u16) -> String {
+    format!(
+        "apiVersion: v1\nkind: Node\nmetadata:\n  name: {name}\nstatus:\n  addresses:\n  - type: InternalIP\n    address: {address}\n  daemonEndpoints:\n    kubeletEndpoint:\n      Port: {kubelet_port}\n"
+    )
+}
+
+/// A proxy config builder over `docs`, loopback admitted.
+pub(crate) fn config(docs: &[String]) -> ProxyConfigBuilder {
+    let cluster =
+        Arc::new(MemoryCluster::from_yaml(&docs.join("---\n")).expect("valid cluster YAML"));
+    ProxyConfig::builder(cluster)
+        .destination_policy(DestinationPolicy::kube_default().allow_loopback())
+        .connect_timeout(Duration::from_secs(5))
+}
+
+// ----- clients ---------------------------------------------------------------------------
+
+pub(crate) type Ws = WebSocketStream<TcpStream>;
+
+/// Opens a WebSocket through the proxy at `path`, with an `Authorization` header the
+/// backend must never see and a subprotocol it must.
+pub(crate) async fn ws_connect(
+    proxy: SocketAddr,
+    path: &str,
+) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
+    let mut req = format!("ws://{proxy}{path}").into_client_request().unwrap();
+    req.headers_mut()
+        .insert("authorization", "Bearer client-secret".parse().unwrap());
+    req.headers_mut().insert(
+        "sec-websocket-protocol",
+        "v4.channel.k8s.io".parse().unwrap(),
+    );
+    let tcp = TcpStream::connect(proxy).await.unwrap();
+    tcp.set_nodelay(true).unwrap();
+    soon(
+        "the WebSocket handshake",
+        tokio_tungstenite::client_async(req, tcp),
+    )
+    .await
+    .map(|(ws, _)| ws)
+}
+
+/// Sends an upgrade request over a fresh HTTP/1.1 connection and returns the answer, for
+/// answers that are not a 101.
+pub(crate) async fn upgrade_attempt(
+    proxy: SocketAddr,
+    path: &str,
+    protocol: &str,
+) -> (StatusCode, HeaderMap, Bytes) {
+    let tcp = TcpStream::connect(proxy).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        let _ = conn.with_upgrades().await;
+    });
+    let req = Request::get(path)
+        .header("host", proxy.to_string())
+        .header("connection", "Upgrade")
+        .header("upgrade", protocol)
+        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+        .header("sec-websocket-version", "13")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let res: Response<Incoming> = soon("the proxy's answer", sender.send_request(req))
+        .await
+        .unwrap();
+    let (parts, body) = res.into_parts();
+    let body = soon("the body", body.collect())
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    (parts.status, parts.headers, body)
+}
+
+/// Parses a Status body: (code, reason, message).
+pub(crate) fn status_of(body: &[u8]) -> (u64, Option<String>, String) {
+    let v: serde_json::Value = serde_json::from_slice(body)
+        .unwrap_or_else(|e| panic!("not a Status ({e}): {}", String::from_utf8_lossy(body)));
+    assert_eq!(v["kind"], "Status", "{v}");
+    (
+        v["code"].as_u64().unwrap(),
+        v["reason"].as_str().map(str::to_owned),
+        v["message"].as_str().unwrap_or_default().to_owned(),
+    )
+}
+
+/// Reads from a raw connection until the peer closes it (or [`SOON`] passes).
+pub(crate) async fn read_to_close<S: AsyncRead + Unpin>(io: &mut S) -> Vec<u8> {
+    let mut out = Vec::new();
+    let _ = soon("the connection to close", io.read_to_end(&mut out)).await;
+    out
+}
