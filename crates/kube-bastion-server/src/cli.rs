@@ -276,6 +276,23 @@ pub(crate) struct ProxyArgs {
     #[arg(long = "proxy-rewrite", default_value_t = true, action = clap::ArgAction::Set,
           value_name = "BOOL")]
     pub(crate) rewrite: bool,
+    /// Also rewrite what kube-apiserver leaves alone: `srcset` and meta-refresh URLs,
+    /// `Content-Location`, and absolute `Set-Cookie` paths; `--proxy-rewrite-extras=false`
+    /// rewrites exactly what kube-apiserver does.
+    #[arg(long = "proxy-rewrite-extras", default_value_t = true, action = clap::ArgAction::Set,
+          value_name = "BOOL")]
+    pub(crate) rewrite_extras: bool,
+    /// Allow this `Upgrade` protocol besides `websocket` and `SPDY/3.1`; other upgrades are
+    /// refused with 400. Repeatable.
+    #[arg(long = "proxy-allow-upgrade-protocol", value_name = "PROTOCOL")]
+    pub(crate) upgrade_protocols: Vec<String>,
+    /// Close an upgraded connection after this many seconds without traffic; 0 never does.
+    #[arg(long = "proxy-upgrade-idle-timeout", default_value_t = 4 * 3600, value_name = "SECONDS")]
+    pub(crate) upgrade_idle_timeout: u64,
+    /// Answer a backend redirect (3xx with Location) with 502 instead of passing it to the
+    /// client, as kube-apiserver's aggregator does.
+    #[arg(long = "proxy-reject-redirects")]
+    pub(crate) reject_redirects: bool,
     /// Upgrade requests (WebSocket, SPDY) also need verb `create`, not just `get`.
     #[arg(long = "proxy-authorize-upgrades-as-create")]
     pub(crate) upgrades_as_create: bool,

@@ -21,6 +21,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use kube_bastion::upgrade::Shutdown;
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
@@ -103,7 +104,8 @@ async fn run(args: ServeArgs) -> Result<(), String> {
         );
         Arc::new(Store::new(objects))
     };
-    let proxy = proxy::layer(&args, store.cluster(), demo_mode)?;
+    let tunnels = Shutdown::new();
+    let proxy = proxy::layer(&args, store.cluster(), demo_mode, tunnels.clone())?;
 
     let listener = TcpListener::bind(args.listen)
         .await
@@ -156,13 +158,28 @@ async fn run(args: ServeArgs) -> Result<(), String> {
     drop(out);
     tracing::info!(address = %local, tls = tls.is_some(), demo = demo_mode, "listening");
 
-    serve::serve(
-        listener,
-        tls,
-        app,
-        serve::shutdown_signal(),
-        Duration::from_secs(args.shutdown_grace_period),
-    )
-    .await;
+    let grace = Duration::from_secs(args.shutdown_grace_period);
+    let signal = {
+        let tunnels = tunnels.clone();
+        async move {
+            serve::shutdown_signal().await;
+            // Upgraded connections left hyper's hands: the library's switch refuses new
+            // upgrades and closes open tunnels at the end of the grace period.
+            tunnels.trigger(grace);
+        }
+    };
+    serve::serve(listener, tls, app, signal, grace).await;
+    if tunnels.open_tunnels() > 0 {
+        tracing::info!(
+            open = tunnels.open_tunnels(),
+            "waiting for upgraded connections"
+        );
+        if tokio::time::timeout(grace, tunnels.drained())
+            .await
+            .is_err()
+        {
+            tracing::warn!("upgraded connections still open after the grace period");
+        }
+    }
     Ok(())
 }

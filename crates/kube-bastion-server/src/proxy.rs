@@ -6,6 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ConnectInfo;
+use kube_bastion::rewrite::RewriteOptions;
+use kube_bastion::upgrade::{Shutdown, UpgradeOptions};
 use kube_bastion::{
     ClientIdentity, HostHeader, MemoryCluster, PoolOptions, ProxyConfig, ProxyLayer, Roots,
     TlsOptions,
@@ -49,11 +51,39 @@ fn tls_options(args: &ServeArgs) -> Result<TlsOptions, String> {
     Ok(tls)
 }
 
-/// Builds the proxy layer. `allow_loopback` is set for the demo cluster only.
+/// Upgrade options of the `--max-connection-bytes-per-sec` and `--proxy-*upgrade*` flags;
+/// tunnels obey `shutdown`.
+fn upgrade_options(args: &ServeArgs, shutdown: Shutdown) -> UpgradeOptions {
+    let p = &args.proxy;
+    let mut options = UpgradeOptions::default()
+        .max_bytes_per_sec(args.max_connection_bytes_per_sec)
+        .idle_timeout(seconds(p.upgrade_idle_timeout))
+        .reject_forwarding_redirects(p.reject_redirects)
+        .shutdown(shutdown);
+    for protocol in &p.upgrade_protocols {
+        options = options.allow_protocol(protocol.clone());
+    }
+    options
+}
+
+/// Rewriting options of `--proxy-rewrite` and `--proxy-rewrite-extras`.
+fn rewrite_options(args: &ServeArgs) -> RewriteOptions {
+    let p = &args.proxy;
+    let mut options = RewriteOptions::default();
+    options.enabled = p.rewrite;
+    options.srcset_and_meta_refresh = p.rewrite_extras;
+    options.content_location = p.rewrite_extras;
+    options.set_cookie_path = p.rewrite_extras;
+    options
+}
+
+/// Builds the proxy layer. `allow_loopback` is set for the demo cluster only; `shutdown`
+/// is the switch that closes upgraded connections when the server stops.
 pub(crate) fn layer(
     args: &ServeArgs,
     cluster: Arc<MemoryCluster>,
     allow_loopback: bool,
+    shutdown: Shutdown,
 ) -> Result<ProxyLayer, String> {
     let p = &args.proxy;
     let mut builder = ProxyConfig::builder(cluster)
@@ -71,7 +101,8 @@ pub(crate) fn layer(
             HostHeaderName::Client => HostHeader::Client,
             HostHeaderName::Target => HostHeader::Target,
         })
-        .rewrite(p.rewrite)
+        .rewrite_options(rewrite_options(args))
+        .upgrade_options(upgrade_options(args, shutdown))
         .authorize_upgrades_as_create(p.upgrades_as_create)
         .peer_addr(|parts| {
             parts
