@@ -116,3 +116,35 @@ fn kubectl_with_a_token_over_https() {
         "{stderr}"
     );
 }
+
+#[test]
+fn websocket_clients_may_send_the_token_as_a_subprotocol() {
+    let dir = TempDir::new("auth-ws");
+    let server = token_server(&dir);
+    let url = format!(
+        "{}/api/v1/namespaces/demo/services/web:http/proxy/ws?once",
+        server.url
+    );
+    let upgrade = |protocol: &str| {
+        let output = std::process::Command::new("curl")
+            .args(["-s", "--include", "--no-buffer", "--max-time", "10"])
+            .args(["-H", "Connection: Upgrade", "-H", "Upgrade: websocket"])
+            .args([
+                "-H",
+                "Sec-WebSocket-Version: 13",
+                "-H",
+                "Sec-WebSocket-Key: dGVzdGluZ3Rlc3Rpbmc=",
+            ])
+            .args(["-H", &format!("Sec-WebSocket-Protocol: {protocol}")])
+            .arg(&url)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    // base64url("s3cret-token"), kube-apiserver's bearer-token subprotocol.
+    let accepted = upgrade("base64url.bearer.authorization.k8s.io.czNjcmV0LXRva2Vu");
+    assert!(accepted.starts_with("HTTP/1.1 101"), "{accepted}");
+    assert!(accepted.contains("connected to web-0"), "{accepted}");
+    let refused = upgrade("base64url.bearer.authorization.k8s.io.d3Jvbmc");
+    assert!(refused.starts_with("HTTP/1.1 401"), "{refused}");
+}

@@ -152,3 +152,40 @@ async fn metrics_count_requests_by_resource_verb_and_code() {
         assert!(text.contains(line), "{line} missing from:\n{text}");
     }
 }
+
+#[tokio::test]
+async fn sigterm_closes_open_tunnels_after_the_grace_period() {
+    use futures_util::StreamExt;
+    let mut server = Server::demo(&["--shutdown-grace-period", "1"]);
+    let url = format!(
+        "{}/api/v1/namespaces/demo/services/web:http/proxy/ws",
+        server.url.replacen("http://", "ws://", 1)
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("upgrade");
+    let greeting = ws.next().await.unwrap().unwrap();
+    assert!(
+        greeting
+            .into_text()
+            .unwrap()
+            .starts_with("connected to web-0")
+    );
+    server.signal("TERM");
+    // The tunnel is closed by the server once the grace period is over.
+    let end = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match ws.next().await {
+                None | Some(Err(_)) => break,
+                Some(Ok(message)) if message.is_close() => break,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+    assert!(end.is_ok(), "the tunnel stayed open after shutdown");
+    let status = server
+        .wait_exit(Duration::from_secs(20))
+        .expect("server exits");
+    assert!(status.success(), "{status}");
+}
