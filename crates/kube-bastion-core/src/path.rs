@@ -117,16 +117,19 @@ pub struct ProxyRequest {
     kind: ResourceKind,
     method: Method,
     upgrade: bool,
-    /// The decoded path up to and including `/proxy` (UTF-8 by construction).
-    prefix: String,
-    /// Byte range of the namespace in `prefix` (`None` for nodes).
+    /// The decoded path up to and including `/proxy` (UTF-8 by construction), followed by
+    /// the raw query (one allocation for both).
+    text: String,
+    /// Length of the prefix in `text`; the query is the rest of `text` (empty: no query).
+    prefix_len: usize,
+    /// Byte range of the namespace in `text` (`None` for nodes).
     namespace: Option<(usize, usize)>,
-    /// Byte range of the id in `prefix`.
+    /// Byte range of the id in `text`.
     id: (usize, usize),
+    /// Whether the namespace and id are neither `.` nor `..` (so the prefix is a clean path).
+    prefix_clean: bool,
     /// The decoded bytes after `/proxy`: empty or starting with `/`.
     rest: Vec<u8>,
-    /// The raw query string, when non-empty.
-    query: Option<Box<str>>,
 }
 
 impl ProxyRequest {
@@ -140,11 +143,12 @@ impl ProxyRequest {
     /// percent-escapes, is [`Route::NotProxy`]. Never panics.
     pub fn route(method: &Method, uri: &Uri, headers: &HeaderMap) -> Route {
         let raw = uri.path().as_bytes();
+        let escaped = raw.contains(&b'%');
         // Cheap rejection of the host's other routes before any decoding or allocation.
-        if raw.len() < API_V1.len() || !(raw.starts_with(API_V1) || raw.contains(&b'%')) {
+        if !escaped && !raw.starts_with(API_V1) {
             return Route::NotProxy;
         }
-        let decoded: Cow<'_, [u8]> = if raw.contains(&b'%') {
+        let decoded: Cow<'_, [u8]> = if escaped {
             match percent_decode(raw) {
                 Some(bytes) => Cow::Owned(bytes),
                 None => return Route::NotProxy,
@@ -162,15 +166,21 @@ impl ProxyRequest {
             .get_all(http::header::CONNECTION)
             .iter()
             .any(|value| contains_ignore_ascii_case(value.as_bytes(), b"upgrade"));
+        let query = uri.query().unwrap_or_default();
+        let mut text = String::with_capacity(prefix.len() + query.len());
+        text.push_str(prefix);
+        text.push_str(query);
+        let dots = |(start, end): (usize, usize)| matches!(&prefix[start..end], "." | "..");
         Route::Proxy(ProxyRequest {
             kind: grammar.kind,
             method: method.clone(),
             upgrade,
-            prefix: prefix.to_owned(),
+            text,
+            prefix_len: prefix.len(),
             namespace: grammar.namespace,
             id: grammar.id,
+            prefix_clean: !dots(grammar.id) && !grammar.namespace.is_some_and(dots),
             rest: decoded[grammar.prefix_end..].to_vec(),
-            query: uri.query().filter(|q| !q.is_empty()).map(Box::from),
         })
     }
 
@@ -186,12 +196,12 @@ impl ProxyRequest {
 
     /// The namespace (`None` for nodes).
     pub fn namespace(&self) -> Option<&str> {
-        self.namespace.map(|(start, end)| &self.prefix[start..end])
+        self.namespace.map(|(start, end)| &self.text[start..end])
     }
 
     /// The decoded `{id}` segment exactly as received: the authorization name.
     pub fn raw_id(&self) -> &str {
-        &self.prefix[self.id.0..self.id.1]
+        &self.text[self.id.0..self.id.1]
     }
 
     /// The request method.
@@ -206,7 +216,7 @@ impl ProxyRequest {
 
     /// The raw query string as received (`None` when absent or empty).
     pub fn query(&self) -> Option<&str> {
-        self.query.as_deref()
+        Some(&self.text[self.prefix_len..]).filter(|q| !q.is_empty())
     }
 
     /// The decoded bytes of the path after `/proxy`: empty or starting with `/`.
@@ -249,7 +259,7 @@ impl ProxyRequest {
     /// (`.../proxy/a//b` yields the prefix `.../proxy/a//b`); the route prefix is what
     /// rewritten links must point under.
     pub fn prefix(&self) -> &str {
-        &self.prefix
+        &self.text[..self.prefix_len]
     }
 
     /// kube-style authorization attributes for this request.
@@ -286,7 +296,7 @@ impl ProxyRequest {
         ) {
             return Err(Status::method_not_allowed());
         }
-        if self.query.as_deref().is_some_and(has_dry_run) {
+        if self.query().is_some_and(has_dry_run) {
             return Err(Status::bad_request("dryRun is not supported"));
         }
         Ok(())
@@ -324,22 +334,14 @@ impl ProxyRequest {
     /// header value or would change the URL's meaning (controls, space, DEL, non-ASCII, `%`,
     /// `?`, `#`) are percent-encoded; for paths made of valid object names nothing changes.
     pub fn plan(&self) -> Plan {
-        let query = self.query.as_deref();
-        let mut backend = Vec::new();
-        if !self.rest.is_empty() {
-            backend.extend_from_slice(&self.rest);
-            clean_in_place(&mut backend);
-            if self.rest.ends_with(b"/") && !backend.ends_with(b"/") {
-                backend.push(b'/');
-            }
-        }
-        if backend.is_empty()
+        let query = self.query();
+        let prefix = self.prefix();
+        if self.rest.is_empty()
             && !self.upgrade
             && (self.method == Method::GET || self.method == Method::HEAD)
         {
-            let mut location =
-                String::with_capacity(self.prefix.len() + 2 + query.map_or(0, str::len));
-            push_uri_safe(&mut location, self.prefix.as_bytes());
+            let mut location = String::with_capacity(prefix.len() + 2 + query.map_or(0, str::len));
+            push_uri_safe(&mut location, prefix.as_bytes());
             location.push('/');
             if let Some(query) = query {
                 location.push('?');
@@ -347,34 +349,82 @@ impl ProxyRequest {
             }
             return Plan::Redirect { location };
         }
-        // What the backend sees: the empty path becomes `/`.
-        let outgoing: &[u8] = if backend.is_empty() { b"/" } else { &backend };
-        let mut path_and_query =
-            String::with_capacity(outgoing.len() + 8 + query.map_or(0, str::len));
-        escape_path(outgoing, &mut path_and_query);
-        let escaped_len = path_and_query.len();
-        if let Some(query) = query {
-            path_and_query.push('?');
-            path_and_query.push_str(query);
-        }
 
-        // X-Forwarded-Uri, as upstream computes it.
-        let prepend = strip_suffix(&self.prefix, &self.rest, &backend);
-        let mut forwarded = Vec::with_capacity(prepend.len() + escaped_len + 2);
-        for part in prepend {
-            push_uri_safe_bytes(&mut forwarded, part);
+        // The backend path: the sub-path cleaned, its trailing `/` kept; empty becomes `/`.
+        // Escaping commutes with cleaning (it never produces `/` and keeps `.` segments as they
+        // are), so clean the escaped form in place.
+        let mut target =
+            Vec::with_capacity(self.rest.len() * 3 / 2 + 2 + query.map_or(0, str::len));
+        if self.rest.is_empty() {
+            target.push(b'/');
+        } else {
+            escape_path_bytes(&self.rest, &mut target);
+            let escaped_len = target.len();
+            clean_in_place(&mut target);
+            if self.rest.ends_with(b"/") && !target.ends_with(b"/") {
+                target.push(b'/');
+            }
+            // Cleaning only removes bytes: same length means the sub-path was already clean.
+            if target.len() != escaped_len {
+                return self.plan_unclean(target, query);
+            }
         }
-        forwarded.push(b'/');
-        forwarded.extend_from_slice(&path_and_query.as_bytes()[..escaped_len]);
-        clean_in_place(&mut forwarded);
-        if outgoing.ends_with(b"/") {
-            forwarded.push(b'/');
-        }
+        // Fast path: the backend path is the request's sub-path, so upstream's prefix (request
+        // path minus backend path as a string suffix) is the route prefix, and joining it with
+        // the clean backend path is a concatenation.
+        let forwarded_uri = if self.prefix_clean {
+            let mut forwarded = String::with_capacity(prefix.len() + target.len());
+            push_uri_safe(&mut forwarded, prefix.as_bytes());
+            forwarded.push_str(ascii_str(&target));
+            forwarded
+        } else {
+            forwarded_uri(&[prefix.as_bytes(), &[]], &target)
+        };
         Plan::Forward {
-            path_and_query,
-            forwarded_uri: ascii_string(forwarded),
+            path_and_query: with_query(target, query),
+            forwarded_uri,
         }
     }
+
+    /// [`ProxyRequest::plan`] when cleaning changed the sub-path: upstream's suffix trimming
+    /// then needs the decoded backend path.
+    fn plan_unclean(&self, target: Vec<u8>, query: Option<&str>) -> Plan {
+        let mut backend = self.rest.clone();
+        clean_in_place(&mut backend);
+        if self.rest.ends_with(b"/") && !backend.ends_with(b"/") {
+            backend.push(b'/');
+        }
+        let prepend = strip_suffix(self.prefix(), &self.rest, &backend);
+        Plan::Forward {
+            forwarded_uri: forwarded_uri(&prepend, &target),
+            path_and_query: with_query(target, query),
+        }
+    }
+}
+
+/// Upstream's `X-Forwarded-Uri`: `path.Join(prepend, escapedPath)`, plus `/` when the backend
+/// path ends with one. `prepend` is decoded: its unsafe bytes are percent-encoded first.
+fn forwarded_uri(prepend: &[&[u8]; 2], escaped: &[u8]) -> String {
+    let mut forwarded = Vec::with_capacity(prepend[0].len() + prepend[1].len() + escaped.len() + 2);
+    for part in prepend {
+        push_uri_safe_bytes(&mut forwarded, part);
+    }
+    forwarded.push(b'/');
+    forwarded.extend_from_slice(escaped);
+    clean_in_place(&mut forwarded);
+    if escaped.ends_with(b"/") {
+        forwarded.push(b'/');
+    }
+    ascii_string(forwarded)
+}
+
+/// The escaped backend path plus `?` and the raw query, byte for byte.
+fn with_query(mut target: Vec<u8>, query: Option<&str>) -> String {
+    if let Some(query) = query {
+        target.push(b'?');
+        target.extend_from_slice(query.as_bytes());
+    }
+    ascii_string(target)
 }
 
 const API_V1: &[u8] = b"/api/v1/";
@@ -700,6 +750,21 @@ pub fn escape_path(decoded: &[u8], out: &mut String) {
     }
 }
 
+/// [`escape_path`] into bytes.
+fn escape_path_bytes(decoded: &[u8], out: &mut Vec<u8>) {
+    for &b in decoded {
+        if PATH_SAFE[usize::from(b)] {
+            out.push(b);
+        } else {
+            out.extend_from_slice(&[
+                b'%',
+                HEX_UPPER[usize::from(b >> 4)],
+                HEX_UPPER[usize::from(b & 0xF)],
+            ]);
+        }
+    }
+}
+
 /// Whether a decoded byte may be copied as is into a `Location` or `X-Forwarded-Uri` value.
 fn uri_safe(b: u8) -> bool {
     (0x21..0x7f).contains(&b) && !matches!(b, b'%' | b'?' | b'#')
@@ -741,9 +806,14 @@ fn push_query_safe(out: &mut String, bytes: &[u8]) {
     }
 }
 
-/// Bytes built only from ASCII into a String.
+/// Bytes built only from ASCII (or UTF-8 pieces) into a String.
 fn ascii_string(bytes: Vec<u8>) -> String {
     String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
+/// Bytes built only from ASCII as a str (empty if that were ever not so).
+fn ascii_str(bytes: &[u8]) -> &str {
+    std::str::from_utf8(bytes).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -1085,6 +1155,44 @@ mod tests {
                 upgrade: false,
             }
         );
+    }
+
+    /// The general computation, with no fast path: decode-side cleaning, suffix trimming,
+    /// then escaping.
+    fn reference_plan(request: &ProxyRequest) -> Plan {
+        let mut backend = Vec::new();
+        if !request.rest.is_empty() {
+            backend.extend_from_slice(&request.rest);
+            clean_in_place(&mut backend);
+            if request.rest.ends_with(b"/") && !backend.ends_with(b"/") {
+                backend.push(b'/');
+            }
+        }
+        let outgoing: &[u8] = if backend.is_empty() { b"/" } else { &backend };
+        let mut escaped = Vec::new();
+        escape_path_bytes(outgoing, &mut escaped);
+        let prepend = strip_suffix(request.prefix(), &request.rest, &backend);
+        Plan::Forward {
+            forwarded_uri: forwarded_uri(&prepend, &escaped),
+            path_and_query: with_query(escaped, request.query()),
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn fast_plan_equals_reference(
+            id in "(\\.|\\.\\.|[a-z.:%]{1,4})",
+            sub in "(/|\\.|\\.\\.|[a-z ]|%2F|%25|%2E){0,10}",
+            query in "(\\?[a-z=&]{0,4})?",
+        ) {
+            let uri = format!("/api/v1/namespaces/ns/pods/{id}/proxy{sub}{query}");
+            if let Ok(Route::Proxy(request)) = uri
+                .parse::<Uri>()
+                .map(|uri| ProxyRequest::route(&Method::POST, &uri, &HeaderMap::new()))
+            {
+                proptest::prop_assert_eq!(request.plan(), reference_plan(&request), "{}", uri);
+            }
+        }
     }
 
     #[test]
