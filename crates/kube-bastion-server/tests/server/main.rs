@@ -2,7 +2,6 @@
 //! port and drives it with real clients (kubectl, curl, Python's `kubernetes` client,
 //! tokio-tungstenite) over real loopback sockets.
 
-#[allow(dead_code)]
 mod support;
 
 mod api;
