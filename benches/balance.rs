@@ -1,0 +1,91 @@
+//! The cost of choosing an endpoint: `Balancer::plan(..).next()` among 10, 1,000 and
+//! 100,000 candidates for every policy, plus a full request's accounting (choice, start,
+//! completion). The choice must stay flat in the candidate count.
+//!
+//! `cargo bench --locked --bench balance -- --warm-up-time 1 --measurement-time 3`
+
+use std::hint::black_box;
+use std::net::{IpAddr, Ipv4Addr};
+
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use kube_bastion::balance::{BalancePolicy, Balancer, BalancerConfig};
+use kube_bastion::{
+    AppProtocol, Candidate, EndpointState, Host, Scheme, ServiceInfo, Target, TransportKind,
+};
+
+fn target(n: u32) -> Target {
+    Target {
+        scheme: Scheme::Http,
+        scheme_explicit: false,
+        protocol: AppProtocol::Http,
+        transport: TransportKind::Generic,
+        candidates: (0..n)
+            .map(|i| Candidate {
+                host: Host::Ip(IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i))),
+                port: Some(8080),
+                pod: Some(format!("web-{i}")),
+                state: EndpointState::Ready,
+            })
+            .collect(),
+        service: Some(ServiceInfo {
+            namespace: "default".into(),
+            name: "web".into(),
+            port_name: "http".into(),
+            client_ip_affinity_seconds: None,
+            balancer: None,
+        }),
+        tls_server_name: None,
+    }
+}
+
+fn choose(c: &mut Criterion) {
+    let mut group = c.benchmark_group("balance/choose");
+    for n in [10u32, 1_000, 100_000] {
+        let target = target(n);
+        for policy in BalancePolicy::ALL {
+            let balancer = Balancer::new(BalancerConfig::default().with_policy(policy).with_seed(1));
+            group.bench_with_input(BenchmarkId::new(policy.as_str(), n), &target, |b, target| {
+                b.iter(|| balancer.plan(black_box(target), None).next().map(|a| a.index()))
+            });
+        }
+        // Baseline measured in the same run: what kube-apiserver's choice costs at best
+        // (one random index, no state).
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        group.bench_with_input(BenchmarkId::new("baseline-random-index", n), &target, |b, target| {
+            b.iter(|| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                let index = (state % target.candidates.len() as u64) as usize;
+                black_box(&target.candidates[index]);
+            })
+        });
+    }
+    group.finish();
+}
+
+fn request(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+    let mut group = c.benchmark_group("balance/request");
+    let target = target(1_000);
+    for policy in [BalancePolicy::Random, BalancePolicy::PeakEwma] {
+        let balancer = Balancer::new(BalancerConfig::default().with_policy(policy).with_seed(1));
+        let affinity = ServiceInfo { client_ip_affinity_seconds: Some(10_800), ..target.service.clone().expect("service") };
+        let sticky = Target { service: Some(affinity), ..target.clone() };
+        group.bench_function(BenchmarkId::new(policy.as_str(), "choose+start+complete"), |b| {
+            b.iter(|| {
+                let attempt = balancer.plan(black_box(&target), None).next().expect("candidate");
+                let handle = runtime.block_on(attempt.start()).expect("no cap");
+                handle.success();
+            })
+        });
+        let client = Some(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7)));
+        group.bench_function(BenchmarkId::new(policy.as_str(), "client-ip-affinity"), |b| {
+            b.iter(|| balancer.plan(black_box(&sticky), client).next().map(|a| a.index()))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, choose, request);
+criterion_main!(benches);

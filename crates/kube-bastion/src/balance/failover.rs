@@ -1,0 +1,344 @@
+//! The failover plan of one request: which candidates, in which order, how many, and when
+//! a failed attempt may move on to the next one.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use http::Method;
+use kube_bastion_core::{Candidate, Status, Target};
+
+use super::handle::RequestHandle;
+use super::limit::Overloaded;
+use super::state::{Endpoint, Pick, Table, ready_count};
+use super::{BalancePolicy, Core, ServiceState};
+
+/// How an attempt failed, for [`Attempts::may_retry`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FailureKind {
+    /// The TCP connection was refused or timed out, or the TLS handshake failed: no byte of
+    /// the request left. Always safe to try the next candidate.
+    Connect,
+    /// The connection broke after request bytes were written and before the response head
+    /// arrived. Only an idempotent request (GET, HEAD, OPTIONS) with a body that can be sent
+    /// again may be retried, and only with
+    /// [`BalancerConfig::retry_idempotent_on_reset`](super::BalancerConfig::retry_idempotent_on_reset).
+    BeforeResponseHead,
+}
+
+/// The candidates one request may try, best first; an [`Iterator`] of [`Attempt`]s.
+///
+/// The first attempt is the Service's sticky endpoint (ClientIP affinity) or the policy's
+/// choice; each further one is the policy's choice among the candidates not tried yet.
+/// Ready endpoints come before serving-terminating ones and healthy ones before ejected
+/// ones. At most [`BalancerConfig::max_attempts`](super::BalancerConfig::max_attempts)
+/// attempts are yielded (never more than there are candidates).
+///
+/// Targets without a Service (pods, nodes) have no balancing state: their candidates are
+/// tried in the order resolution gave them.
+///
+/// ```no_run
+/// # async fn demo(balancer: &kube_bastion::balance::Balancer, target: &kube_bastion::Target) {
+/// use kube_bastion::balance::FailureKind;
+/// let mut attempts = balancer.plan(target, None);
+/// let mut last_error = String::from("no endpoint");
+/// while let Some(attempt) = attempts.next() {
+///     let handle = match attempt.start().await {
+///         Ok(handle) => handle,
+///         Err(overloaded) => { let _status = overloaded.to_status(); return; }
+///     };
+///     // dial attempt.candidate() ...; on a connect error:
+///     handle.connect_failed();
+///     last_error = "dial tcp 10.0.0.1:80: connect: connection refused".into();
+///     if !attempts.may_retry(FailureKind::Connect, &http::Method::GET, true) { break; }
+/// }
+/// let status = attempts.exhausted(&last_error);
+/// assert_eq!(status.code(), 503);
+/// # }
+/// ```
+pub struct Attempts<'a> {
+    core: &'a Arc<Core>,
+    target: &'a Target,
+    service: Option<Arc<ServiceState>>,
+    client: Option<IpAddr>,
+    now: u64,
+    ready: usize,
+    default_port: u16,
+    tried: Vec<usize>,
+    limit: usize,
+}
+
+/// One candidate to try; see [`Attempts`].
+pub struct Attempt<'a> {
+    core: &'a Arc<Core>,
+    candidate: &'a Candidate,
+    index: usize,
+    number: usize,
+    endpoint: Option<Arc<Endpoint>>,
+}
+
+impl<'a> Attempts<'a> {
+    pub(crate) fn new(
+        core: &'a Arc<Core>,
+        target: &'a Target,
+        service: Option<Arc<ServiceState>>,
+        client: Option<IpAddr>,
+        now: u64,
+    ) -> Self {
+        let total = target.candidates.len();
+        Self {
+            core,
+            target,
+            service,
+            client,
+            now,
+            ready: ready_count(&target.candidates),
+            default_port: target.scheme.default_port(),
+            tried: Vec::new(),
+            limit: core.config.max_attempts.max(1).min(total),
+        }
+    }
+
+    /// Attempts yielded so far.
+    pub fn tried(&self) -> usize {
+        self.tried.len()
+    }
+
+    /// Candidates the target has.
+    pub fn total(&self) -> usize {
+        self.target.candidates.len()
+    }
+
+    /// Most attempts this request may make.
+    pub fn max_attempts(&self) -> usize {
+        self.limit
+    }
+
+    /// The policy in force for this target (`None` for targets without a Service).
+    pub fn policy(&self) -> Option<BalancePolicy> {
+        let service = self.service.as_ref()?;
+        let mut table = service.lock_table();
+        self.refresh_policy(service, &mut table);
+        Some(table.policy)
+    }
+
+    /// Whether, after an attempt failed this way, the request may go on to the next
+    /// attempt: attempts must remain, a connect failure always qualifies, a failure after
+    /// bytes left only for an idempotent method whose body can be sent again, and only when
+    /// [`BalancerConfig::retry_idempotent_on_reset`](super::BalancerConfig::retry_idempotent_on_reset)
+    /// is on. A non-idempotent request is never sent twice.
+    pub fn may_retry(&self, failure: FailureKind, method: &Method, body_replayable: bool) -> bool {
+        if self.tried.len() >= self.limit {
+            return false;
+        }
+        match failure {
+            FailureKind::Connect => true,
+            FailureKind::BeforeResponseHead => {
+                self.core.config.retry_idempotent_on_reset
+                    && is_idempotent(method)
+                    && body_replayable
+            }
+        }
+    }
+
+    /// The message when every attempt failed: kube-apiserver's
+    /// `error trying to reach service: <error>`, followed by
+    /// `(tried N of M endpoints)` when the target had more than one candidate.
+    pub fn exhausted_message(&self, last_error: &dyn fmt::Display) -> String {
+        let total = self.total();
+        if total > 1 {
+            format!(
+                "error trying to reach service: {last_error} (tried {} of {total} endpoints)",
+                self.tried()
+            )
+        } else {
+            format!("error trying to reach service: {last_error}")
+        }
+    }
+
+    /// The 503 ServiceUnavailable Status when every attempt failed; see
+    /// [`exhausted_message`](Self::exhausted_message).
+    pub fn exhausted(&self, last_error: &dyn fmt::Display) -> Status {
+        Status::service_unavailable(self.exhausted_message(last_error))
+    }
+
+    /// Follows the Service's annotation (parsed again only when its value changed).
+    fn refresh_policy(&self, service: &ServiceState, table: &mut Table) {
+        let default = self.core.config.policy;
+        let annotation = self.target.service.as_ref().and_then(|s| s.balancer.as_deref());
+        if table.annotation.as_deref() != annotation {
+            let (policy, error) = super::policy::effective_policy(default, annotation);
+            if let Some(error) = error {
+                tracing::warn!(
+                    service = %service.key,
+                    annotation = super::BALANCER_ANNOTATION,
+                    default = %default,
+                    "{error}; using the default policy"
+                );
+            }
+            table.policy = policy;
+            table.annotation = annotation.map(Box::from);
+        }
+    }
+
+    fn pick(&mut self, service: &ServiceState) -> Option<(usize, Arc<Endpoint>)> {
+        let candidates = &self.target.candidates;
+        let config = &self.core.config;
+        let info = self.target.service.as_ref();
+        let mut table = service.lock_table();
+        if self.tried.is_empty() {
+            service.stats.set_candidates(candidates.len());
+            self.refresh_policy(service, &mut table);
+            table.sweep_step(candidates, self.default_port, &self.core.tracked);
+        }
+        let affinity = self
+            .client
+            .zip(info.and_then(|s| s.client_ip_affinity_seconds))
+            .map(|(client, seconds)| (client, u64::from(seconds).saturating_mul(1_000_000_000)));
+        let mut chosen = None;
+        if let Some((client, _)) = affinity
+            && let Some(index) =
+                table
+                    .affinity
+                    .lookup(client, candidates, self.default_port, self.now)
+        {
+            let healthy = !table
+                .get(candidates, index, self.default_port)
+                .is_some_and(|e| e.is_ejected(self.now));
+            let tier_ok = index < self.ready || self.ready == 0;
+            if healthy && tier_ok && !self.tried.contains(&index) {
+                chosen = Some(index);
+            }
+        }
+        let index = match chosen {
+            Some(index) => index,
+            None => {
+                let pick = Pick {
+                    candidates,
+                    ready: self.ready,
+                    default_port: self.default_port,
+                    excluded: &self.tried,
+                    now: self.now,
+                    policy: table.policy,
+                    decay_ns: self.core.decay_ns,
+                    unmeasured_rtt_ns: service
+                        .stats
+                        .typical_rtt()
+                        .unwrap_or(self.core.default_rtt_ns),
+                    cap: config.concurrency_limit.as_ref().map(|l| l.max_in_flight),
+                };
+                table.choose(&pick)?
+            }
+        };
+        let endpoint = table.track(
+            candidates,
+            index,
+            self.default_port,
+            &service.stats,
+            &self.core.tracked,
+            config.max_tracked_endpoints,
+            || {
+                config
+                    .concurrency_limit
+                    .as_ref()
+                    .map(super::limit::Limiter::new)
+            },
+        );
+        if let Some((client, timeout)) = affinity {
+            table
+                .affinity
+                .record(client, &endpoint.key, index, self.now, timeout);
+        }
+        Some((index, endpoint))
+    }
+}
+
+impl<'a> Iterator for Attempts<'a> {
+    type Item = Attempt<'a>;
+
+    fn next(&mut self) -> Option<Attempt<'a>> {
+        if self.tried.len() >= self.limit {
+            return None;
+        }
+        let (index, endpoint) = match self.service.clone() {
+            None => (self.tried.len(), None),
+            Some(service) => {
+                let (index, endpoint) = self.pick(&service)?;
+                (index, Some(endpoint))
+            }
+        };
+        self.tried.push(index);
+        Some(Attempt {
+            core: self.core,
+            candidate: &self.target.candidates[index],
+            index,
+            number: self.tried.len(),
+            endpoint,
+        })
+    }
+}
+
+impl<'a> Attempt<'a> {
+    /// The candidate to dial.
+    pub fn candidate(&self) -> &'a Candidate {
+        self.candidate
+    }
+
+    /// Its position in [`Target::candidates`].
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    /// 1 for the first attempt, 2 for the first failover, ...
+    pub fn number(&self) -> usize {
+        self.number
+    }
+
+    /// Starts the request on this endpoint: takes a concurrency slot when a cap is
+    /// configured (waiting in the bounded queue if allowed) and counts the request in
+    /// flight. Call it before dialling, so that connects count as load too.
+    pub async fn start(&self) -> Result<RequestHandle, Overloaded> {
+        let Some(endpoint) = &self.endpoint else {
+            return Ok(RequestHandle::untracked());
+        };
+        let slot = match (&endpoint.limiter, &self.core.config.concurrency_limit) {
+            (Some(limiter), Some(limit)) => Some(limiter.acquire(limit, &endpoint.key).await?),
+            _ => None,
+        };
+        Ok(RequestHandle::tracked(
+            Arc::clone(self.core),
+            Arc::clone(endpoint),
+            slot,
+        ))
+    }
+}
+
+impl fmt::Debug for Attempts<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Attempts")
+            .field("tried", &self.tried)
+            .field("limit", &self.limit)
+            .field("total", &self.total())
+            .field("service", &self.service.as_ref().map(|s| &s.key))
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for Attempt<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Attempt")
+            .field("index", &self.index)
+            .field("number", &self.number)
+            .field(
+                "endpoint",
+                &self.endpoint.as_ref().map(|e| e.key.to_string()),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+/// GET, HEAD and OPTIONS: the methods that may be sent again after a broken exchange.
+pub fn is_idempotent(method: &Method) -> bool {
+    *method == Method::GET || *method == Method::HEAD || *method == Method::OPTIONS
+}
