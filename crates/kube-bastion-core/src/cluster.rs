@@ -208,11 +208,12 @@ pub enum LoadError {
     /// A document has a supported kind but does not decode as that kind.
     #[error("document {index} ({kind}): {message}")]
     Object {
-        /// Zero-based document (or `List` item) index.
+        /// Zero-based document index.
         index: usize,
         /// Its `kind`.
         kind: String,
-        /// The decoding error.
+        /// The decoding error, led by the `List` item path (`items[3]: `) when the object is
+        /// inside a list, and by the object's `"namespace/name"`.
         message: String,
     },
     /// A document (or `List` item) is not a Kubernetes object: not a mapping, or a mapping

@@ -12,6 +12,7 @@
 //! Every IP candidate passes the [`DestinationPolicy`]; node host names are left for the
 //! caller to resolve once and judge with [`DestinationPolicy::check_resolved`].
 
+use std::collections::HashSet;
 use std::fmt::{self, Write as _};
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -444,8 +445,18 @@ fn resolve_service(
         transport: TransportKind::Generic,
         candidates,
         service: Some(service_info(service.as_deref(), namespace, name, port_name)),
-        tls_server_name: Some(format!("{name}.{namespace}.svc")),
+        tls_server_name: Some(service_dns_name(name, namespace)),
     })
+}
+
+/// `<name>.<namespace>.svc`.
+fn service_dns_name(name: &str, namespace: &str) -> String {
+    let mut out = String::with_capacity(name.len() + namespace.len() + 5);
+    out.push_str(name);
+    out.push('.');
+    out.push_str(namespace);
+    out.push_str(".svc");
+    out
 }
 
 fn no_endpoints(name: &str) -> Status {
@@ -622,35 +633,84 @@ struct Entry {
 struct PortBackends {
     name: Box<str>,
     app_protocol: Option<Box<str>>,
-    /// Ready entries first, then serving-while-terminating ones; no duplicate address.
+    /// While building: ready entries first, then serving-while-terminating ones.
     entries: Vec<Entry>,
+    /// The ready candidates, ready to be cloned into a `Target`.
+    ready: Vec<Candidate>,
+    /// The serving-while-terminating candidates.
+    terminating: Vec<Candidate>,
+    /// Every ready candidate passes kube-apiserver's global-unicast rule.
+    ready_global: bool,
+    /// Every serving-while-terminating candidate passes it.
+    terminating_global: bool,
 }
 
 impl PortBackends {
-    /// The ready entries the policy admits; only when there is none, the serving-while-
-    /// terminating ones it admits.
-    fn candidates(&self, policy: &DestinationPolicy) -> Vec<Candidate> {
-        let to_candidate = |e: &Entry| Candidate {
-            host: Host::Ip(e.ip),
-            port: Some(e.port),
-            pod: Some(String::from(&*e.pod)),
-            state: e.state,
-        };
-        let mut out: Vec<Candidate> = self
-            .entries
-            .iter()
-            .filter(|e| e.state == EndpointState::Ready && policy.allows(e.ip))
-            .map(to_candidate)
-            .collect();
-        if out.is_empty() {
-            out.extend(
-                self.entries
-                    .iter()
-                    .filter(|e| e.state == EndpointState::ServingTerminating && policy.allows(e.ip))
-                    .map(to_candidate),
-            );
+    fn new(name: &str) -> Self {
+        Self {
+            name: name.into(),
+            app_protocol: None,
+            entries: Vec::new(),
+            ready: Vec::new(),
+            terminating: Vec::new(),
+            ready_global: true,
+            terminating_global: true,
         }
-        out
+    }
+
+    /// Orders, deduplicates and turns the entries into candidate lists.
+    fn finish(&mut self) {
+        // Stable: source order within each state.
+        self.entries
+            .sort_by_key(|e| e.state != EndpointState::Ready);
+        let mut seen: HashSet<(IpAddr, u16)> = HashSet::with_capacity(self.entries.len());
+        for entry in std::mem::take(&mut self.entries) {
+            if !seen.insert((entry.ip, entry.port)) {
+                continue;
+            }
+            let global = crate::policy::is_global_unicast(entry.ip);
+            let candidate = Candidate {
+                host: Host::Ip(entry.ip),
+                port: Some(entry.port),
+                pod: Some(String::from(&*entry.pod)),
+                state: entry.state,
+            };
+            match entry.state {
+                EndpointState::Ready => {
+                    self.ready_global &= global;
+                    self.ready.push(candidate);
+                }
+                EndpointState::ServingTerminating => {
+                    self.terminating_global &= global;
+                    self.terminating.push(candidate);
+                }
+            }
+        }
+    }
+
+    /// The ready candidates the policy admits; only when there is none, the serving-while-
+    /// terminating ones it admits. Without deny CIDRs, a list whose every address is global
+    /// unicast is cloned as it is.
+    fn candidates(&self, policy: &DestinationPolicy) -> Vec<Candidate> {
+        let no_deny = policy.denied().is_empty();
+        let admitted = |list: &[Candidate], global: bool| -> Vec<Candidate> {
+            if no_deny && global {
+                return list.to_vec();
+            }
+            let allowed = |c: &&Candidate| match c.host {
+                Host::Ip(ip) => policy.allows(ip),
+                Host::Name(_) => false,
+            };
+            let mut out = Vec::with_capacity(list.len());
+            out.extend(list.iter().filter(allowed).cloned());
+            out
+        };
+        let ready = admitted(&self.ready, self.ready_global);
+        if ready.is_empty() {
+            admitted(&self.terminating, self.terminating_global)
+        } else {
+            ready
+        }
     }
 }
 
@@ -758,20 +818,7 @@ impl ServiceBackends {
             Source::Missing
         };
         for group in &mut ports {
-            // Stable: source order within each state.
-            group
-                .entries
-                .sort_by_key(|e| e.state != EndpointState::Ready);
-            let mut seen: Vec<(IpAddr, u16)> = Vec::with_capacity(group.entries.len());
-            group.entries.retain(|e| {
-                let key = (e.ip, e.port);
-                if seen.contains(&key) {
-                    false
-                } else {
-                    seen.push(key);
-                    true
-                }
-            });
+            group.finish();
         }
         Self { source, ports }
     }
@@ -781,7 +828,7 @@ impl ServiceBackends {
     pub fn port_names(&self) -> impl Iterator<Item = &str> {
         self.ports
             .iter()
-            .filter(|p| !p.entries.is_empty())
+            .filter(|p| !p.ready.is_empty() || !p.terminating.is_empty())
             .map(|p| &*p.name)
     }
 
@@ -791,7 +838,7 @@ impl ServiceBackends {
         self.ports
             .iter()
             .find(|p| &*p.name == port_name)
-            .map_or(0, |p| p.entries.len())
+            .map_or(0, |p| p.ready.len() + p.terminating.len())
     }
 }
 
@@ -823,11 +870,7 @@ fn group_for<'a>(
     let index = match ports.iter().position(|p| &*p.name == name) {
         Some(index) => index,
         None => {
-            ports.push(PortBackends {
-                name: name.into(),
-                app_protocol: None,
-                entries: Vec::new(),
-            });
+            ports.push(PortBackends::new(name));
             ports.len() - 1
         }
     };
