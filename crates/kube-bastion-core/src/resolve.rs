@@ -341,6 +341,16 @@ fn digits_port(text: &str) -> Option<Option<u16>> {
     })
 }
 
+/// Whether `text` is exactly how Go's `strconv.Itoa` writes `port` (no sign, no leading
+/// zero): upstream compares the id's port with the kubelet port as strings.
+fn is_decimal_of(text: &str, port: u16) -> bool {
+    !text.is_empty()
+        && text.len() <= 5
+        && text.bytes().all(|b| b.is_ascii_digit())
+        && (text == "0" || !text.starts_with('0'))
+        && text.parse::<u16>() == Ok(port)
+}
+
 fn bad_port(port: &str, kind: &str, name: &str) -> Status {
     Status::service_unavailable(format!(
         "invalid port {} for {kind} {}",
@@ -517,19 +527,19 @@ fn resolve_node(
     let kubelet_port = kubelet_port(&node, options.kubelet.default_port);
 
     let port_text = id.port();
-    let (scheme, transport, port) = if port_text.is_empty() || port_text == kubelet_port.to_string()
-    {
-        (Scheme::Https, TransportKind::Kubelet, kubelet_port)
-    } else {
-        let port = digits_port(port_text)
-            .flatten()
-            .ok_or_else(|| bad_port(port_text, "node", name))?;
-        (
-            id.scheme().unwrap_or(Scheme::Http),
-            TransportKind::Generic,
-            port,
-        )
-    };
+    let (scheme, transport, port) =
+        if port_text.is_empty() || is_decimal_of(port_text, kubelet_port) {
+            (Scheme::Https, TransportKind::Kubelet, kubelet_port)
+        } else {
+            let port = digits_port(port_text)
+                .flatten()
+                .ok_or_else(|| bad_port(port_text, "node", name))?;
+            (
+                id.scheme().unwrap_or(Scheme::Http),
+                TransportKind::Generic,
+                port,
+            )
+        };
     Ok(Target {
         scheme,
         scheme_explicit: id.scheme().is_some(),
@@ -921,6 +931,18 @@ mod tests {
         assert_eq!(parse_go_int("0x10"), None);
         assert_eq!(parse_go_int("99999999999999999999"), None);
         assert_eq!(parse_go_int(" 1"), None);
+    }
+
+    #[test]
+    fn kubelet_port_is_a_string_comparison() {
+        assert!(is_decimal_of("10250", 10250));
+        assert!(!is_decimal_of("010250", 10250));
+        assert!(!is_decimal_of("+10250", 10250));
+        assert!(!is_decimal_of("10251", 10250));
+        assert!(!is_decimal_of("", 10250));
+        assert!(!is_decimal_of("1025000000", 10250));
+        assert!(is_decimal_of("0", 0));
+        assert!(!is_decimal_of("00", 0));
     }
 
     #[test]
