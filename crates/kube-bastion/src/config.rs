@@ -100,6 +100,7 @@ pub(crate) struct ConfigInner {
     pub(crate) original_uri: Option<Box<OriginalUriFn>>,
     pub(crate) peer_addr: Option<Box<PeerAddrFn>>,
     pub(crate) transport: Transport,
+    pub(crate) balancer: crate::balance::Balancer,
 }
 
 impl fmt::Debug for ProxyConfig {
@@ -135,7 +136,14 @@ impl ProxyConfig {
             rewrite: RewriteOptions::default(),
             original_uri: None,
             peer_addr: None,
+            balancer: None,
         }
+    }
+
+    /// The balancer: per-endpoint load and health state shared by every request made with
+    /// this configuration (see [`crate::balance`]).
+    pub fn balancer(&self) -> &crate::balance::Balancer {
+        &self.inner.balancer
     }
 
     /// The cluster source.
@@ -221,6 +229,7 @@ pub struct ProxyConfigBuilder {
     rewrite: RewriteOptions,
     original_uri: Option<Box<OriginalUriFn>>,
     peer_addr: Option<Box<PeerAddrFn>>,
+    balancer: Option<crate::balance::Balancer>,
 }
 
 impl fmt::Debug for ProxyConfigBuilder {
@@ -391,6 +400,21 @@ impl ProxyConfigBuilder {
         self
     }
 
+    /// How Service endpoints are chosen, failed over and health-checked (default
+    /// [`BalancerConfig::default`](crate::balance::BalancerConfig): Peak EWMA, 3 attempts).
+    /// Pass a clone of one [`Balancer`](crate::balance::Balancer) to several configurations
+    /// to share endpoint state between them.
+    pub fn balancer(mut self, balancer: crate::balance::Balancer) -> Self {
+        self.balancer = Some(balancer);
+        self
+    }
+
+    /// Builds a new [`Balancer`](crate::balance::Balancer) from `config`; see
+    /// [`balancer`](Self::balancer).
+    pub fn balancing(self, config: crate::balance::BalancerConfig) -> Self {
+        self.balancer(crate::balance::Balancer::new(config))
+    }
+
     /// Builds the configuration and its transport (TLS configurations and pooled clients;
     /// no connection is opened). Fails when a TLS input is unusable.
     pub fn build(self) -> Result<ProxyConfig, TlsError> {
@@ -409,6 +433,9 @@ impl ProxyConfigBuilder {
                 original_uri: self.original_uri,
                 peer_addr: self.peer_addr,
                 transport,
+                balancer: self.balancer.unwrap_or_else(|| {
+                    crate::balance::Balancer::new(crate::balance::BalancerConfig::default())
+                }),
             }),
         })
     }

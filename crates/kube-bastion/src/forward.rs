@@ -38,6 +38,7 @@ use tracing::Instrument;
 use crate::body::ProxyBody;
 use crate::config::ProxyConfig;
 use crate::headers::{self, HostHeader};
+use crate::balance::FailureKind;
 use crate::transport::{BoxError, ConnectError, RequestBody, SERVER_NAME};
 use crate::{Attributes, Candidate, Host, Plan, ProxyRequest, Status, Target, resolve};
 
@@ -281,7 +282,26 @@ where
 // stop. Until the balancer is wired in: resolution order, each endpoint once.
 // ---------------------------------------------------------------------------------------
 pub(crate) fn next_endpoint(ctx: &ProxyContext, tried: &[usize]) -> Option<usize> {
+    // The first choice is the balancer's; then resolution order.
+    if tried.is_empty()
+        && let Some(first) = ctx
+            .config
+            .balancer()
+            .plan(&ctx.target, ctx.peer_ip())
+            .next()
+            .and_then(|attempt| endpoint_of(ctx, attempt.index()))
+    {
+        return Some(first);
+    }
     (0..ctx.endpoints.len()).find(|i| !tried.contains(i))
+}
+
+/// The first approved endpoint of candidate `candidate` (index into `ctx.endpoints`).
+fn endpoint_of(ctx: &ProxyContext, candidate: usize) -> Option<usize> {
+    match ctx.endpoints.get(candidate) {
+        Some(e) if e.candidate == candidate => Some(candidate),
+        _ => ctx.endpoints.iter().position(|e| e.candidate == candidate),
+    }
 }
 
 /// What happened to one attempt, reported to the balancer hook.
@@ -499,10 +519,15 @@ where
     let header_timeout = ctx.config.timeouts().response_header;
     let span = tracing::Span::current();
 
-    let mut tried: Vec<usize> = Vec::new();
+    // Balancing (crate::balance): candidates in the balancer's order, each attempt
+    // accounted on its endpoint until the response body ends.
+    let mut attempts = ctx.config.balancer().plan(&ctx.target, ctx.peer_ip());
     let mut last_error: Option<SendError> = None;
-    while let Some(index) = next_endpoint(&ctx, &tried) {
-        tried.push(index);
+    while let Some(attempt) = attempts.next() {
+        let Some(index) = endpoint_of(&ctx, attempt.index()) else {
+            continue;
+        };
+        let mut handle = attempt.start().await.map_err(|e| e.to_status())?;
         let endpoint = &ctx.endpoints[index];
         span.record("endpoint", tracing::field::display(endpoint.addr));
 
@@ -536,6 +561,7 @@ where
         match result {
             Ok(res) => {
                 record_attempt(&ctx, index, AttemptOutcome::Responded(res.status()));
+                handle.response_head(res.status());
                 let (mut parts, incoming) = res.into_parts();
                 headers::prepare_response(&mut parts.headers);
                 // Redirect safety (see `crate::upgrade::redirect`): optionally refuse 3xx
@@ -548,27 +574,44 @@ where
                     return Err(status);
                 }
                 parts.version = Version::HTTP_11;
-                let body = ProxyBody::backend(incoming, ctx.config.timeouts().body_idle);
+                let body = ProxyBody::backend(incoming, ctx.config.timeouts().body_idle)
+                    .on_completion(move |completion| match completion {
+                        crate::body::Completion::Finished => handle.success(),
+                        crate::body::Completion::Failed => handle.failure(),
+                        _ => drop(handle),
+                    });
                 return rewrite(&ctx, endpoint, parts, body);
             }
             Err(SendError::Connect(e)) => {
                 record_attempt(&ctx, index, AttemptOutcome::ConnectFailed);
+                handle.connect_failed();
                 tracing::debug!(endpoint = %endpoint.addr, error = %e, "connect failed");
                 let body_unsent = slot.lock().map(|s| s.is_some()).unwrap_or(false);
                 last_error = Some(SendError::Connect(e));
-                if !body_unsent {
+                if !body_unsent || !attempts.may_retry(FailureKind::Connect, &method, true) {
                     break;
                 }
             }
             Err(e) => {
                 record_attempt(&ctx, index, AttemptOutcome::Failed);
+                handle.failure();
+                // Bytes left: only an idempotent request whose body was never read may go
+                // to another endpoint, and only when the balancer allows it.
+                let replayable = slot.lock().map(|s| s.is_some()).unwrap_or(false);
+                let reset = matches!(e, SendError::Other(_));
                 last_error = Some(e);
-                break;
+                if !reset
+                    || !attempts.may_retry(FailureKind::BeforeResponseHead, &method, replayable)
+                {
+                    break;
+                }
             }
         }
     }
-    Err(last_error.map_or_else(
-        || Status::service_unavailable("no endpoints available"),
-        SendError::into_status,
-    ))
+    Err(match last_error {
+        None => Status::service_unavailable("no endpoints available"),
+        Some(SendError::Connect(e)) => attempts.exhausted(&e),
+        Some(SendError::Other(e)) => attempts.exhausted(&e),
+        Some(other) => other.into_status(),
+    })
 }

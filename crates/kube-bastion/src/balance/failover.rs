@@ -236,14 +236,7 @@ impl<'a> Attempts<'a> {
             index,
             self.default_port,
             &service.stats,
-            &self.core.tracked,
-            config.max_tracked_endpoints,
-            || {
-                config
-                    .concurrency_limit
-                    .as_ref()
-                    .map(super::limit::Limiter::new)
-            },
+            self.core,
         );
         if let Some((client, timeout)) = affinity {
             table

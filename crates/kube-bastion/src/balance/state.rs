@@ -20,6 +20,7 @@ use rand::rngs::SmallRng;
 use super::affinity::AffinityTable;
 use super::health::Health;
 use super::limit::Limiter;
+use super::Core;
 use super::policy::BalancePolicy;
 
 /// Samples a policy draws before it falls back to a scan (only reached when most
@@ -310,12 +311,6 @@ impl Table {
         }
     }
 
-    /// Tracked endpoints.
-    #[cfg(test)]
-    pub(crate) fn len(&self) -> usize {
-        self.endpoints.len()
-    }
-
     /// The state of the endpoint at `index`, if tracked.
     pub(crate) fn get(
         &self,
@@ -341,9 +336,7 @@ impl Table {
         index: usize,
         default_port: u16,
         service: &Arc<ServiceStats>,
-        tracked: &AtomicUsize,
-        bound: usize,
-        make_limiter: impl FnOnce() -> Option<Limiter>,
+        core: &Core,
     ) -> Arc<Endpoint> {
         let key = EndpointKey::of(&candidates[index], default_port);
         if let Some(endpoint) = self.endpoints.get(&key) {
@@ -355,12 +348,14 @@ impl Table {
         let endpoint = Arc::new(Endpoint::new(
             key.clone(),
             Arc::clone(service),
-            make_limiter(),
+            core.config.concurrency_limit.as_ref().map(Limiter::new),
         ));
         endpoint
             .seen_epoch
             .store(self.sweep_epoch, Ordering::Relaxed);
-        let admitted = tracked
+        let bound = core.config.max_tracked_endpoints;
+        let admitted = core
+            .tracked
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < bound).then_some(n + 1)
             })
