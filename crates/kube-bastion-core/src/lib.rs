@@ -9,7 +9,7 @@
 //! * [`id`]: the `scheme:name:port` target id ([`TargetId`]);
 //! * [`authz`]: kube-style authorization [`Attributes`] derived from the same parse;
 //! * [`cluster`]: the [`ClusterView`] trait and the in-memory [`MemoryCluster`];
-//! * [`resolve`]: target resolution for pods, services and nodes ([`Target`]);
+//! * [`resolve`](mod@resolve): target resolution for pods, services and nodes ([`Target`]);
 //! * [`policy`]: which destination addresses may be dialed ([`DestinationPolicy`]);
 //! * [`status`]: `metav1.Status`, the only error body a client ever sees ([`Status`]).
 //!
@@ -17,7 +17,7 @@
 //!
 //! Parse a request with [`ProxyRequest::route`], load a small cluster from the YAML that
 //! `kubectl get -o yaml` prints (or that you write by hand) into a [`MemoryCluster`], and
-//! [`resolve`] the one against the other: no server, no sockets.
+//! [`resolve()`] the one against the other: no server, no sockets.
 //!
 //! ```
 //! use http::{HeaderMap, Method, Uri};
