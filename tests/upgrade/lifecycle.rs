@@ -189,3 +189,39 @@ async fn shutdown_refuses_new_upgrades_and_drains_open_tunnels_after_the_grace_p
     wait_for_end(&log).await;
     assert_eq!(log.handshakes().len(), 1);
 }
+
+#[tokio::test]
+async fn an_open_tunnel_counts_in_flight_on_its_service_endpoint() {
+    use kube_bastion::balance::{Balancer, BalancerConfig, ServiceKey};
+    let (backend, log) = ws_backend(None, WsBehaviour::Echo).await;
+    let docs = [
+        pod_yaml("ns", "web", "127.0.0.1"),
+        service_yaml("ns", "svc", "web", "127.0.0.1", backend.port()),
+    ];
+    let balancer = Balancer::new(BalancerConfig::default());
+    let proxy = serve_proxy(config(&docs).balancer(balancer.clone()).build().unwrap()).await;
+    let key = ServiceKey::new("ns", "svc", "http");
+    let in_flight = || balancer.endpoint(&key, backend).map_or(0, |e| e.in_flight);
+
+    let mut ws = ws_connect(proxy, "/api/v1/namespaces/ns/services/svc:http/proxy/ws")
+        .await
+        .unwrap();
+    ws.send(Message::text("a")).await.unwrap();
+    assert_eq!(
+        soon("an echo", ws.next()).await.unwrap().unwrap(),
+        Message::text("echo:a")
+    );
+    assert_eq!(in_flight(), 1, "the tunnel is in flight while open");
+
+    ws.close(None).await.unwrap();
+    while let Some(Ok(_)) = soon("the close", ws.next()).await {}
+    wait_for_end(&log).await;
+    // Half-close: the tunnel lives until the client closes its side too.
+    drop(ws);
+    soon("the tunnel to leave the balancer", async {
+        while in_flight() != 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+}

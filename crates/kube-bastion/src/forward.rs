@@ -276,28 +276,8 @@ where
     crate::upgrade::serve(ctx, req).await
 }
 
-// ---------------------------------------------------------------------------------------
-// HOOK(balance): the order in which endpoints are tried. `tried` endpoints have failed to
-// connect; answer the index (into `ctx.endpoints`) of the next one to try, or `None` to
-// stop. Until the balancer is wired in: resolution order, each endpoint once.
-// ---------------------------------------------------------------------------------------
-pub(crate) fn next_endpoint(ctx: &ProxyContext, tried: &[usize]) -> Option<usize> {
-    // The first choice is the balancer's; then resolution order.
-    if tried.is_empty()
-        && let Some(first) = ctx
-            .config
-            .balancer()
-            .plan(&ctx.target, ctx.peer_ip())
-            .next()
-            .and_then(|attempt| endpoint_of(ctx, attempt.index()))
-    {
-        return Some(first);
-    }
-    (0..ctx.endpoints.len()).find(|i| !tried.contains(i))
-}
-
 /// The first approved endpoint of candidate `candidate` (index into `ctx.endpoints`).
-fn endpoint_of(ctx: &ProxyContext, candidate: usize) -> Option<usize> {
+pub(crate) fn endpoint_of(ctx: &ProxyContext, candidate: usize) -> Option<usize> {
     match ctx.endpoints.get(candidate) {
         Some(e) if e.candidate == candidate => Some(candidate),
         _ => ctx.endpoints.iter().position(|e| e.candidate == candidate),

@@ -398,6 +398,34 @@ pub fn restore_upgrade_headers(client: &HeaderMap, forwarded: &mut HeaderMap) {
     }
 }
 
+/// Something held for as long as a backend connection of an upgrade is in use (the whole
+/// tunnel after a `101`), told how the exchange went: the balancer's in-flight handle, say.
+pub trait ConnectionGuard: Send + 'static {
+    /// The backend's response head arrived with `status`.
+    fn response_head(&mut self, status: StatusCode) {
+        let _ = status;
+    }
+
+    /// The exchange failed before a response head (write error, garbage, timeout).
+    fn failed(self)
+    where
+        Self: Sized,
+    {
+    }
+}
+
+impl ConnectionGuard for () {}
+
+impl ConnectionGuard for crate::balance::RequestHandle {
+    fn response_head(&mut self, status: StatusCode) {
+        crate::balance::RequestHandle::response_head(self, status);
+    }
+
+    fn failed(self) {
+        self.failure();
+    }
+}
+
 /// The request written to the backend.
 #[derive(Clone, Debug)]
 pub struct UpgradeRequest {
@@ -416,9 +444,9 @@ pub struct UpgradeRequest {
 /// Sends an upgrade request over a connected `backend` and answers the client.
 ///
 /// `client` is the handle from [`prepare`]; `backend` is a fresh raw connection to the chosen
-/// endpoint (TLS with ALPN `http/1.1` for https); `guard` is held for as long as the
-/// backend connection is in use (the whole tunnel on a `101`), e.g. the balancer's in-flight
-/// guard. A `101` response is returned right away and the tunnel runs in a spawned task once
+/// endpoint (TLS with ALPN `http/1.1` for https); `guard` is told the backend's status and
+/// held for as long as the backend connection is in use (the whole tunnel on a `101`), e.g.
+/// the balancer's in-flight handle. A `101` response is returned right away and the tunnel runs in a spawned task once
 /// hyper has handed over the client connection; it counts as open in the options'
 /// [`Shutdown`] until it ends.
 pub async fn proxy_upgrade<S, G>(
@@ -430,8 +458,9 @@ pub async fn proxy_upgrade<S, G>(
 ) -> Response<UpgradeBody>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    G: Send + 'static,
+    G: ConnectionGuard,
 {
+    let mut guard = guard;
     let head = match handshake::encode_request_head(
         &request.method,
         &request.path_and_query,
@@ -454,9 +483,16 @@ where
     let (response_head, rest) =
         match tokio::time::timeout(options.handshake_timeout, exchange).await {
             Ok(Ok(answer)) => answer,
-            Ok(Err(e)) => return e.into_response(),
-            Err(_) => return UpgradeError::Timeout.into_response(),
+            Ok(Err(e)) => {
+                guard.failed();
+                return e.into_response();
+            }
+            Err(_) => {
+                guard.failed();
+                return UpgradeError::Timeout.into_response();
+            }
         };
+    guard.response_head(response_head.status);
     match verdict(response_head.status) {
         Verdict::Invalid => {
             // Dropping `backend` closes it: the redirect (or whatever it was) goes nowhere.

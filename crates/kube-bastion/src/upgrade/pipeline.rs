@@ -6,8 +6,9 @@ use http::{HeaderMap, Request, Response, header};
 use http_body::Body;
 
 use super::{UpgradeError, UpgradeRequest, prepare, proxy_upgrade, restore_upgrade_headers};
+use crate::balance::FailureKind;
 use crate::body::ProxyBody;
-use crate::forward::{AttemptOutcome, ProxyContext, next_endpoint, record_attempt};
+use crate::forward::{AttemptOutcome, ProxyContext, endpoint_of, record_attempt};
 use crate::headers;
 use crate::transport::ConnectError;
 use crate::{Plan, Status};
@@ -15,8 +16,9 @@ use crate::{Plan, Status};
 /// Serves one upgrade request: checks it, prepares the backend headers as for any request
 /// (hop-by-hop removed, credentials stripped, `X-Forwarded-For` appended, `Host` chosen)
 /// plus the upgrade headers, dials endpoints in the balancer's order until one connects (a
-/// connect failure moves on to the next; nothing was sent), then lets
-/// [`proxy_upgrade`] speak to it.
+/// connect failure moves on to the next, as the balancer allows; nothing was sent), then
+/// lets [`proxy_upgrade`] speak to it, holding the balancer's handle for as long as the
+/// backend connection is in use.
 pub(crate) async fn serve<B>(
     ctx: ProxyContext,
     req: Request<B>,
@@ -45,19 +47,29 @@ where
 
     let transport = ctx.config.transport();
     let span = tracing::Span::current();
-    let mut tried: Vec<usize> = Vec::new();
+    // Balancing (crate::balance): candidates in the balancer's order; the attempt's handle
+    // counts the upgrade in flight on its endpoint for as long as the backend connection
+    // lives (the whole tunnel after a 101).
+    let mut attempts = ctx.config.balancer().plan(&ctx.target, ctx.peer_ip());
     let mut last_error: Option<ConnectError> = None;
-    while let Some(index) = next_endpoint(&ctx, &tried) {
-        tried.push(index);
+    while let Some(attempt) = attempts.next() {
+        let Some(index) = endpoint_of(&ctx, attempt.index()) else {
+            continue;
+        };
+        let handle = attempt.start().await.map_err(|e| e.to_status())?;
         let endpoint = &ctx.endpoints[index];
         span.record("endpoint", tracing::field::display(endpoint.addr));
         let stream = match transport.connect_raw(&ctx.target, endpoint.addr).await {
             Ok(stream) => stream,
             Err(e) => {
                 record_attempt(&ctx, index, AttemptOutcome::ConnectFailed);
+                handle.connect_failed();
                 tracing::debug!(endpoint = %endpoint.addr, error = %e, "upgrade connect failed");
                 last_error = Some(e);
-                continue;
+                if attempts.may_retry(FailureKind::Connect, &parts.method, true) {
+                    continue;
+                }
+                break;
             }
         };
         let mut headers = prepared;
@@ -71,13 +83,16 @@ where
             authority: ctx.backend_authority(endpoint),
             headers,
         };
-        let response = proxy_upgrade(client, request, stream, options, ()).await;
+        let response = proxy_upgrade(client, request, stream, options, handle).await;
         record_attempt(&ctx, index, AttemptOutcome::Responded(response.status()));
         return Ok(response.map(ProxyBody::new));
     }
-    let message = last_error.map_or_else(
-        || "no endpoint could be dialed".to_owned(),
-        |e| e.to_string(),
-    );
+    let tried = attempts.tried();
+    let total = attempts.total();
+    let message = match last_error {
+        Some(e) if total > 1 => format!("{e} (tried {tried} of {total} endpoints)"),
+        Some(e) => e.to_string(),
+        None => "no endpoint could be dialed".to_owned(),
+    };
     Err(UpgradeError::Dial(message).to_status())
 }
