@@ -190,6 +190,23 @@ pub(crate) struct ServeArgs {
     /// overrides it.
     #[arg(long, value_enum, default_value_t = BalancerName::PeakEwma)]
     pub(crate) balancer: BalancerName,
+    /// Most endpoints one request tries when connecting fails (first choice included).
+    #[arg(long = "balancer-max-attempts", default_value_t = 3, value_name = "N")]
+    pub(crate) balancer_max_attempts: usize,
+    /// Also retry GET, HEAD and OPTIONS on another endpoint when the connection breaks
+    /// before the response head.
+    #[arg(long = "balancer-retry-idempotent-on-reset")]
+    pub(crate) balancer_retry_idempotent: bool,
+    /// Consecutive failures that eject an endpoint for a while; 0 turns ejection off.
+    #[arg(
+        long = "balancer-eject-after-failures",
+        default_value_t = 5,
+        value_name = "N"
+    )]
+    pub(crate) balancer_eject_after: u32,
+    /// Count 5xx answers as endpoint failures for ejection.
+    #[arg(long = "balancer-eject-on-5xx")]
+    pub(crate) balancer_eject_on_5xx: bool,
     #[command(flatten)]
     pub(crate) proxy: ProxyArgs,
     /// Seconds in-flight requests get to finish after SIGTERM or Ctrl-C.

@@ -105,7 +105,14 @@ async fn run(args: ServeArgs) -> Result<(), String> {
         Arc::new(Store::new(objects))
     };
     let tunnels = Shutdown::new();
-    let proxy = proxy::layer(&args, store.cluster(), demo_mode, tunnels.clone())?;
+    let balancer = proxy::balancer(&args);
+    let proxy = proxy::layer(
+        &args,
+        store.cluster(),
+        demo_mode,
+        tunnels.clone(),
+        balancer.clone(),
+    )?;
 
     let listener = TcpListener::bind(args.listen)
         .await
@@ -119,6 +126,7 @@ async fn run(args: ServeArgs) -> Result<(), String> {
         store: store.clone(),
         metrics: metrics.clone(),
         server_address: client.to_string(),
+        balancer,
     });
     let app = app.layer(proxy);
     let app = match tokens {

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ConnectInfo;
+use kube_bastion::balance::{BalancePolicy, Balancer, BalancerConfig};
 use kube_bastion::rewrite::RewriteOptions;
 use kube_bastion::upgrade::{Shutdown, UpgradeOptions};
 use kube_bastion::{
@@ -13,7 +14,7 @@ use kube_bastion::{
     TlsOptions,
 };
 
-use crate::cli::{HostHeaderName, ServeArgs};
+use crate::cli::{BalancerName, HostHeaderName, ServeArgs};
 
 fn read(path: &std::path::Path, flag: &str) -> Result<Vec<u8>, String> {
     std::fs::read(path).map_err(|e| format!("{flag} {}: {e}", path.display()))
@@ -66,6 +67,23 @@ fn upgrade_options(args: &ServeArgs, shutdown: Shutdown) -> UpgradeOptions {
     options
 }
 
+/// The balancer of the `--balancer*` flags.
+pub(crate) fn balancer(args: &ServeArgs) -> Balancer {
+    let policy = match args.balancer {
+        BalancerName::Random => BalancePolicy::Random,
+        BalancerName::RoundRobin => BalancePolicy::RoundRobin,
+        BalancerName::LeastRequest => BalancePolicy::LeastRequest,
+        BalancerName::PeakEwma => BalancePolicy::PeakEwma,
+    };
+    let mut config = BalancerConfig::default()
+        .with_policy(policy)
+        .with_max_attempts(args.balancer_max_attempts);
+    config.retry_idempotent_on_reset = args.balancer_retry_idempotent;
+    config.ejection.consecutive_failures = args.balancer_eject_after;
+    config.ejection.eject_on_5xx = args.balancer_eject_on_5xx;
+    Balancer::new(config)
+}
+
 /// Rewriting options of `--proxy-rewrite` and `--proxy-rewrite-extras`.
 fn rewrite_options(args: &ServeArgs) -> RewriteOptions {
     let p = &args.proxy;
@@ -78,12 +96,14 @@ fn rewrite_options(args: &ServeArgs) -> RewriteOptions {
 }
 
 /// Builds the proxy layer. `allow_loopback` is set for the demo cluster only; `shutdown`
-/// is the switch that closes upgraded connections when the server stops.
+/// is the switch that closes upgraded connections when the server stops; `balancer` keeps
+/// endpoint state (shared with `/metrics`).
 pub(crate) fn layer(
     args: &ServeArgs,
     cluster: Arc<MemoryCluster>,
     allow_loopback: bool,
     shutdown: Shutdown,
+    balancer: Balancer,
 ) -> Result<ProxyLayer, String> {
     let p = &args.proxy;
     let mut builder = ProxyConfig::builder(cluster)
@@ -103,6 +123,7 @@ pub(crate) fn layer(
         })
         .rewrite_options(rewrite_options(args))
         .upgrade_options(upgrade_options(args, shutdown))
+        .balancer(balancer)
         .authorize_upgrades_as_create(p.upgrades_as_create)
         .peer_addr(|parts| {
             parts

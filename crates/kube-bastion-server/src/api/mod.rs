@@ -21,9 +21,10 @@ use axum::routing::get;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ListMeta;
 use k8s_openapi::{List, ListableResource};
 use kube_bastion::Status;
+use kube_bastion::balance::Balancer;
 use serde::Serialize;
 
-use crate::metrics::Metrics;
+use crate::metrics::{self, Metrics};
 use crate::store::{Objects, Store};
 use selector::Selector;
 use table::{IncludeObject, Tabular};
@@ -37,6 +38,8 @@ pub(crate) struct ApiState {
     pub(crate) metrics: Arc<Metrics>,
     /// `host:port` clients reach this server at (for `/api`'s server address).
     pub(crate) server_address: String,
+    /// The proxy's balancer, for endpoint health in `/metrics`.
+    pub(crate) balancer: Balancer,
 }
 
 /// The router of the read-only API.
@@ -49,7 +52,7 @@ pub(crate) fn router(state: ApiState) -> Router {
         .route("/healthz", get(ok))
         .route("/livez", get(ok))
         .route("/readyz", get(ok))
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(serve_metrics))
         .route("/api", get(api_versions))
         .route(
             "/api/v1",
@@ -139,13 +142,14 @@ async fn ok() -> Response {
     ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], "ok").into_response()
 }
 
-async fn metrics(State(state): State<ApiState>) -> Response {
+async fn serve_metrics(State(state): State<ApiState>) -> Response {
     (
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        state.metrics.render(),
+        state.metrics.render()
+            + &metrics::endpoint_health(&state.store.inventory(), &state.balancer),
     )
         .into_response()
 }

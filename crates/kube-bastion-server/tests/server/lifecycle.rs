@@ -134,6 +134,14 @@ async fn metrics_count_requests_by_resource_verb_and_code() {
         get(&server, "/api/v1/namespaces/demo/pods").await.status,
         200
     );
+    for _ in 0..3 {
+        let reply = get(
+            &server,
+            "/api/v1/namespaces/demo/services/echo:http/proxy/whoami",
+        )
+        .await;
+        assert_eq!(reply.status, 200);
+    }
     let metrics = get(&server, "/metrics").await;
     assert!(
         metrics
@@ -148,9 +156,25 @@ async fn metrics_count_requests_by_resource_verb_and_code() {
         "kube_bastion_requests_total{verb=\"list\",resource=\"pods\",subresource=\"\",code=\"200\"} 1",
         "kube_bastion_proxy_upstream_duration_seconds_count{resource=\"pods\"} 2",
         "# TYPE kube_bastion_proxy_upstream_duration_seconds histogram",
+        "kube_bastion_requests_total{verb=\"get\",resource=\"services\",subresource=\"proxy\",code=\"200\"} 3",
     ] {
         assert!(text.contains(line), "{line} missing from:\n{text}");
     }
+    // Endpoint health from the balancer: the three echo endpoints (round-robin), healthy.
+    let prefix = "{namespace=\"demo\",service=\"echo\",port=\"http\"";
+    let ejected: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with(&format!("kube_bastion_endpoint_ejected{prefix}")))
+        .collect();
+    assert_eq!(ejected.len(), 3, "{text}");
+    assert!(ejected.iter().all(|l| l.ends_with(" 0")), "{ejected:?}");
+    let in_flight: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with(&format!("kube_bastion_endpoint_in_flight_requests{prefix}")))
+        .collect();
+    // (Their values are not asserted: the last response may still be finishing on the
+    // server side when this client has read it.)
+    assert_eq!(in_flight.len(), 3, "{text}");
 }
 
 #[tokio::test]
