@@ -76,12 +76,14 @@ impl Clock for ManualClock {
 pub(crate) struct Timeline {
     clock: Arc<dyn Clock>,
     origin: Instant,
+    /// The latest reading (see [`coarse`](Self::coarse)).
+    latest: Arc<AtomicU64>,
 }
 
 impl Timeline {
     pub(crate) fn new(clock: Arc<dyn Clock>) -> Self {
         let origin = clock.now();
-        Self { clock, origin }
+        Self { clock, origin, latest: Arc::new(AtomicU64::new(1)) }
     }
 
     /// Nanoseconds since the origin, plus one: never 0 (0 means "never" in the endpoint
@@ -92,7 +94,17 @@ impl Timeline {
             .now()
             .saturating_duration_since(self.origin)
             .as_nanos();
-        u64::try_from(nanos).unwrap_or(u64::MAX).saturating_add(1)
+        let now = u64::try_from(nanos).unwrap_or(u64::MAX).saturating_add(1);
+        self.latest.fetch_max(now, Ordering::Relaxed);
+        now
+    }
+
+    /// The latest time any request read (its start or completion): no clock read, at most
+    /// one request's duration behind while requests flow. Used where exactness does not
+    /// matter (latency decay, idle bookkeeping): reading the clock can cost more than the
+    /// whole choice on virtual machines.
+    pub(crate) fn coarse(&self) -> u64 {
+        self.latest.load(Ordering::Relaxed)
     }
 }
 

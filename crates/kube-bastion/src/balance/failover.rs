@@ -62,11 +62,51 @@ pub struct Attempts<'a> {
     target: &'a Target,
     service: Option<Arc<ServiceState>>,
     client: Option<IpAddr>,
-    now: u64,
     ready: usize,
     default_port: u16,
-    tried: Vec<usize>,
+    tried: Tried,
     limit: usize,
+}
+
+/// Indices tried so far: inline up to [`Tried::INLINE`], then on the heap (no allocation
+/// for the usual few attempts).
+#[derive(Debug, Default)]
+struct Tried {
+    inline: [usize; Tried::INLINE],
+    len: usize,
+    heap: Vec<usize>,
+}
+
+impl Tried {
+    const INLINE: usize = 8;
+
+    fn as_slice(&self) -> &[usize] {
+        if self.heap.is_empty() { &self.inline[..self.len] } else { &self.heap }
+    }
+
+    fn len(&self) -> usize {
+        self.as_slice().len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn contains(&self, index: &usize) -> bool {
+        self.as_slice().contains(index)
+    }
+
+    fn push(&mut self, index: usize) {
+        if self.heap.is_empty() && self.len < Self::INLINE {
+            self.inline[self.len] = index;
+            self.len += 1;
+        } else {
+            if self.heap.is_empty() {
+                self.heap.extend_from_slice(&self.inline[..self.len]);
+            }
+            self.heap.push(index);
+        }
+    }
 }
 
 /// One candidate to try; see [`Attempts`].
@@ -84,7 +124,6 @@ impl<'a> Attempts<'a> {
         target: &'a Target,
         service: Option<Arc<ServiceState>>,
         client: Option<IpAddr>,
-        now: u64,
     ) -> Self {
         let total = target.candidates.len();
         Self {
@@ -92,10 +131,9 @@ impl<'a> Attempts<'a> {
             target,
             service,
             client,
-            now,
             ready: ready_count(&target.candidates),
             default_port: target.scheme.default_port(),
-            tried: Vec::new(),
+            tried: Tried::default(),
             limit: core.config.max_attempts.max(1).min(total),
         }
     }
@@ -196,30 +234,37 @@ impl<'a> Attempts<'a> {
             .client
             .zip(info.and_then(|s| s.client_ip_affinity_seconds))
             .map(|(client, seconds)| (client, u64::from(seconds).saturating_mul(1_000_000_000)));
+        // Affinity expiry and ejection ends need the exact time; otherwise the latest time
+        // any request read is close enough and saves a clock read.
+        let timeline = &self.core.timeline;
+        let now = if affinity.is_some() || service.stats.ejected() > 0 {
+            timeline.now()
+        } else {
+            timeline.coarse()
+        };
         let mut chosen = None;
         if let Some((client, _)) = affinity
             && let Some(index) =
                 table
                     .affinity
-                    .lookup(client, candidates, self.default_port, self.now)
+                    .lookup(client, candidates, self.default_port, now)
         {
-            let healthy = !table
-                .get(candidates, index, self.default_port)
-                .is_some_and(|e| e.is_ejected(self.now));
+            let state = table.get(candidates, index, self.default_port);
+            let healthy = !state.is_some_and(|e| e.is_ejected(now));
             let tier_ok = index < self.ready || self.ready == 0;
             if healthy && tier_ok && !self.tried.contains(&index) {
-                chosen = Some(index);
+                chosen = Some((index, state.cloned()));
             }
         }
-        let index = match chosen {
-            Some(index) => index,
+        let chosen = match chosen {
+            Some(chosen) => chosen,
             None => {
                 let pick = Pick {
                     candidates,
                     ready: self.ready,
                     default_port: self.default_port,
-                    excluded: &self.tried,
-                    now: self.now,
+                    excluded: self.tried.as_slice(),
+                    now,
                     policy: table.policy,
                     decay_ns: self.core.decay_ns,
                     unmeasured_rtt_ns: service
@@ -231,9 +276,10 @@ impl<'a> Attempts<'a> {
                 table.choose(&pick)?
             }
         };
+        let index = chosen.0;
         let endpoint = table.track(
+            chosen,
             candidates,
-            index,
             self.default_port,
             &service.stats,
             self.core,
@@ -241,7 +287,7 @@ impl<'a> Attempts<'a> {
         if let Some((client, timeout)) = affinity {
             table
                 .affinity
-                .record(client, &endpoint.key, index, self.now, timeout);
+                .record(client, &endpoint.key, index, now, timeout);
         }
         Some((index, endpoint))
     }
@@ -254,13 +300,13 @@ impl<'a> Iterator for Attempts<'a> {
         if self.tried.len() >= self.limit {
             return None;
         }
-        let (index, endpoint) = match self.service.clone() {
-            None => (self.tried.len(), None),
-            Some(service) => {
-                let (index, endpoint) = self.pick(&service)?;
-                (index, Some(endpoint))
-            }
+        let service = self.service.take();
+        let picked = match &service {
+            None => Some((self.tried.len(), None)),
+            Some(state) => self.pick(state).map(|(index, endpoint)| (index, Some(endpoint))),
         };
+        self.service = service;
+        let (index, endpoint) = picked?;
         self.tried.push(index);
         Some(Attempt {
             core: self.core,

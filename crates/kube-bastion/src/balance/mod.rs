@@ -311,12 +311,13 @@ impl Balancer {
     /// The failover plan of one request to `target`, from client address `client` (used
     /// for ClientIP affinity). Iterate it for the candidates to try; see [`Attempts`].
     pub fn plan<'a>(&'a self, target: &'a Target, client: Option<IpAddr>) -> Attempts<'a> {
-        let now = self.core.timeline.now();
         let service = match &target.service {
-            Some(info) if !target.candidates.is_empty() => Some(self.core.service(info, now)),
+            Some(info) if !target.candidates.is_empty() => {
+                Some(self.core.service(info, self.core.timeline.coarse()))
+            }
             _ => None,
         };
-        Attempts::new(&self.core, target, service, client, now)
+        Attempts::new(&self.core, target, service, client)
     }
 
     /// Endpoints with state, over all Services.

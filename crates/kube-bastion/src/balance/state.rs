@@ -248,6 +248,9 @@ impl Endpoint {
     }
 }
 
+/// A choice: the candidate index and its state, when it has some.
+pub(crate) type Chosen = (usize, Option<Arc<Endpoint>>);
+
 /// What choosing needs to know besides the table.
 #[derive(Debug)]
 pub(crate) struct Pick<'a> {
@@ -328,23 +331,23 @@ impl Table {
         self.endpoints.get(key)
     }
 
-    /// The state of the endpoint at `index`, created when missing. When the balancer-wide
+    /// The state of the chosen endpoint, created when missing. When the balancer-wide
     /// bound is reached the state is not kept (the request still gets one to account on).
     pub(crate) fn track(
         &mut self,
+        (index, known): Chosen,
         candidates: &[Candidate],
-        index: usize,
         default_port: u16,
         service: &Arc<ServiceStats>,
         core: &Core,
     ) -> Arc<Endpoint> {
-        let key = EndpointKey::of(&candidates[index], default_port);
-        if let Some(endpoint) = self.endpoints.get(&key) {
+        if let Some(endpoint) = known {
             endpoint
                 .seen_epoch
                 .store(self.sweep_epoch, Ordering::Relaxed);
-            return Arc::clone(endpoint);
+            return endpoint;
         }
+        let key = EndpointKey::of(&candidates[index], default_port);
         let endpoint = Arc::new(Endpoint::new(
             key.clone(),
             Arc::clone(service),
@@ -443,15 +446,15 @@ impl Table {
     /// Chooses a candidate: ready ones not ejected, then serving-terminating ones not
     /// ejected, then (everything else being ejected or tried) ejected ready ones, then
     /// ejected serving-terminating ones. `None` when every candidate is excluded.
-    pub(crate) fn choose(&mut self, pick: &Pick<'_>) -> Option<usize> {
+    pub(crate) fn choose(&mut self, pick: &Pick<'_>) -> Option<Chosen> {
         let n = pick.candidates.len();
         let tiers = [(0, pick.ready.min(n)), (pick.ready.min(n), n)];
         for allow_ejected in [false, true] {
             for (lo, hi) in tiers {
                 if lo < hi
-                    && let Some(index) = self.choose_in(pick, lo, hi, allow_ejected)
+                    && let Some(chosen) = self.choose_in(pick, lo, hi, allow_ejected)
                 {
-                    return Some(index);
+                    return Some(chosen);
                 }
             }
         }
@@ -464,9 +467,11 @@ impl Table {
         lo: usize,
         hi: usize,
         allow_ejected: bool,
-    ) -> Option<usize> {
+    ) -> Option<Chosen> {
         let len = hi - lo;
         let endpoints = &self.endpoints;
+        // `None`: not a choice (tried, or ejected); `Some(state)`: a choice, with its state
+        // when it has some.
         let viable = |index: usize| -> Option<Option<&Arc<Endpoint>>> {
             if pick.excluded.contains(&index) {
                 return None;
@@ -478,24 +483,24 @@ impl Table {
             }
             Some(endpoint)
         };
+        let chosen = |index: usize, endpoint: Option<&Arc<Endpoint>>| (index, endpoint.cloned());
         let rng = &mut self.rng;
         let scan = |start: usize| {
             (0..len)
                 .map(|k| lo + (start + k) % len)
-                .find(|&i| viable(i).is_some())
+                .find_map(|i| viable(i).map(|endpoint| chosen(i, endpoint)))
         };
         match pick.policy {
             BalancePolicy::RoundRobin => {
                 for _ in 0..len.min(SAMPLES) {
                     let index = lo + self.rr_next % len;
                     self.rr_next = self.rr_next.wrapping_add(1);
-                    if viable(index).is_some() {
-                        return Some(index);
+                    if let Some(endpoint) = viable(index) {
+                        return Some(chosen(index, endpoint));
                     }
                 }
-                let start = self.rr_next % len;
-                let found = scan(start);
-                if let Some(index) = found {
+                let found = scan(self.rr_next % len);
+                if let Some((index, _)) = &found {
                     self.rr_next = index - lo + 1;
                 }
                 found
@@ -503,8 +508,8 @@ impl Table {
             BalancePolicy::Random => {
                 for _ in 0..SAMPLES {
                     let index = lo + rng.random_range(0..len);
-                    if viable(index).is_some() {
-                        return Some(index);
+                    if let Some(endpoint) = viable(index) {
+                        return Some(chosen(index, endpoint));
                     }
                 }
                 scan(rng.random_range(0..len))
@@ -518,15 +523,11 @@ impl Table {
                         break;
                     }
                 }
-                let (a, state_a) = match first {
-                    Some(found) => found,
-                    None => {
-                        let index = scan(rng.random_range(0..len))?;
-                        return Some(index);
-                    }
+                let Some((a, state_a)) = first else {
+                    return scan(rng.random_range(0..len));
                 };
                 if len == 1 {
-                    return Some(a);
+                    return Some(chosen(a, state_a));
                 }
                 let mut second = None;
                 for _ in 0..SAMPLES {
@@ -540,11 +541,13 @@ impl Table {
                     }
                 }
                 let Some((b, state_b)) = second else {
-                    return Some(a);
+                    return Some(chosen(a, state_a));
                 };
-                let load_a = load(pick, state_a);
-                let load_b = load(pick, state_b);
-                Some(if load_b < load_a { b } else { a })
+                Some(if load(pick, state_b) < load(pick, state_a) {
+                    chosen(b, state_b)
+                } else {
+                    chosen(a, state_a)
+                })
             }
         }
     }
