@@ -340,14 +340,16 @@ impl ProxyRequest {
             && !self.upgrade
             && (self.method == Method::GET || self.method == Method::HEAD)
         {
-            let mut location = String::with_capacity(prefix.len() + 2 + query.map_or(0, str::len));
-            push_uri_safe(&mut location, prefix.as_bytes());
-            location.push('/');
+            let mut location = Vec::with_capacity(prefix.len() + 2 + query.map_or(0, str::len));
+            push_uri_safe_bytes(&mut location, prefix.as_bytes());
+            location.push(b'/');
             if let Some(query) = query {
-                location.push('?');
+                location.push(b'?');
                 push_query_safe(&mut location, query.as_bytes());
             }
-            return Plan::Redirect { location };
+            return Plan::Redirect {
+                location: ascii_string(location),
+            };
         }
 
         // The backend path: the sub-path cleaned, its trailing `/` kept; empty becomes `/`.
@@ -373,10 +375,10 @@ impl ProxyRequest {
         // path minus backend path as a string suffix) is the route prefix, and joining it with
         // the clean backend path is a concatenation.
         let forwarded_uri = if self.prefix_clean {
-            let mut forwarded = String::with_capacity(prefix.len() + target.len());
-            push_uri_safe(&mut forwarded, prefix.as_bytes());
-            forwarded.push_str(ascii_str(&target));
-            forwarded
+            let mut forwarded = Vec::with_capacity(prefix.len() + target.len());
+            push_uri_safe_bytes(&mut forwarded, prefix.as_bytes());
+            forwarded.extend_from_slice(&target);
+            ascii_string(forwarded)
         } else {
             forwarded_uri(&[prefix.as_bytes(), &[]], &target)
         };
@@ -725,12 +727,6 @@ const fn path_safe_table() -> [bool; 256] {
 static PATH_SAFE: [bool; 256] = path_safe_table();
 const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
 
-fn push_percent(out: &mut String, b: u8) {
-    out.push('%');
-    out.push(char::from(HEX_UPPER[usize::from(b >> 4)]));
-    out.push(char::from(HEX_UPPER[usize::from(b & 0xF)]));
-}
-
 /// Appends a decoded path encoded as Go encodes `URL.Path` for the wire (`EscapedPath`):
 /// every byte but `A-Za-z0-9-_.~` and `$&+,/:;=@` becomes `%XX` (upper-case hex). So `(`
 /// is `%28`, a space `%20`, `%` itself `%25`.
@@ -741,28 +737,32 @@ fn push_percent(out: &mut String, b: u8) {
 /// assert_eq!(out, "/a%20b%28c%29/%252F");
 /// ```
 pub fn escape_path(decoded: &[u8], out: &mut String) {
-    for &b in decoded {
-        if PATH_SAFE[usize::from(b)] {
-            out.push(char::from(b));
-        } else {
-            push_percent(out, b);
-        }
-    }
+    let mut bytes = std::mem::take(out).into_bytes();
+    escape_path_bytes(decoded, &mut bytes);
+    *out = ascii_string(bytes);
 }
 
 /// [`escape_path`] into bytes.
 fn escape_path_bytes(decoded: &[u8], out: &mut Vec<u8>) {
-    for &b in decoded {
-        if PATH_SAFE[usize::from(b)] {
-            out.push(b);
-        } else {
+    encode_runs(out, decoded, |b| PATH_SAFE[usize::from(b)]);
+}
+
+/// Appends `bytes`, percent-encoding (upper-case hex) every byte `keep` refuses; runs of kept
+/// bytes are copied at once.
+fn encode_runs(out: &mut Vec<u8>, bytes: &[u8], keep: impl Fn(u8) -> bool) {
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        if !keep(b) {
+            out.extend_from_slice(&bytes[start..i]);
             out.extend_from_slice(&[
                 b'%',
                 HEX_UPPER[usize::from(b >> 4)],
                 HEX_UPPER[usize::from(b & 0xF)],
             ]);
+            start = i + 1;
         }
     }
+    out.extend_from_slice(&bytes[start..]);
 }
 
 /// Whether a decoded byte may be copied as is into a `Location` or `X-Forwarded-Uri` value.
@@ -770,50 +770,20 @@ fn uri_safe(b: u8) -> bool {
     (0x21..0x7f).contains(&b) && !matches!(b, b'%' | b'?' | b'#')
 }
 
-fn push_uri_safe(out: &mut String, bytes: &[u8]) {
-    for &b in bytes {
-        if uri_safe(b) {
-            out.push(char::from(b));
-        } else {
-            push_percent(out, b);
-        }
-    }
-}
-
+/// Decoded bytes into a `Location` or `X-Forwarded-Uri` value (see [`uri_safe`]).
 fn push_uri_safe_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
-    for &b in bytes {
-        if uri_safe(b) {
-            out.push(b);
-        } else {
-            out.extend_from_slice(&[
-                b'%',
-                HEX_UPPER[usize::from(b >> 4)],
-                HEX_UPPER[usize::from(b & 0xF)],
-            ]);
-        }
-    }
+    encode_runs(out, bytes, uri_safe);
 }
 
 /// The raw query into a header value: kept byte for byte except bytes a header value
 /// cannot carry portably (controls, space, DEL, non-ASCII), which are percent-encoded.
-fn push_query_safe(out: &mut String, bytes: &[u8]) {
-    for &b in bytes {
-        if (0x21..0x7f).contains(&b) {
-            out.push(char::from(b));
-        } else {
-            push_percent(out, b);
-        }
-    }
+fn push_query_safe(out: &mut Vec<u8>, bytes: &[u8]) {
+    encode_runs(out, bytes, |b| (0x21..0x7f).contains(&b));
 }
 
 /// Bytes built only from ASCII (or UTF-8 pieces) into a String.
 fn ascii_string(bytes: Vec<u8>) -> String {
     String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
-}
-
-/// Bytes built only from ASCII as a str (empty if that were ever not so).
-fn ascii_str(bytes: &[u8]) -> &str {
-    std::str::from_utf8(bytes).unwrap_or_default()
 }
 
 #[cfg(test)]
