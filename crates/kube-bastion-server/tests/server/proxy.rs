@@ -265,3 +265,36 @@ async fn destination_deny_applies_to_every_path() {
         assert_ne!(reply.body.trim(), "echo-1");
     }
 }
+
+#[tokio::test]
+async fn kubelet_flags_reach_the_kubelet_transport() {
+    let dir = TempDir::new("kubelet-flags");
+    // A client identity is presented (the demo kubelet does not ask for one) ...
+    let (cert, key) = crate::support::serving_cert(&dir);
+    let server = Server::demo(&[
+        "--kubelet-client-certificate",
+        cert.to_str().unwrap(),
+        "--kubelet-client-key",
+        key.to_str().unwrap(),
+    ]);
+    let reply = crate::support::get(&server, "/api/v1/nodes/node-1/proxy/healthz").await;
+    assert_eq!((reply.status, reply.body.as_str()), (200, "ok"));
+    // ... and with a kubelet CA that did not sign the kubelet's certificate, verification
+    // is on and fails: nothing reaches the kubelet.
+    let strict = Server::demo(&["--kubelet-certificate-authority", cert.to_str().unwrap()]);
+    let refused = crate::support::get(&strict, "/api/v1/nodes/node-1/proxy/healthz").await;
+    assert_eq!(refused.status, 503, "{}", refused.body);
+    assert!(
+        refused.json()["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("error trying to reach service"),
+        "{}",
+        refused.body
+    );
+    // Any other port (`010250` is another port, by string) uses the generic transport,
+    // unverified as upstream: the same kubelet answers.
+    let other =
+        crate::support::get(&strict, "/api/v1/nodes/https:node-1:010250/proxy/healthz").await;
+    assert_eq!(other.status, 200, "{}", other.body);
+}
