@@ -84,7 +84,10 @@ async fn get(client: &Client<HttpConnector, Empty<Bytes>>, uri: &http::Uri) {
 }
 
 fn bench_proxy(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let (origin, proxy) = rt.block_on(async {
         let origin = origin().await;
         (origin, proxy().await)
@@ -93,10 +96,12 @@ fn bench_proxy(c: &mut Criterion) {
     connector.set_nodelay(true);
     let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build(connector);
     let direct: http::Uri = format!("http://{origin}/small").parse().unwrap();
-    let proxied: http::Uri =
-        format!("http://{proxy}/api/v1/namespaces/default/pods/origin:{}/proxy/small", origin.port())
-            .parse()
-            .unwrap();
+    let proxied: http::Uri = format!(
+        "http://{proxy}/api/v1/namespaces/default/pods/origin:{}/proxy/small",
+        origin.port()
+    )
+    .parse()
+    .unwrap();
 
     let mut group = c.benchmark_group("small_get");
     group.bench_function("direct", |b| b.iter(|| block(&rt, get(&client, &direct))));

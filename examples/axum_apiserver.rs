@@ -51,22 +51,28 @@ async fn authenticate(mut req: Request, next: Next) -> Response {
 
 /// The demo pod: answers every request with what it saw.
 async fn start_pod() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the demo pod");
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the demo pod");
     let addr = listener.local_addr().expect("local address");
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
             tokio::spawn(async move {
-                let svc = hyper::service::service_fn(|req: http::Request<hyper::body::Incoming>| async move {
-                    let text = format!(
-                        "hello from the pod: {} {} (x-forwarded-for: {:?}, x-forwarded-uri: {:?})\n",
-                        req.method(),
-                        req.uri(),
-                        req.headers().get("x-forwarded-for"),
-                        req.headers().get("x-forwarded-uri"),
-                    );
-                    Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from(text))))
-                });
-                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), svc).await;
+                let svc = hyper::service::service_fn(
+                    |req: http::Request<hyper::body::Incoming>| async move {
+                        let text = format!(
+                            "hello from the pod: {} {} (x-forwarded-for: {:?}, x-forwarded-uri: {:?})\n",
+                            req.method(),
+                            req.uri(),
+                            req.headers().get("x-forwarded-for"),
+                            req.headers().get("x-forwarded-uri"),
+                        );
+                        Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from(text))))
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tcp), svc)
+                    .await;
             });
         }
     });
@@ -85,14 +91,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         // The demo pod lives on loopback, which the kube rule refuses: admit it explicitly.
         .destination_policy(DestinationPolicy::kube_default().allow_loopback())
         .authorizer(authorize_fn(|attrs, parts| {
-            let user = parts.extensions.get::<User>().map_or("system:anonymous", |u| u.0.as_str());
+            let user = parts
+                .extensions
+                .get::<User>()
+                .map_or("system:anonymous", |u| u.0.as_str());
             if user == "alice" && attrs.verb == "get" {
                 Decision::Allow
             } else {
                 Decision::deny(user, "")
             }
         }))
-        .peer_addr(|parts| parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0))
+        .peer_addr(|parts| {
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0)
+        })
         .strip_header(http::HeaderName::from_static("x-demo-user"))
         .build()?;
 
@@ -104,11 +118,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    let path = format!("/api/v1/namespaces/default/pods/demo:{}/proxy/hello?x=1", pod.port());
+    let path = format!(
+        "/api/v1/namespaces/default/pods/demo:{}/proxy/hello?x=1",
+        pod.port()
+    );
     println!("apiserver on http://{addr}");
     println!("try: curl -H 'X-Demo-User: alice' 'http://{addr}{path}'");
     let server = tokio::spawn(async move {
-        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
     });
 
     if once {
@@ -118,7 +139,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .body(Empty::new())?;
         let res = client.request(req).await?;
         println!("{}", res.status());
-        print!("{}", String::from_utf8_lossy(&res.into_body().collect().await?.to_bytes()));
+        print!(
+            "{}",
+            String::from_utf8_lossy(&res.into_body().collect().await?.to_bytes())
+        );
         return Ok(());
     }
     server.await??;

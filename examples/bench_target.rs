@@ -20,8 +20,14 @@ use kube_bastion::{DestinationPolicy, MemoryCluster, PeerAddr, ProxyConfig, Prox
 use tokio::net::TcpListener;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let listen: SocketAddr = std::env::args().nth(1).as_deref().unwrap_or("127.0.0.1:18083").parse()?;
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let listen: SocketAddr = std::env::args()
+        .nth(1)
+        .as_deref()
+        .unwrap_or("127.0.0.1:18083")
+        .parse()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async move {
         let cluster = Arc::new(MemoryCluster::from_yaml(
             "apiVersion: v1\nkind: Pod\nmetadata:\n  name: origin\n  namespace: default\nspec:\n  containers:\n  - name: c\n    image: x\nstatus:\n  podIP: 127.0.0.1\n",

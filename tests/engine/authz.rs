@@ -17,15 +17,29 @@ struct User(&'static str);
 async fn deny_is_kube_apiservers_403_and_the_backend_sees_nothing() {
     let (backend, rec) = recording_backend(None).await;
     let authz = authorize_fn(|attrs, parts| {
-        let user = parts.extensions.get::<User>().map_or("system:anonymous", |u| u.0);
-        if user == "alice" && attrs.verb == "get" { Decision::Allow } else { Decision::deny(user, "") }
+        let user = parts
+            .extensions
+            .get::<User>()
+            .map_or("system:anonymous", |u| u.0);
+        if user == "alice" && attrs.verb == "get" {
+            Decision::Allow
+        } else {
+            Decision::deny(user, "")
+        }
     });
-    let config = config(&[pod_yaml("ns", "web", "127.0.0.1")]).authorizer(authz).build().unwrap();
+    let config = config(&[pod_yaml("ns", "web", "127.0.0.1")])
+        .authorizer(authz)
+        .build()
+        .unwrap();
     // A tiny "authentication" wrapper: the user comes from a test header.
     let svc = ProxyService::new(config);
     let authn = tower::service_fn(move |mut req: Request<hyper::body::Incoming>| {
         let mut svc = svc.clone();
-        if req.headers().get("x-test-user").is_some_and(|v| v == "alice") {
+        if req
+            .headers()
+            .get("x-test-user")
+            .is_some_and(|v| v == "alice")
+        {
             req.extensions_mut().insert(User("alice"));
         } else {
             req.extensions_mut().insert(User("bob"));
@@ -42,7 +56,9 @@ async fn deny_is_kube_apiservers_403_and_the_backend_sees_nothing() {
     assert_eq!((code, reason.as_deref()), (403, Some("Forbidden")));
     assert_eq!(
         message,
-        format!("pods \"{id}\" is forbidden: User \"bob\" cannot get resource \"pods/proxy\" in API group \"\" in the namespace \"ns\"")
+        format!(
+            "pods \"{id}\" is forbidden: User \"bob\" cannot get resource \"pods/proxy\" in API group \"\" in the namespace \"ns\""
+        )
     );
     assert_eq!(rec.count(), 0);
 
@@ -54,7 +70,11 @@ async fn deny_is_kube_apiservers_403_and_the_backend_sees_nothing() {
     let req = Request::delete(format!("http://{proxy}{path}")).header("x-test-user", "alice");
     let (status, _, body) = send(req.body(empty()).unwrap()).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
-    assert!(status_of(&body).2.contains("cannot delete resource \"pods/proxy\""));
+    assert!(
+        status_of(&body)
+            .2
+            .contains("cannot delete resource \"pods/proxy\"")
+    );
     assert_eq!(rec.count(), 1);
 }
 
@@ -76,11 +96,19 @@ async fn deny_reason_and_cluster_scope_message() {
 struct Recording(Arc<Mutex<Vec<&'static str>>>);
 
 impl Authorizer for Recording {
-    fn authorize<'a>(&'a self, attributes: &'a Attributes, _: &'a http::request::Parts) -> AuthorizeFuture<'a> {
+    fn authorize<'a>(
+        &'a self,
+        attributes: &'a Attributes,
+        _: &'a http::request::Parts,
+    ) -> AuthorizeFuture<'a> {
         AuthorizeFuture::boxed(async move {
             tokio::task::yield_now().await;
             self.0.lock().unwrap().push(attributes.verb);
-            if attributes.verb == "get" { Decision::Allow } else { Decision::deny("dave", "") }
+            if attributes.verb == "get" {
+                Decision::Allow
+            } else {
+                Decision::deny("dave", "")
+            }
         })
     }
 }
@@ -95,7 +123,10 @@ async fn upgrades_can_require_create() {
         .build()
         .unwrap();
     let proxy = serve_proxy(config).await;
-    let uri = format!("http://{proxy}{}", pod_path("ns", "web", backend.port(), "/ws"));
+    let uri = format!(
+        "http://{proxy}{}",
+        pod_path("ns", "web", backend.port(), "/ws")
+    );
     let req = Request::get(&uri)
         .header("connection", "Upgrade")
         .header("upgrade", "websocket")
@@ -105,7 +136,11 @@ async fn upgrades_can_require_create() {
         .unwrap();
     let (status, _, body) = send(req).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
-    assert!(status_of(&body).2.contains("User \"dave\" cannot create resource \"pods/proxy\""));
+    assert!(
+        status_of(&body)
+            .2
+            .contains("User \"dave\" cannot create resource \"pods/proxy\"")
+    );
     assert_eq!(*verbs.0.lock().unwrap(), ["get", "create"]);
     assert_eq!(rec.count(), 0);
 

@@ -11,7 +11,12 @@ use crate::harness::*;
 #[tokio::test]
 async fn get_reaches_the_pod_with_path_and_raw_query() {
     let (backend, rec) = recording_backend(None).await;
-    let proxy = serve_proxy(config(&[pod_yaml("default", "web", "127.0.0.1")]).build().unwrap()).await;
+    let proxy = serve_proxy(
+        config(&[pod_yaml("default", "web", "127.0.0.1")])
+            .build()
+            .unwrap(),
+    )
+    .await;
 
     let path = pod_path("default", "web", backend.port(), "/some/dir/?b=2&a=%20x");
     let (status, headers, body) = get(proxy, &path).await;
@@ -20,15 +25,26 @@ async fn get_reaches_the_pod_with_path_and_raw_query() {
     assert_eq!(headers["x-backend-version"], "HTTP/1.1");
     let seen = rec.last();
     assert_eq!(seen.method, "GET");
-    assert_eq!(seen.uri.path_and_query().unwrap().as_str(), "/some/dir/?b=2&a=%20x");
+    assert_eq!(
+        seen.uri.path_and_query().unwrap().as_str(),
+        "/some/dir/?b=2&a=%20x"
+    );
     assert_eq!(seen.version, Version::HTTP_11);
 }
 
 #[tokio::test]
 async fn request_bodies_pass_with_length_and_chunked() {
     let (backend, rec) = recording_backend(None).await;
-    let proxy = serve_proxy(config(&[pod_yaml("default", "web", "127.0.0.1")]).build().unwrap()).await;
-    let uri = format!("http://{proxy}{}", pod_path("default", "web", backend.port(), "/upload"));
+    let proxy = serve_proxy(
+        config(&[pod_yaml("default", "web", "127.0.0.1")])
+            .build()
+            .unwrap(),
+    )
+    .await;
+    let uri = format!(
+        "http://{proxy}{}",
+        pod_path("default", "web", backend.port(), "/upload")
+    );
 
     let (status, _, _) = send(Request::post(&uri).body(full("fixed body")).unwrap()).await;
     assert_eq!(status, StatusCode::OK);
@@ -38,9 +54,15 @@ async fn request_bodies_pass_with_length_and_chunked() {
     assert_eq!(seen.headers["content-length"], "10");
 
     let chunks = futures_util::stream::iter(
-        ["one ", "two ", "three"].map(|s| Ok::<_, BoxError>(Frame::data(Bytes::from_static(s.as_bytes())))),
+        ["one ", "two ", "three"]
+            .map(|s| Ok::<_, BoxError>(Frame::data(Bytes::from_static(s.as_bytes())))),
     );
-    let (status, _, _) = send(Request::put(&uri).body(StreamBody::new(chunks).boxed()).unwrap()).await;
+    let (status, _, _) = send(
+        Request::put(&uri)
+            .body(StreamBody::new(chunks).boxed())
+            .unwrap(),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     let seen = rec.last();
     assert_eq!(seen.method, "PUT");
@@ -51,7 +73,12 @@ async fn request_bodies_pass_with_length_and_chunked() {
 #[tokio::test]
 async fn bare_proxy_path_redirects_without_contacting_the_backend() {
     let (backend, rec) = recording_backend(None).await;
-    let proxy = serve_proxy(config(&[pod_yaml("default", "web", "127.0.0.1")]).build().unwrap()).await;
+    let proxy = serve_proxy(
+        config(&[pod_yaml("default", "web", "127.0.0.1")])
+            .build()
+            .unwrap(),
+    )
+    .await;
     let path = pod_path("default", "web", backend.port(), "");
     let (status, headers, body) = get(proxy, &format!("{path}?q=1")).await;
     assert_eq!(status, StatusCode::MOVED_PERMANENTLY);
@@ -96,9 +123,20 @@ async fn missing_pod_is_404_status() {
 #[tokio::test]
 async fn http2_client_is_forwarded_as_http1_to_plain_backends() {
     let (backend, rec) = recording_backend(None).await;
-    let proxy = serve_proxy(config(&[pod_yaml("default", "web", "127.0.0.1")]).build().unwrap()).await;
-    let uri = format!("http://{proxy}{}", pod_path("default", "web", backend.port(), "/h2"));
-    let res = h2_client().request(Request::get(&uri).body(empty()).unwrap()).await.unwrap();
+    let proxy = serve_proxy(
+        config(&[pod_yaml("default", "web", "127.0.0.1")])
+            .build()
+            .unwrap(),
+    )
+    .await;
+    let uri = format!(
+        "http://{proxy}{}",
+        pod_path("default", "web", backend.port(), "/h2")
+    );
+    let res = h2_client()
+        .request(Request::get(&uri).body(empty()).unwrap())
+        .await
+        .unwrap();
     assert_eq!(res.version(), Version::HTTP_2);
     assert_eq!(res.status(), StatusCode::OK);
     let seen = rec.last();
@@ -112,10 +150,20 @@ async fn h2c_app_protocol_speaks_http2_with_prior_knowledge() {
     let (backend, rec) = recording_backend(None).await;
     let docs = [
         pod_yaml("default", "web-0", "127.0.0.1"),
-        service_yaml("default", "grpc", 80, Some("kubernetes.io/h2c"), &[("web-0", "127.0.0.1", backend.port())]),
+        service_yaml(
+            "default",
+            "grpc",
+            80,
+            Some("kubernetes.io/h2c"),
+            &[("web-0", "127.0.0.1", backend.port())],
+        ),
     ];
     let proxy = serve_proxy(config(&docs).build().unwrap()).await;
-    let (status, headers, _) = get(proxy, "/api/v1/namespaces/default/services/grpc:http/proxy/x").await;
+    let (status, headers, _) = get(
+        proxy,
+        "/api/v1/namespaces/default/services/grpc:http/proxy/x",
+    )
+    .await;
     assert_eq!(status, StatusCode::OK, "{headers:?}");
     assert_eq!(headers["x-backend-version"], "HTTP/2.0");
     assert_eq!(rec.last().version, Version::HTTP_2);
@@ -124,24 +172,38 @@ async fn h2c_app_protocol_speaks_http2_with_prior_knowledge() {
 
 #[tokio::test]
 async fn trailers_pass_through() {
-    let backend = backend_with(None, |req: hyper::Request<hyper::body::Incoming>| async move {
-        assert_eq!(req.headers()["te"], "trailers");
-        let mut trailers = http::HeaderMap::new();
-        trailers.insert("x-checksum", "abc123".parse().unwrap());
-        let frames = futures_util::stream::iter(vec![
-            Ok::<_, BoxError>(Frame::data(Bytes::from_static(b"payload"))),
-            Ok(Frame::trailers(trailers)),
-        ]);
-        http::Response::builder()
-            .header("trailer", "x-checksum")
-            .body(StreamBody::new(frames).boxed())
-            .unwrap()
-    })
+    let backend = backend_with(
+        None,
+        |req: hyper::Request<hyper::body::Incoming>| async move {
+            assert_eq!(req.headers()["te"], "trailers");
+            let mut trailers = http::HeaderMap::new();
+            trailers.insert("x-checksum", "abc123".parse().unwrap());
+            let frames = futures_util::stream::iter(vec![
+                Ok::<_, BoxError>(Frame::data(Bytes::from_static(b"payload"))),
+                Ok(Frame::trailers(trailers)),
+            ]);
+            http::Response::builder()
+                .header("trailer", "x-checksum")
+                .body(StreamBody::new(frames).boxed())
+                .unwrap()
+        },
+    )
     .await;
-    let proxy = serve_proxy(config(&[pod_yaml("default", "web", "127.0.0.1")]).build().unwrap()).await;
-    let uri = format!("http://{proxy}{}", pod_path("default", "web", backend.port(), "/t"));
+    let proxy = serve_proxy(
+        config(&[pod_yaml("default", "web", "127.0.0.1")])
+            .build()
+            .unwrap(),
+    )
+    .await;
+    let uri = format!(
+        "http://{proxy}{}",
+        pod_path("default", "web", backend.port(), "/t")
+    );
     for client in [client(), h2_client()] {
-        let req = Request::get(&uri).header("te", "trailers").body(empty()).unwrap();
+        let req = Request::get(&uri)
+            .header("te", "trailers")
+            .body(empty())
+            .unwrap();
         let res = client.request(req).await.unwrap();
         assert_eq!(res.status(), StatusCode::OK);
         let collected = res.into_body().collect().await.unwrap();
@@ -162,19 +224,30 @@ async fn idle_pooled_connections_are_reused() {
             let (tcp, _) = listener.accept().await.unwrap();
             c.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             tokio::spawn(async move {
-                let svc = hyper::service::service_fn(|_req| async { Ok::<_, std::convert::Infallible>(http::Response::new(full("x"))) });
+                let svc = hyper::service::service_fn(|_req| async {
+                    Ok::<_, std::convert::Infallible>(http::Response::new(full("x")))
+                });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
                     .await;
             });
         }
     });
-    let proxy = serve_proxy(config(&[pod_yaml("default", "web", "127.0.0.1")]).build().unwrap()).await;
+    let proxy = serve_proxy(
+        config(&[pod_yaml("default", "web", "127.0.0.1")])
+            .build()
+            .unwrap(),
+    )
+    .await;
     for _ in 0..5 {
         let (status, _, _) = get(proxy, &pod_path("default", "web", port, "/")).await;
         assert_eq!(status, StatusCode::OK);
     }
-    assert_eq!(conns.load(std::sync::atomic::Ordering::SeqCst), 1, "one pooled backend connection");
+    assert_eq!(
+        conns.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "one pooled backend connection"
+    );
 }
 
 #[tokio::test]
@@ -190,7 +263,9 @@ async fn pooled_connections_close_after_the_idle_timeout() {
             c.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             let closed_tx = closed_tx.clone();
             tokio::spawn(async move {
-                let svc = hyper::service::service_fn(|_req| async { Ok::<_, std::convert::Infallible>(http::Response::new(full("x"))) });
+                let svc = hyper::service::service_fn(|_req| async {
+                    Ok::<_, std::convert::Infallible>(http::Response::new(full("x")))
+                });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
                     .await;
@@ -202,7 +277,13 @@ async fn pooled_connections_close_after_the_idle_timeout() {
         idle_timeout: std::time::Duration::from_millis(100),
         ..Default::default()
     };
-    let proxy = serve_proxy(config(&[pod_yaml("default", "web", "127.0.0.1")]).pool(pool).build().unwrap()).await;
+    let proxy = serve_proxy(
+        config(&[pod_yaml("default", "web", "127.0.0.1")])
+            .pool(pool)
+            .build()
+            .unwrap(),
+    )
+    .await;
     let (status, _, _) = get(proxy, &pod_path("default", "web", port, "/")).await;
     assert_eq!(status, StatusCode::OK);
     // The proxy closes its idle backend connection by itself (the backend sees EOF).

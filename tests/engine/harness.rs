@@ -17,7 +17,9 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use kube_bastion::{DestinationPolicy, MemoryCluster, PeerAddr, ProxyConfig, ProxyConfigBuilder, ProxyService};
+use kube_bastion::{
+    DestinationPolicy, MemoryCluster, PeerAddr, ProxyConfig, ProxyConfigBuilder, ProxyService,
+};
 use tokio::net::TcpListener;
 
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -50,7 +52,12 @@ impl Recorder {
         self.0.lock().unwrap().clone()
     }
     pub(crate) fn last(&self) -> Seen {
-        self.0.lock().unwrap().last().cloned().expect("the backend saw a request")
+        self.0
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .expect("the backend saw a request")
     }
     pub(crate) fn count(&self) -> usize {
         self.0.lock().unwrap().len()
@@ -60,14 +67,19 @@ impl Recorder {
 async fn accept_loop<S, F>(listener: TcpListener, tls: Option<tokio_rustls::TlsAcceptor>, make: F)
 where
     F: Fn(SocketAddr) -> S + Send + Sync + 'static,
-    S: hyper::service::Service<Request<Incoming>, Response = Response<TestBody>, Error = Infallible>
-        + Send
+    S: hyper::service::Service<
+            Request<Incoming>,
+            Response = Response<TestBody>,
+            Error = Infallible,
+        > + Send
         + 'static,
     S::Future: Send + 'static,
 {
     let make = Arc::new(make);
     loop {
-        let Ok((tcp, peer)) = listener.accept().await else { return };
+        let Ok((tcp, peer)) = listener.accept().await else {
+            return;
+        };
         let _ = tcp.set_nodelay(true);
         let make = make.clone();
         let tls = tls.clone();
@@ -79,7 +91,9 @@ where
                     let _ = builder.serve_connection(TokioIo::new(tcp), svc).await;
                 }
                 Some(acceptor) => {
-                    let Ok(stream) = acceptor.accept(tcp).await else { return };
+                    let Ok(stream) = acceptor.accept(tcp).await else {
+                        return;
+                    };
                     let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
                 }
             }
@@ -116,7 +130,11 @@ pub(crate) async fn recording_backend(tls: Option<&TlsIdentity>) -> (SocketAddr,
         let r = r.clone();
         async move {
             let (parts, body) = req.into_parts();
-            let body = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+            let body = body
+                .collect()
+                .await
+                .map(|c| c.to_bytes())
+                .unwrap_or_default();
             let version = format!("{:?}", parts.version);
             r.0.lock().unwrap().push(Seen {
                 method: parts.method,
@@ -126,7 +144,8 @@ pub(crate) async fn recording_backend(tls: Option<&TlsIdentity>) -> (SocketAddr,
                 body,
             });
             let mut res = Response::new(full("ok"));
-            res.headers_mut().insert("x-backend-version", version.parse().unwrap());
+            res.headers_mut()
+                .insert("x-backend-version", version.parse().unwrap());
             res
         }
     })
@@ -144,7 +163,11 @@ pub(crate) async fn closed_port() -> u16 {
 /// (HTTP/1.1 + h2c) server, inserting [`PeerAddr`] into every request.
 pub(crate) async fn serve<S, B>(svc: S) -> SocketAddr
 where
-    S: tower::Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Clone + Send + Sync + 'static,
+    S: tower::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
     S::Future: Send + 'static,
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
@@ -153,7 +176,9 @@ where
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
-            let Ok((tcp, peer)) = listener.accept().await else { return };
+            let Ok((tcp, peer)) = listener.accept().await else {
+                return;
+            };
             let _ = tcp.set_nodelay(true);
             let svc = svc.clone();
             tokio::spawn(async move {
@@ -186,7 +211,9 @@ pub(crate) fn client() -> Client<HttpConnector, TestBody> {
 
 /// An HTTP/2 prior-knowledge client.
 pub(crate) fn h2_client() -> Client<HttpConnector, TestBody> {
-    Client::builder(TokioExecutor::new()).http2_only(true).build_http()
+    Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http()
 }
 
 /// Sends `req` and collects the answer: status, headers, body.
@@ -199,7 +226,12 @@ pub(crate) async fn send(req: Request<TestBody>) -> (StatusCode, HeaderMap, Byte
 
 /// `GET http://{proxy}{path}`.
 pub(crate) async fn get(proxy: SocketAddr, path: &str) -> (StatusCode, HeaderMap, Bytes) {
-    send(Request::get(format!("http://{proxy}{path}")).body(empty()).unwrap()).await
+    send(
+        Request::get(format!("http://{proxy}{path}"))
+            .body(empty())
+            .unwrap(),
+    )
+    .await
 }
 
 /// Parses a Status body: (code, reason, message).
@@ -223,8 +255,16 @@ pub(crate) fn pod_yaml(ns: &str, name: &str, ip: &str) -> String {
 
 /// A Service `ns/name` with one port (`port`, named `http`, optional appProtocol) whose
 /// Endpoints list `endpoints` (pod name, IP, target port).
-pub(crate) fn service_yaml(ns: &str, name: &str, port: u16, app_protocol: Option<&str>, endpoints: &[(&str, &str, u16)]) -> String {
-    let app = app_protocol.map(|a| format!("    appProtocol: {a}\n")).unwrap_or_default();
+pub(crate) fn service_yaml(
+    ns: &str,
+    name: &str,
+    port: u16,
+    app_protocol: Option<&str>,
+    endpoints: &[(&str, &str, u16)],
+) -> String {
+    let app = app_protocol
+        .map(|a| format!("    appProtocol: {a}\n"))
+        .unwrap_or_default();
     let mut y = format!(
         "apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: {ns}\nspec:\n  ports:\n  - name: http\n    port: {port}\n{app}"
     );
@@ -292,14 +332,19 @@ impl TlsIdentity {
             Some(ca) => {
                 let mut roots = rustls::RootCertStore::empty();
                 roots.add(ca.clone()).unwrap();
-                let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-                    .build()
-                    .unwrap();
+                let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                    Arc::new(roots),
+                    provider,
+                )
+                .build()
+                .unwrap();
                 builder.with_client_cert_verifier(verifier)
             }
         };
         let key = rustls_pki_types::PrivateKeyDer::try_from(self.key_der.clone()).unwrap();
-        let mut config = builder.with_single_cert(vec![self.cert_der.clone()], key).unwrap();
+        let mut config = builder
+            .with_single_cert(vec![self.cert_der.clone()], key)
+            .unwrap();
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         tokio_rustls::TlsAcceptor::from(Arc::new(config))
     }

@@ -21,7 +21,8 @@ async fn scripted_backend() -> (SocketAddr, Recorder) {
             let (parts, _) = req.into_parts();
             let mut res = http::Response::new(full("ok"));
             if let Some(spec) = parts.headers.get("x-respond-with") {
-                let spec: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(spec.as_bytes()).unwrap();
+                let spec: serde_json::Map<String, serde_json::Value> =
+                    serde_json::from_slice(spec.as_bytes()).unwrap();
                 for (k, v) in spec {
                     res.headers_mut().append(
                         HeaderName::from_bytes(k.as_bytes()).unwrap(),
@@ -78,20 +79,42 @@ async fn header_vectors() {
         if let Some(has) = expected.get("backend_has").and_then(|v| v.as_object()) {
             for (k, v) in has {
                 let want = v.as_str().unwrap().replace("p:8080", &format!("p:{port}"));
-                let got = seen.headers.get(k.as_str()).unwrap_or_else(|| panic!("{name}: backend lacks {k}"));
+                let got = seen
+                    .headers
+                    .get(k.as_str())
+                    .unwrap_or_else(|| panic!("{name}: backend lacks {k}"));
                 assert_eq!(got.as_bytes(), want.as_bytes(), "{name}: {k}");
-                assert_eq!(seen.headers.get_all(k.as_str()).iter().count(), 1, "{name}: one {k}");
+                assert_eq!(
+                    seen.headers.get_all(k.as_str()).iter().count(),
+                    1,
+                    "{name}: one {k}"
+                );
             }
         }
-        for k in expected.get("backend_lacks").and_then(|v| v.as_array()).into_iter().flatten() {
+        for k in expected
+            .get("backend_lacks")
+            .and_then(|v| v.as_array())
+            .into_iter()
+            .flatten()
+        {
             let k = k.as_str().unwrap();
             assert!(!seen.headers.contains_key(k), "{name}: backend got {k}");
         }
-        for k in expected.get("client_has").and_then(|v| v.as_array()).into_iter().flatten() {
+        for k in expected
+            .get("client_has")
+            .and_then(|v| v.as_array())
+            .into_iter()
+            .flatten()
+        {
             let k = k.as_str().unwrap();
             assert!(headers.contains_key(k), "{name}: client lacks {k}");
         }
-        for k in expected.get("client_lacks").and_then(|v| v.as_array()).into_iter().flatten() {
+        for k in expected
+            .get("client_lacks")
+            .and_then(|v| v.as_array())
+            .into_iter()
+            .flatten()
+        {
             let k = k.as_str().unwrap();
             assert!(!headers.contains_key(k), "{name}: client got {k}");
         }
@@ -106,21 +129,34 @@ async fn credential_prefixes_and_configured_names_are_stripped() {
         .build()
         .unwrap();
     let proxy = serve_proxy(config).await;
-    let req = Request::get(format!("http://{proxy}{}", pod_path("ns", "p", backend.port(), "/")))
-        .header("impersonate-user", "admin")
-        .header("impersonate-group", "system:masters")
-        .header("impersonate-uid", "0")
-        .header("impersonate-extra-scopes", "all")
-        .header("x-remote-anything", "x")
-        .header("x-host-session", "secret")
-        .header("x-kept", "yes")
-        .body(empty())
-        .unwrap();
+    let req = Request::get(format!(
+        "http://{proxy}{}",
+        pod_path("ns", "p", backend.port(), "/")
+    ))
+    .header("impersonate-user", "admin")
+    .header("impersonate-group", "system:masters")
+    .header("impersonate-uid", "0")
+    .header("impersonate-extra-scopes", "all")
+    .header("x-remote-anything", "x")
+    .header("x-host-session", "secret")
+    .header("x-kept", "yes")
+    .body(empty())
+    .unwrap();
     let (status, _, _) = send(req).await;
     assert_eq!(status, StatusCode::OK);
     let seen = rec.last();
-    for gone in ["impersonate-user", "impersonate-group", "impersonate-uid", "impersonate-extra-scopes", "x-remote-anything", "x-host-session"] {
-        assert!(!seen.headers.contains_key(gone), "{gone} reached the backend");
+    for gone in [
+        "impersonate-user",
+        "impersonate-group",
+        "impersonate-uid",
+        "impersonate-extra-scopes",
+        "x-remote-anything",
+        "x-host-session",
+    ] {
+        assert!(
+            !seen.headers.contains_key(gone),
+            "{gone} reached the backend"
+        );
     }
     assert_eq!(seen.headers["x-kept"], "yes");
     // The real peer (the test client on loopback) is appended.
@@ -136,15 +172,21 @@ async fn non_utf8_header_values_pass_byte_for_byte_both_ways() {
         if let Some(v) = v {
             res.headers_mut().insert("x-echo", v);
         }
-        res.headers_mut().insert("x-backend-raw", HeaderValue::from_bytes(b"\xfe\xfd").unwrap());
+        res.headers_mut().insert(
+            "x-backend-raw",
+            HeaderValue::from_bytes(b"\xfe\xfd").unwrap(),
+        );
         res
     })
     .await;
     let proxy = serve_proxy(config(&[pod_yaml("ns", "p", "127.0.0.1")]).build().unwrap()).await;
-    let req = Request::get(format!("http://{proxy}{}", pod_path("ns", "p", backend.port(), "/")))
-        .header("x-latin1", HeaderValue::from_bytes(raw).unwrap())
-        .body(empty())
-        .unwrap();
+    let req = Request::get(format!(
+        "http://{proxy}{}",
+        pod_path("ns", "p", backend.port(), "/")
+    ))
+    .header("x-latin1", HeaderValue::from_bytes(raw).unwrap())
+    .body(empty())
+    .unwrap();
     let (status, headers, _) = send(req).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(headers["x-echo"].as_bytes(), raw);
@@ -158,14 +200,25 @@ async fn host_header_is_the_clients_or_the_targets() {
     let path = pod_path("ns", "p", backend.port(), "/");
 
     let proxy = serve_proxy(config(&docs).build().unwrap()).await;
-    let req = Request::get(format!("http://{proxy}{path}")).header("host", "apiserver.example:6443");
+    let req =
+        Request::get(format!("http://{proxy}{path}")).header("host", "apiserver.example:6443");
     send(req.body(empty()).unwrap()).await;
     assert_eq!(rec.last().headers["host"], "apiserver.example:6443");
 
-    let proxy = serve_proxy(config(&docs).host_header(HostHeader::Target).build().unwrap()).await;
-    let req = Request::get(format!("http://{proxy}{path}")).header("host", "apiserver.example:6443");
+    let proxy = serve_proxy(
+        config(&docs)
+            .host_header(HostHeader::Target)
+            .build()
+            .unwrap(),
+    )
+    .await;
+    let req =
+        Request::get(format!("http://{proxy}{path}")).header("host", "apiserver.example:6443");
     send(req.body(empty()).unwrap()).await;
-    assert_eq!(rec.last().headers["host"], format!("127.0.0.1:{}", backend.port()).as_str());
+    assert_eq!(
+        rec.last().headers["host"],
+        format!("127.0.0.1:{}", backend.port()).as_str()
+    );
 }
 
 #[tokio::test]
@@ -173,10 +226,13 @@ async fn response_hop_by_hop_headers_are_removed() {
     let (backend, _) = scripted_backend().await;
     let proxy = serve_proxy(config(&[pod_yaml("ns", "p", "127.0.0.1")]).build().unwrap()).await;
     let spec = serde_json::json!({"Connection": "x-internal", "X-Internal": "1", "Keep-Alive": "timeout=5", "X-Public": "2"});
-    let req = Request::get(format!("http://{proxy}{}", pod_path("ns", "p", backend.port(), "/")))
-        .header("x-respond-with", spec.to_string())
-        .body(empty())
-        .unwrap();
+    let req = Request::get(format!(
+        "http://{proxy}{}",
+        pod_path("ns", "p", backend.port(), "/")
+    ))
+    .header("x-respond-with", spec.to_string())
+    .body(empty())
+    .unwrap();
     let (status, headers, _) = send(req).await;
     assert_eq!(status, StatusCode::OK);
     assert!(!headers.contains_key("x-internal"));

@@ -15,10 +15,15 @@ use crate::harness::*;
 #[tokio::test]
 async fn router_layer_handles_proxy_routes_and_passes_the_rest() {
     let (backend, rec) = recording_backend(None).await;
-    let config = config(&[pod_yaml("ns", "web", "127.0.0.1")]).build().unwrap();
+    let config = config(&[pod_yaml("ns", "web", "127.0.0.1")])
+        .build()
+        .unwrap();
     let app: Router = Router::new()
         .route("/healthz", get_route(|| async { "healthy" }))
-        .route("/api/v1/namespaces/{ns}/pods", get_route(|| async { "pod list" }))
+        .route(
+            "/api/v1/namespaces/{ns}/pods",
+            get_route(|| async { "pod list" }),
+        )
         .layer(ProxyLayer::new(config));
     let addr = serve(app).await;
 
@@ -37,7 +42,9 @@ async fn router_layer_handles_proxy_routes_and_passes_the_rest() {
 #[tokio::test]
 async fn route_service_on_the_proxy_routes() {
     let (backend, rec) = recording_backend(None).await;
-    let config = config(&[pod_yaml("ns", "web", "127.0.0.1")]).build().unwrap();
+    let config = config(&[pod_yaml("ns", "web", "127.0.0.1")])
+        .build()
+        .unwrap();
     let proxy = ProxyService::new(config);
     let app: Router = Router::new()
         .route_service("/api/v1/namespaces/{ns}/pods/{id}/proxy", proxy.clone())
@@ -45,7 +52,10 @@ async fn route_service_on_the_proxy_routes() {
     let addr = serve(app).await;
     let (status, _, _) = get(addr, &pod_path("ns", "web", backend.port(), "/a/b?c=d")).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(rec.last().uri.path_and_query().unwrap().as_str(), "/a/b?c=d");
+    assert_eq!(
+        rec.last().uri.path_and_query().unwrap().as_str(),
+        "/a/b?c=d"
+    );
     let (status, headers, _) = get(addr, &pod_path("ns", "web", backend.port(), "")).await;
     assert_eq!(status, StatusCode::MOVED_PERMANENTLY);
     assert!(headers["location"].to_str().unwrap().ends_with("/proxy/"));
@@ -74,7 +84,12 @@ async fn nest_service_routes_on_the_original_uri() {
 async fn fallback_service_with_connect_info_as_peer() {
     let (backend, rec) = recording_backend(None).await;
     let config = config(&[pod_yaml("ns", "web", "127.0.0.1")])
-        .peer_addr(|parts| parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0))
+        .peer_addr(|parts| {
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0)
+        })
         .build()
         .unwrap();
     let app = Router::new()
@@ -83,7 +98,12 @@ async fn fallback_service_with_connect_info_as_peer() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
-        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await.unwrap();
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+        .unwrap();
     });
 
     let (status, _, body) = get(addr, "/version").await;

@@ -18,7 +18,9 @@ const TOTAL: u64 = 1 << 30;
 fn gib_stream() -> StreamBody<impl futures_util::Stream<Item = Result<Frame<Bytes>, BoxError>>> {
     let chunk = Bytes::from(vec![0x5au8; CHUNK]);
     let n = TOTAL / CHUNK as u64;
-    StreamBody::new(futures_util::stream::iter((0..n).map(move |_| Ok(Frame::data(chunk.clone())))))
+    StreamBody::new(futures_util::stream::iter(
+        (0..n).map(move |_| Ok(Frame::data(chunk.clone()))),
+    ))
 }
 
 /// Samples this process's resident memory until dropped; returns the peak in KiB.
@@ -63,8 +65,16 @@ async fn one_gib_each_way_streams_with_bounded_memory() {
         }
     })
     .await;
-    let proxy = serve_proxy(config(&[pod_yaml("ns", "big", "127.0.0.1")]).build().unwrap()).await;
-    let uri = format!("http://{proxy}{}", pod_path("ns", "big", backend.port(), "/data"));
+    let proxy = serve_proxy(
+        config(&[pod_yaml("ns", "big", "127.0.0.1")])
+            .build()
+            .unwrap(),
+    )
+    .await;
+    let uri = format!(
+        "http://{proxy}{}",
+        pod_path("ns", "big", backend.port(), "/data")
+    );
     let client = client();
 
     // Warm up allocator arenas and pools with a small exchange each way.
@@ -74,12 +84,18 @@ async fn one_gib_each_way_streams_with_bounded_memory() {
     let baseline = rss_kib();
     let sampler = PeakRss::start();
 
-    let res = client.request(Request::post(&uri).body(gib_stream().boxed()).unwrap()).await.unwrap();
+    let res = client
+        .request(Request::post(&uri).body(gib_stream().boxed()).unwrap())
+        .await
+        .unwrap();
     assert_eq!(res.status(), StatusCode::OK);
     let counted = res.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(counted, TOTAL.to_string());
 
-    let res = client.request(Request::get(&uri).body(empty()).unwrap()).await.unwrap();
+    let res = client
+        .request(Request::get(&uri).body(empty()).unwrap())
+        .await
+        .unwrap();
     assert_eq!(res.status(), StatusCode::OK);
     let mut body = res.into_body();
     let mut received = 0u64;
@@ -95,7 +111,10 @@ async fn one_gib_each_way_streams_with_bounded_memory() {
     // The whole process (client, proxy and backend) stays within 16 MiB of its baseline
     // while 2 GiB pass through the proxy.
     eprintln!("resident memory growth while streaming 2 GiB: {growth_mib:.1} MiB");
-    assert!(growth_mib < 16.0, "resident memory grew by {growth_mib:.1} MiB");
+    assert!(
+        growth_mib < 16.0,
+        "resident memory grew by {growth_mib:.1} MiB"
+    );
 }
 
 #[tokio::test]
@@ -108,13 +127,19 @@ async fn server_sent_events_arrive_before_the_response_ends() {
             let rx = release_rx.lock().await.take();
             let frames = futures_util::stream::unfold((0u8, rx), |(n, rx)| async move {
                 match n {
-                    0 => Some((Ok::<_, BoxError>(Frame::data(Bytes::from_static(b"data: one\n\n"))), (1, rx))),
+                    0 => Some((
+                        Ok::<_, BoxError>(Frame::data(Bytes::from_static(b"data: one\n\n"))),
+                        (1, rx),
+                    )),
                     1 => {
                         // The second event is only written once the client has the first.
                         if let Some(rx) = rx {
                             let _ = rx.await;
                         }
-                        Some((Ok(Frame::data(Bytes::from_static(b"data: two\n\n"))), (2, None)))
+                        Some((
+                            Ok(Frame::data(Bytes::from_static(b"data: two\n\n"))),
+                            (2, None),
+                        ))
                     }
                     _ => None,
                 }
@@ -126,9 +151,20 @@ async fn server_sent_events_arrive_before_the_response_ends() {
         }
     })
     .await;
-    let proxy = serve_proxy(config(&[pod_yaml("ns", "sse", "127.0.0.1")]).build().unwrap()).await;
-    let uri = format!("http://{proxy}{}", pod_path("ns", "sse", backend.port(), "/events"));
-    let res = client().request(Request::get(&uri).body(empty()).unwrap()).await.unwrap();
+    let proxy = serve_proxy(
+        config(&[pod_yaml("ns", "sse", "127.0.0.1")])
+            .build()
+            .unwrap(),
+    )
+    .await;
+    let uri = format!(
+        "http://{proxy}{}",
+        pod_path("ns", "sse", backend.port(), "/events")
+    );
+    let res = client()
+        .request(Request::get(&uri).body(empty()).unwrap())
+        .await
+        .unwrap();
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(res.headers()["content-type"], "text/event-stream");
     let mut body = res.into_body();

@@ -17,9 +17,20 @@ async fn https_pod_unverified_by_default_speaks_http2_by_alpn() {
     // A certificate for a name the proxy never asks for: upstream skips verification.
     let id = TlsIdentity::new(&["unrelated.example"]);
     let (backend, rec) = recording_backend(Some(&id)).await;
-    let proxy = serve_proxy(config(&[pod_yaml("ns", "web", "127.0.0.1")]).build().unwrap()).await;
-    let (status, headers, body) =
-        get(proxy, &format!("/api/v1/namespaces/ns/pods/https:web:{}/proxy/tls", backend.port())).await;
+    let proxy = serve_proxy(
+        config(&[pod_yaml("ns", "web", "127.0.0.1")])
+            .build()
+            .unwrap(),
+    )
+    .await;
+    let (status, headers, body) = get(
+        proxy,
+        &format!(
+            "/api/v1/namespaces/ns/pods/https:web:{}/proxy/tls",
+            backend.port()
+        ),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
     assert_eq!(headers["x-backend-version"], "HTTP/2.0");
     assert_eq!(rec.last().version, Version::HTTP_2);
@@ -32,7 +43,13 @@ async fn verified_service_backend_accepts_the_right_name_and_refuses_others() {
     let (backend, rec) = recording_backend(Some(&good)).await;
     let docs = [
         pod_yaml("ns", "web", "127.0.0.1"),
-        service_yaml("ns", "svc", 443, Some("https"), &[("web", "127.0.0.1", backend.port())]),
+        service_yaml(
+            "ns",
+            "svc",
+            443,
+            Some("https"),
+            &[("web", "127.0.0.1", backend.port())],
+        ),
     ];
     let roots = Roots::from_pem(good.cert_pem.as_bytes()).unwrap();
     let proxy = serve_proxy(config(&docs).verify_backends(roots).build().unwrap()).await;
@@ -47,18 +64,36 @@ async fn verified_service_backend_accepts_the_right_name_and_refuses_others() {
     let (status, _, body) = get(proxy, "/api/v1/namespaces/ns/services/svc:http/proxy/").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     let message = status_of(&body).2;
-    assert!(message.starts_with("error trying to reach service: tls handshake with 127.0.0.1:"), "{message}");
+    assert!(
+        message.starts_with("error trying to reach service: tls handshake with 127.0.0.1:"),
+        "{message}"
+    );
     assert_eq!(rec.count(), 1);
 }
 
 #[tokio::test]
 async fn plain_backend_behind_https_scheme_is_a_tls_failure() {
     let (backend, rec) = recording_backend(None).await;
-    let proxy = serve_proxy(config(&[pod_yaml("ns", "web", "127.0.0.1")]).build().unwrap()).await;
-    let (status, _, body) =
-        get(proxy, &format!("/api/v1/namespaces/ns/pods/https:web:{}/proxy/", backend.port())).await;
+    let proxy = serve_proxy(
+        config(&[pod_yaml("ns", "web", "127.0.0.1")])
+            .build()
+            .unwrap(),
+    )
+    .await;
+    let (status, _, body) = get(
+        proxy,
+        &format!(
+            "/api/v1/namespaces/ns/pods/https:web:{}/proxy/",
+            backend.port()
+        ),
+    )
+    .await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-    assert!(status_of(&body).2.contains("tls handshake"), "{}", String::from_utf8_lossy(&body));
+    assert!(
+        status_of(&body).2.contains("tls handshake"),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
     assert_eq!(rec.count(), 0);
 }
 
@@ -69,9 +104,18 @@ async fn kubelet_gets_the_client_certificate_and_is_verified_against_its_ca() {
     let (backend, rec) = recording_backend(Some(&kubelet)).await;
     let docs = [node_yaml("n1", "InternalIP", "127.0.0.1", backend.port())];
 
-    let identity = ClientIdentity::from_pem(client_id.cert_pem.as_bytes(), client_id.key_pem.as_bytes()).unwrap();
+    let identity =
+        ClientIdentity::from_pem(client_id.cert_pem.as_bytes(), client_id.key_pem.as_bytes())
+            .unwrap();
     let ca = Roots::from_pem(kubelet.cert_pem.as_bytes()).unwrap();
-    let proxy = serve_proxy(config(&docs).kubelet_client_identity(identity).kubelet_ca(ca).build().unwrap()).await;
+    let proxy = serve_proxy(
+        config(&docs)
+            .kubelet_client_identity(identity)
+            .kubelet_ca(ca)
+            .build()
+            .unwrap(),
+    )
+    .await;
     let (status, _, body) = get(proxy, "/api/v1/nodes/n1/proxy/metrics").await;
     assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
     assert_eq!(rec.last().uri.path(), "/metrics");
@@ -79,7 +123,12 @@ async fn kubelet_gets_the_client_certificate_and_is_verified_against_its_ca() {
     // Without the client certificate the kubelet refuses the handshake.
     let proxy = serve_proxy(config(&docs).build().unwrap()).await;
     let (status, _, body) = get(proxy, "/api/v1/nodes/n1/proxy/metrics").await;
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(
+        status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
     assert_eq!(rec.count(), 1);
 }
 
@@ -95,7 +144,9 @@ async fn node_hostnames_are_resolved_once_and_the_checked_ip_dialed() {
     assert_eq!(rec.count(), 1);
 
     // The default policy judges the resolved loopback address and refuses it.
-    let config = kube_bastion::ProxyConfig::builder(cluster(&docs)).build().unwrap();
+    let config = kube_bastion::ProxyConfig::builder(cluster(&docs))
+        .build()
+        .unwrap();
     let proxy = serve_proxy(config).await;
     let (status, _, body) = get(proxy, "/api/v1/nodes/n1/proxy/healthz").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);

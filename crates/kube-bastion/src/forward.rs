@@ -35,10 +35,10 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use tracing::Instrument;
 
+use crate::balance::FailureKind;
 use crate::body::ProxyBody;
 use crate::config::ProxyConfig;
 use crate::headers::{self, HostHeader};
-use crate::balance::FailureKind;
 use crate::transport::{BoxError, ConnectError, RequestBody, SERVER_NAME};
 use crate::{Attributes, Candidate, Host, Plan, ProxyRequest, Status, Target, resolve};
 
