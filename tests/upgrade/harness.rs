@@ -167,6 +167,8 @@ pub(crate) async fn ws_backend(
         let log = l.clone();
         async move {
             let seen = log.clone();
+            // The callback's error type is tungstenite's (an HTTP response), large by design.
+            #[allow(clippy::result_large_err)]
             let callback = move |req: &WsRequest, mut res: WsResponse| {
                 seen.handshakes.lock().unwrap().push(Handshake {
                     path_and_query: req
@@ -248,7 +250,14 @@ async fn run_ws(mut ws: WebSocketStream<Box<dyn Io>>, behaviour: WsBehaviour) ->
 /// by the peer (end of stream seen).
 #[derive(Clone, Debug, Default)]
 pub(crate) struct RawLog {
-    conns: Arc<Mutex<Vec<(Vec<u8>, bool)>>>,
+    conns: Arc<Mutex<Vec<RawConn>>>,
+}
+
+/// One connection of a raw backend.
+#[derive(Debug, Default)]
+struct RawConn {
+    received: Vec<u8>,
+    closed: bool,
 }
 
 impl RawLog {
@@ -257,11 +266,11 @@ impl RawLog {
     }
     /// The bytes received on connection `i`.
     pub(crate) fn received(&self, i: usize) -> Vec<u8> {
-        self.conns.lock().unwrap()[i].0.clone()
+        self.conns.lock().unwrap()[i].received.clone()
     }
     /// Whether connection `i` saw end of stream (the proxy closed it).
     pub(crate) fn closed(&self, i: usize) -> bool {
-        self.conns.lock().unwrap()[i].1
+        self.conns.lock().unwrap()[i].closed
     }
 }
 
@@ -278,7 +287,7 @@ pub(crate) async fn raw_backend(answer: Vec<u8>) -> (SocketAddr, RawLog) {
         async move {
             let index = {
                 let mut conns = log.conns.lock().unwrap();
-                conns.push((Vec::new(), false));
+                conns.push(RawConn::default());
                 conns.len() - 1
             };
             let mut buf = [0u8; 4096];
@@ -290,8 +299,8 @@ pub(crate) async fn raw_backend(answer: Vec<u8>) -> (SocketAddr, RawLog) {
                 };
                 let head_done = {
                     let mut conns = log.conns.lock().unwrap();
-                    conns[index].0.extend_from_slice(&buf[..n]);
-                    conns[index].0.windows(4).any(|w| w == b"\r\n\r\n")
+                    conns[index].received.extend_from_slice(&buf[..n]);
+                    conns[index].received.windows(4).any(|w| w == b"\r\n\r\n")
                 };
                 if head_done && !answered {
                     answered = true;
@@ -300,7 +309,7 @@ pub(crate) async fn raw_backend(answer: Vec<u8>) -> (SocketAddr, RawLog) {
                     }
                 }
             }
-            log.conns.lock().unwrap()[index].1 = true;
+            log.conns.lock().unwrap()[index].closed = true;
         }
     })
     .await;
