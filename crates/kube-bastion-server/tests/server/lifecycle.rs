@@ -3,15 +3,19 @@
 
 use std::net::SocketAddr;
 use std::process::Command;
+use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::sync::Notify;
 
 use crate::support::{Server, TempDir, get, run_ok};
 
-/// A backend whose `/slow` answers after `delay`.
-async fn slow_backend(delay: Duration) -> SocketAddr {
+/// A backend that answers after `delay`, and says on `arrived` when a request came in.
+async fn slow_backend(delay: Duration, arrived: Arc<Notify>) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let app = axum::Router::new().fallback(move || async move {
+        arrived.notify_one();
         tokio::time::sleep(delay).await;
         "finished"
     });
@@ -21,7 +25,8 @@ async fn slow_backend(delay: Duration) -> SocketAddr {
 
 #[tokio::test]
 async fn sigterm_drains_in_flight_requests() {
-    let backend = slow_backend(Duration::from_millis(1500)).await;
+    let arrived = Arc::new(Notify::new());
+    let backend = slow_backend(Duration::from_millis(1000), arrived.clone()).await;
     let dir = TempDir::new("shutdown");
     let file = dir.join("cluster.yaml");
     std::fs::write(
@@ -41,8 +46,10 @@ async fn sigterm_drains_in_flight_requests() {
     let url = format!("{}/api/v1/namespaces/ops/pods/slow/proxy/slow", server.url);
     let in_flight =
         tokio::spawn(async move { crate::support::request("GET", &url, &[], "").await });
-    // Let the request reach the backend, then ask the server to stop.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Once the request is at the backend, ask the server to stop.
+    tokio::time::timeout(Duration::from_secs(30), arrived.notified())
+        .await
+        .expect("the request reaches the backend");
     server.signal("TERM");
     let reply = in_flight.await.unwrap();
     assert_eq!((reply.status, reply.body.as_str()), (200, "finished"));
