@@ -56,6 +56,7 @@ async fn random_spreads_uniformly() {
     load(proxy, 1, 600).await;
     // Binomial(600, 1/3): mean 200, sigma 11.5; bound: within 5 sigma.
     let hits = hits(&backends);
+    eprintln!("random, 600 sequential requests: {hits:?}");
     assert!(hits.iter().all(|&n| (142..=258).contains(&n)), "{hits:?}");
 }
 
@@ -69,6 +70,7 @@ async fn least_request_and_peak_ewma_spread_concurrent_load() {
         // Equal endpoints under 6 concurrent clients: every endpoint carries a fair part;
         // bound: at least 15 % each (a third is 33 %).
         let hits = hits(&backends);
+        eprintln!("{policy}, 600 requests from 6 clients: {hits:?}");
         assert_eq!(hits.iter().sum::<usize>(), 600);
         assert!(hits.iter().all(|&n| n >= 90), "{policy}: {hits:?}");
     }
@@ -83,6 +85,7 @@ async fn peak_ewma_sends_under_15_percent_to_a_ten_times_slower_endpoint() {
     let proxy = proxy(cluster(&ports(&backends), &ServiceSpec::default()), &balancer).await;
     load(proxy, 4, 400).await;
     let hits = hits(&backends);
+    eprintln!("peak-ewma, 400 requests from 4 clients, 40 ms vs 4 ms: {hits:?}");
     assert_eq!(hits.iter().sum::<usize>(), 400);
     assert!(hits[0] * 100 < 400 * 15, "slow endpoint got {} of 400: {hits:?}", hits[0]);
 }

@@ -228,7 +228,8 @@ impl<'a> Attempts<'a> {
         if self.tried.is_empty() {
             service.stats.set_candidates(candidates.len());
             self.refresh_policy(service, &mut table);
-            table.sweep_step(candidates, self.default_port, &self.core.tracked);
+            let ejected = service.stats.ejected() > 0;
+            table.sweep_step(candidates, self.default_port, &self.core.tracked, ejected);
         }
         let affinity = self
             .client

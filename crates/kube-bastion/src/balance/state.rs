@@ -2,9 +2,11 @@
 //!
 //! A Service's table maps endpoint addresses to their state. Choosing never scans the
 //! candidate list: a policy samples one or two indices and looks their state up by address.
-//! Endpoints that left the cluster view are found by an incremental sweep (a few candidates
-//! per choice are marked as present; when the sweep has walked the whole list, unmarked
-//! entries are dropped), so the table follows the candidate list in amortised O(1).
+//! Endpoints that left the cluster view are found by an incremental sweep (one candidate
+//! per choice is marked as present; when the sweep has walked the whole list, unmarked
+//! entries are dropped), so the table follows the candidate list in amortised O(1). A walk
+//! starts only when the table holds more entries than there are candidates (keys are
+//! unique, so some left) or an endpoint is ejected.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -383,19 +385,27 @@ impl Table {
         self.endpoints.values().any(|e| e.in_flight() > 0)
     }
 
-    /// Advances the membership sweep by a few candidates; when it has walked the whole
-    /// list, drops the entries not seen during the walk.
+    /// Advances the membership sweep by a few candidates (when a walk is needed, see
+    /// below); when it has walked the whole list, drops the entries not seen during the walk.
     pub(crate) fn sweep_step(
         &mut self,
         candidates: &[Candidate],
         default_port: u16,
         tracked: &AtomicUsize,
+        ejected: bool,
     ) {
         if self.endpoints.is_empty() {
             self.sweep_cursor = 0;
             return;
         }
         let len = candidates.len();
+        // Keys are unique, so a table larger than the candidate list holds departed
+        // endpoints; an ejected one may have departed too. Otherwise the table is bounded by
+        // the list already and a walk costs cache misses for nothing: start one only when
+        // needed, and finish it once started.
+        if self.sweep_cursor == 0 && self.endpoints.len() <= len && !ejected {
+            return;
+        }
         if len != self.sweep_len {
             // The list changed under the walk: restart it once per epoch so that entries
             // that moved are not missed; marks already made stay valid.
