@@ -83,7 +83,8 @@ fn ctx(options: RewriteOptions) -> RewriteContext {
 }
 
 fn page(len: usize) -> Bytes {
-    let mut page = String::from("<!DOCTYPE html><html><head><title>pods</title></head><body><table>\n");
+    let mut page =
+        String::from("<!DOCTYPE html><html><head><title>pods</title></head><body><table>\n");
     while page.len() < len {
         page.push_str(UNIT);
     }
@@ -129,9 +130,8 @@ fn throughput(c: &mut Criterion) {
         b.iter(|| {
             let selector = "a,applet,area,audio,base,blockquote,body,button,command,del,embed,\
                 form,frame,head,html,iframe,img,input,ins,link,object,q,script,source,video";
-            let settings = lol_html::Settings::new().append_element_content_handler(
-                lol_html::element!(selector, |_el| Ok(())),
-            );
+            let settings = lol_html::Settings::new()
+                .append_element_content_handler(lol_html::element!(selector, |_el| Ok(())));
             let mut n = 0;
             let mut rewriter = lol_html::HtmlRewriter::new(settings, |c: &[u8]| n += c.len());
             for chunk in html.chunks(FRAME) {
@@ -141,7 +141,9 @@ fn throughput(c: &mut Criterion) {
             n
         })
     });
-    group.bench_function("gzip_copy_baseline", |b| b.iter(|| run(&off, &gzipped, &gz)));
+    group.bench_function("gzip_copy_baseline", |b| {
+        b.iter(|| run(&off, &gzipped, &gz))
+    });
     group.bench_function("html_gzip", |b| b.iter(|| run(&on, &gzipped, &gz)));
     group.finish();
 }
@@ -163,9 +165,11 @@ impl Body for Generated {
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         let this = &mut *self;
         if this.remaining == 0 {
-            return Poll::Ready(this.encoder.take().map(|e| {
-                Ok(Frame::data(Bytes::from(e.finish().expect("gzip"))))
-            }));
+            return Poll::Ready(
+                this.encoder
+                    .take()
+                    .map(|e| Ok(Frame::data(Bytes::from(e.finish().expect("gzip"))))),
+            );
         }
         let frame = this.unit_frame.clone();
         this.remaining = this.remaining.saturating_sub(frame.len());
@@ -195,16 +199,18 @@ fn memory_ceiling(gzip: bool) {
     let body = Generated {
         remaining: TOTAL,
         unit_frame,
-        encoder: gzip.then(|| {
-            flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast())
-        }),
+        encoder: gzip
+            .then(|| flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast())),
     };
     let mut builder = http::Response::builder().header("content-type", "text/html");
     if gzip {
         builder = builder.header("content-encoding", "gzip");
     }
-    let out = rewrite_response(&ctx(RewriteOptions::default()), builder.body(body).expect("ok"))
-        .expect("no Location");
+    let out = rewrite_response(
+        &ctx(RewriteOptions::default()),
+        builder.body(body).expect("ok"),
+    )
+    .expect("no Location");
     let mut body = out.into_body();
     let before = status_kib("VmRSS:").unwrap_or(0);
     let mut peak = before;

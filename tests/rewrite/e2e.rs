@@ -108,7 +108,10 @@ fn app_links(html: &str) -> Vec<(String, String, String)> {
     triples(html)
         .into_iter()
         .filter(|(_, attr, _)| {
-            matches!(attr.as_str(), "href" | "src" | "action" | "formaction" | "srcset")
+            matches!(
+                attr.as_str(),
+                "href" | "src" | "action" | "formaction" | "srcset"
+            )
         })
         .filter(|(_, _, value)| !value.starts_with("https://example.com") && value != "settings")
         .collect()
@@ -120,7 +123,10 @@ async fn a_web_app_works_through_the_proxy() {
 
     let (status, headers, body) = get(proxy, &format!("{PREFIX}/")).await;
     assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
-    assert!(headers.get("content-length").is_none(), "rewritten body is chunked");
+    assert!(
+        headers.get("content-length").is_none(),
+        "rewritten body is chunked"
+    );
     assert_eq!(
         headers["set-cookie"],
         format!("session=s3cr3t; Path={PREFIX}/; HttpOnly").as_str()
@@ -149,7 +155,11 @@ async fn a_web_app_works_through_the_proxy() {
         );
         // Following it through the proxy reaches the app at the original path.
         let uri = format!("http://{proxy}{value}");
-        let method = if attr == "action" || attr == "formaction" { "POST" } else { "GET" };
+        let method = if attr == "action" || attr == "formaction" {
+            "POST"
+        } else {
+            "GET"
+        };
         let (status, _, body) = send(
             Request::builder()
                 .method(method)
@@ -169,7 +179,10 @@ async fn a_web_app_works_through_the_proxy() {
             assert_eq!(body, format!("path={backend_path}"), "{uri}");
         }
     }
-    assert!(html.contains(&format!("href=\"{PREFIX}/abs?x=1&amp;y=2\"")), "{html}");
+    assert!(
+        html.contains(&format!("href=\"{PREFIX}/abs?x=1&amp;y=2\"")),
+        "{html}"
+    );
     // Relative and foreign links are left alone.
     assert!(html.contains("<a href=\"settings\">"));
     assert!(html.contains("<a href=\"https://example.com/\">"));
@@ -203,7 +216,10 @@ async fn a_gzip_page_is_rewritten_and_stays_gzip() {
         .expect("valid gzip");
     let links = app_links(&html);
     assert_eq!(links.len(), 8);
-    assert!(links.iter().all(|(_, _, v)| v.starts_with(PREFIX)), "{links:?}");
+    assert!(
+        links.iter().all(|(_, _, v)| v.starts_with(PREFIX)),
+        "{links:?}"
+    );
 }
 
 #[tokio::test]
@@ -221,7 +237,11 @@ async fn the_bare_proxy_redirect_is_not_rewritten_again() {
         )
         .await;
         assert_eq!(status, StatusCode::MOVED_PERMANENTLY, "{method}");
-        assert_eq!(headers["location"], format!("{PREFIX}/").as_str(), "{method}");
+        assert_eq!(
+            headers["location"],
+            format!("{PREFIX}/").as_str(),
+            "{method}"
+        );
     }
 }
 

@@ -31,7 +31,10 @@ fn location_on_any_status_and_empty_location_ignored() {
     );
     let out = rewrite_response(&ctx(), resp).expect("parses");
     assert_eq!(out.headers()["location"], format!("{PREFIX}/created/1"));
-    assert!(!out.body().is_rewriting(), "Location present: HTML left alone");
+    assert!(
+        !out.body().is_rewriting(),
+        "Location present: HTML left alone"
+    );
 
     let resp = response(
         &[("location", ""), ("content-type", "text/html")],
@@ -44,7 +47,10 @@ fn location_on_any_status_and_empty_location_ignored() {
 
 #[test]
 fn location_naming_the_request_host_keeps_its_origin() {
-    let resp = response(&[("location", "https://apiserver:6443/login")], bodies::empty());
+    let resp = response(
+        &[("location", "https://apiserver:6443/login")],
+        bodies::empty(),
+    );
     let out = rewrite_response(&ctx(), resp).expect("parses");
     assert_eq!(
         out.headers()["location"],
@@ -70,7 +76,10 @@ fn content_location_set_cookie_and_refresh() {
     assert_eq!(h["content-location"], format!("{PREFIX}/doc/1"));
     let cookies: Vec<_> = h.get_all("set-cookie").iter().collect();
     assert_eq!(cookies.len(), 4);
-    assert_eq!(cookies[0], format!("sid=abc; Path={PREFIX}/; HttpOnly").as_str());
+    assert_eq!(
+        cookies[0],
+        format!("sid=abc; Path={PREFIX}/; HttpOnly").as_str()
+    );
     assert_eq!(cookies[1], "theme=dark");
     assert_eq!(cookies[2], format!("x=1; path={PREFIX}/app/").as_str());
     assert_eq!(cookies[3], format!("y=2; Path={PREFIX}/z").as_str());
@@ -85,8 +94,8 @@ fn content_location_set_cookie_and_refresh() {
         ],
         bodies::empty(),
     );
-    let out = rewrite_response(&ctx().with_options(RewriteOptions::upstream()), resp)
-        .expect("parses");
+    let out =
+        rewrite_response(&ctx().with_options(RewriteOptions::upstream()), resp).expect("parses");
     assert_eq!(out.headers()["content-location"], "/doc/1");
     assert_eq!(out.headers()["set-cookie"], "sid=abc; Path=/");
     assert_eq!(out.headers()["refresh"], "5; url=/next");
@@ -160,10 +169,7 @@ async fn html_gate_media_type_and_status() {
 
 #[test]
 fn switches_turn_everything_off() {
-    let headers = [
-        ("location", "http://[bad"),
-        ("content-type", "text/html"),
-    ];
+    let headers = [("location", "http://[bad"), ("content-type", "text/html")];
     // Master switch off: not even an unparsable Location is looked at.
     let out = rewrite_response(
         &ctx().with_options(RewriteOptions::disabled()),

@@ -180,8 +180,14 @@ async fn hundred_mib_page_streams_with_flat_memory() {
         }
     }
     let units = TOTAL.div_ceil(unit.len());
-    assert!(bytes > TOTAL, "rewritten output is longer than the input: {bytes}");
-    assert!(links > units / 2, "links were rewritten: {links} of ~{units}");
+    assert!(
+        bytes > TOTAL,
+        "rewritten output is longer than the input: {bytes}"
+    );
+    assert!(
+        links > units / 2,
+        "links were rewritten: {links} of ~{units}"
+    );
     let growth = peak.saturating_sub(before);
     assert!(
         growth < 48 << 20,
@@ -246,7 +252,10 @@ async fn corrupt_compressed_bodies_end_with_a_body_error() {
     let out = rewrite_response(
         &ctx(),
         response(
-            &[("content-type", "text/html"), ("content-encoding", "deflate")],
+            &[
+                ("content-type", "text/html"),
+                ("content-encoding", "deflate"),
+            ],
             bodies::chunks([vec![0xffu8; 64]]),
         ),
     )
@@ -254,7 +263,10 @@ async fn corrupt_compressed_bodies_end_with_a_body_error() {
     let (_, err) = collect_lossy(out.into_body()).await;
     let err = err.expect("error");
     assert!(err.is_rewrite() && !err.is_backend());
-    assert!(err.to_string().starts_with("error rewriting the response body"));
+    assert!(
+        err.to_string()
+            .starts_with("error rewriting the response body")
+    );
 }
 
 #[tokio::test]

@@ -116,10 +116,17 @@ async fn html_rewrite_rows() {
             .await
             .expect("body")
             .to_bytes();
-        assert_eq!(chunked, got.as_bytes(), "{name}: chunking changed the output");
+        assert_eq!(
+            chunked,
+            got.as_bytes(),
+            "{name}: chunking changed the output"
+        );
     }
     let documented: BTreeSet<String> = BYTE_DIFFERENCES.iter().map(|s| s.to_string()).collect();
-    assert_eq!(differing, documented, "rows whose bytes differ from upstream's");
+    assert_eq!(
+        differing, documented,
+        "rows whose bytes differ from upstream's"
+    );
 }
 
 #[tokio::test]
@@ -274,7 +281,8 @@ fn upgradeaware_prefix_rows() {
         let input = &row["input"];
         let expected = &row["expected"];
         let incoming = s(input, "incoming_request_url");
-        let prefix = RewriteContext::derive_prefix(path_of(incoming), path_of(s(input, "location")));
+        let prefix =
+            RewriteContext::derive_prefix(path_of(incoming), path_of(s(input, "location")));
         assert_eq!(prefix, s(expected, "path_prepend"), "{name}");
         // The transport scheme/host are the incoming absolute URL's; links to the backend
         // then move under that origin.

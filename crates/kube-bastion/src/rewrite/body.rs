@@ -384,7 +384,11 @@ mod tests {
     }
 
     fn rules() -> Arc<UrlRules> {
-        Arc::new(UrlRules::new("/api/v1/namespaces/ns/pods/p/proxy", "10.0.0.1:80", "h"))
+        Arc::new(UrlRules::new(
+            "/api/v1/namespaces/ns/pods/p/proxy",
+            "10.0.0.1:80",
+            "h",
+        ))
     }
 
     fn page(len: usize) -> Vec<u8> {
@@ -396,10 +400,14 @@ mod tests {
     fn internal_buffers_stay_bounded_with_large_frames() {
         // 8 MiB of dense HTML arriving as 1 MiB frames, identity and gzip.
         let html = page(8 << 20);
-        let frames = |data: &[u8]| {
-            Chunks(data.chunks(1 << 20).map(Bytes::copy_from_slice).collect())
-        };
-        let body = RewrittenBody::html(frames(&html), Coding::Identity, &rules(), &RewriteOptions::default());
+        let frames =
+            |data: &[u8]| Chunks(data.chunks(1 << 20).map(Bytes::copy_from_slice).collect());
+        let body = RewrittenBody::html(
+            frames(&html),
+            Coding::Identity,
+            &rules(),
+            &RewriteOptions::default(),
+        );
         let (out, peak) = drain(body);
         assert!(out > html.len());
         // One frame in, its rewritten form out: bounded by the frame, not the body.
@@ -408,7 +416,12 @@ mod tests {
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
         gz.write_all(&html).unwrap();
         let wire = gz.finish().unwrap();
-        let body = RewrittenBody::html(frames(&wire), Coding::Gzip, &rules(), &RewriteOptions::default());
+        let body = RewrittenBody::html(
+            frames(&wire),
+            Coding::Gzip,
+            &rules(),
+            &RewriteOptions::default(),
+        );
         let (_, peak) = drain(body);
         assert!(peak < 1 << 20, "gzip peak {peak}");
     }
@@ -455,6 +468,9 @@ mod tests {
         assert!(text.starts_with("<a href=\"/api/v1/namespaces/ns/pods/p/proxy/before\">"));
         // Past the cap the page passes through unchanged, byte for byte.
         assert!(text.ends_with("\" href=\"/big\">t</a><a href=\"/after\">a</a>"));
-        assert_eq!(text.len(), html.len() + "/api/v1/namespaces/ns/pods/p/proxy".len());
+        assert_eq!(
+            text.len(),
+            html.len() + "/api/v1/namespaces/ns/pods/p/proxy".len()
+        );
     }
 }

@@ -8,7 +8,7 @@
 //! so a rewritten attribute reads the same as upstream's.
 
 use std::borrow::Cow;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 
 use lol_html::errors::RewritingError;
 use lol_html::send::{ElementContentHandlers, HtmlRewriter, Settings};
@@ -90,31 +90,30 @@ pub(crate) fn rewriter(
                 .with_max_allowed_memory_usage(memory_limit)
                 .with_graceful_bail_out_on_memory_limit_exceeded(true),
         );
-    for (tag, attributes) in URL_ATTRIBUTES {
-        let rules = Arc::clone(rules);
-        let handler = move |el: &mut lol_html::send::Element<'_, '_>| {
-            for name in attributes {
-                rewrite_attribute(el, name, |value| rules.rewrite_str(value));
+    let url_rules = Arc::clone(rules);
+    let handler = move |el: &mut lol_html::send::Element<'_, '_>| {
+        let tag = el.tag_name();
+        if let Some((_, attributes)) = URL_ATTRIBUTES.iter().find(|(t, _)| *t == tag) {
+            for name in *attributes {
+                rewrite_attribute(el, name, |value| url_rules.rewrite_str(value));
             }
+        }
+        Ok(())
+    };
+    settings = settings.append_element_content_handler((
+        Cow::Borrowed(&SELECTORS.0),
+        ElementContentHandlers::default().element(handler),
+    ));
+    if extras {
+        let srcset_rules = Arc::clone(rules);
+        let handler = move |el: &mut lol_html::send::Element<'_, '_>| {
+            rewrite_attribute(el, "srcset", |value| rewrite_srcset(&srcset_rules, value));
             Ok(())
         };
         settings = settings.append_element_content_handler((
-            Cow::Owned(selector(tag)),
+            Cow::Borrowed(&SELECTORS.1),
             ElementContentHandlers::default().element(handler),
         ));
-    }
-    if extras {
-        for tag in ["img[srcset]", "source[srcset]"] {
-            let rules = Arc::clone(rules);
-            let handler = move |el: &mut lol_html::send::Element<'_, '_>| {
-                rewrite_attribute(el, "srcset", |value| rewrite_srcset(&rules, value));
-                Ok(())
-            };
-            settings = settings.append_element_content_handler((
-                Cow::Owned(selector(tag)),
-                ElementContentHandlers::default().element(handler),
-            ));
-        }
         let rules = Arc::clone(rules);
         let handler = move |el: &mut lol_html::send::Element<'_, '_>| {
             let is_refresh = el
@@ -126,12 +125,23 @@ pub(crate) fn rewriter(
             Ok(())
         };
         settings = settings.append_element_content_handler((
-            Cow::Owned(selector("meta[http-equiv][content]")),
+            Cow::Borrowed(&SELECTORS.2),
             ElementContentHandlers::default().element(handler),
         ));
     }
     HtmlRewriter::new(settings, output)
 }
+
+/// The parsed selectors (parsed once per process): every tag of [`URL_ATTRIBUTES`], the
+/// `srcset` carriers, and refresh `<meta>`.
+static SELECTORS: LazyLock<(Selector, Selector, Selector)> = LazyLock::new(|| {
+    let tags: Vec<&str> = URL_ATTRIBUTES.iter().map(|(tag, _)| *tag).collect();
+    (
+        selector(&tags.join(",")),
+        selector("img[srcset],source[srcset]"),
+        selector("meta[http-equiv][content]"),
+    )
+});
 
 fn selector(source: &str) -> Selector {
     // The selectors are constants of this module; a parse failure is a programming error
