@@ -227,14 +227,14 @@ mod tests {
     async fn idle_timeout_closes_both_sides() {
         let ((mut client, client_side), (backend_side, mut backend)) = pair();
         let settings = TunnelSettings {
-            idle_timeout: Some(Duration::from_millis(200)),
+            idle_timeout: Some(Duration::from_millis(600)),
             ..settings()
         };
         let tunnel =
             tokio::spawn(async move { splice(client_side, backend_side, &settings).await });
-        // Traffic keeps the tunnel open past several idle periods...
-        for _ in 0..6 {
-            tokio::time::sleep(Duration::from_millis(80)).await;
+        // Traffic every 100 ms keeps the tunnel open past an idle period...
+        for _ in 0..8 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
             client.write_all(b"x").await.unwrap();
             let mut one = [0u8; 1];
             backend.read_exact(&mut one).await.unwrap();
@@ -243,7 +243,7 @@ mod tests {
         // ...silence ends it, and both ends see the close.
         let report = tunnel.await.unwrap();
         assert_eq!(report.end, TunnelEnd::IdleTimeout);
-        assert_eq!(report.client_to_backend, 6);
+        assert_eq!(report.client_to_backend, 8);
         let mut rest = Vec::new();
         assert_eq!(client.read_to_end(&mut rest).await.unwrap(), 0);
         assert_eq!(backend.read_to_end(&mut rest).await.unwrap(), 0);
