@@ -1,0 +1,258 @@
+//! Go's percent-decoding, path cleaning and path escaping, as kube-apiserver applies them to
+//! proxy paths and queries.
+
+use std::borrow::Cow;
+
+/// Go's `unescape(s, encodePath)`: `%XX` becomes the byte; any other `%` is an error.
+pub(super) fn percent_decode(raw: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        let b = raw[i];
+        if b == b'%' {
+            let hi = hex_value(*raw.get(i + 1)?)?;
+            let lo = hex_value(*raw.get(i + 2)?)?;
+            out.push(hi << 4 | lo);
+            i += 3;
+        } else {
+            out.push(b);
+            i += 1;
+        }
+    }
+    Some(out)
+}
+
+fn hex_value(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Go's `QueryUnescape` (`+` is a space), or `None` on a bad escape.
+fn query_unescape(raw: &[u8]) -> Option<Cow<'_, [u8]>> {
+    if !raw.iter().any(|b| *b == b'%' || *b == b'+') {
+        return Some(Cow::Borrowed(raw));
+    }
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        match raw[i] {
+            b'%' => {
+                let hi = hex_value(*raw.get(i + 1)?)?;
+                let lo = hex_value(*raw.get(i + 2)?)?;
+                out.push(hi << 4 | lo);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    Some(Cow::Owned(out))
+}
+
+/// Whether Go's `url.Query()` of this raw query has a `dryRun` key.
+pub(super) fn has_dry_run(query: &str) -> bool {
+    // Fast path: no pair can unescape to `dryRun` without an `r`/`R` or escapes.
+    if !query.contains("dryRun") && !query.contains('%') {
+        return false;
+    }
+    query.split('&').any(|pair| {
+        if pair.is_empty() || pair.contains(';') {
+            return false;
+        }
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        // Go drops a pair whose key or value fails to unescape.
+        matches!(query_unescape(key.as_bytes()), Some(k) if &*k == b"dryRun")
+            && query_unescape(value.as_bytes()).is_some()
+    })
+}
+
+/// Go's `path.Clean` over a byte buffer, in place (the write index never passes the read
+/// index). An empty result becomes `.`, as in Go.
+pub(super) fn clean_in_place(buf: &mut Vec<u8>) {
+    let n = buf.len();
+    if n == 0 {
+        buf.push(b'.');
+        return;
+    }
+    let rooted = buf[0] == b'/';
+    let (mut r, mut w, mut dotdot) = (0, 0, 0);
+    if rooted {
+        // buf[0] is already '/'.
+        (r, w, dotdot) = (1, 1, 1);
+    }
+    while r < n {
+        if buf[r] == b'/' || (buf[r] == b'.' && (r + 1 == n || buf[r + 1] == b'/')) {
+            // An empty or `.` segment.
+            r += 1;
+        } else if buf[r] == b'.'
+            && buf.get(r + 1) == Some(&b'.')
+            && (r + 2 == n || buf[r + 2] == b'/')
+        {
+            r += 2;
+            if w > dotdot {
+                w -= 1;
+                while w > dotdot && buf[w] != b'/' {
+                    w -= 1;
+                }
+            } else if !rooted {
+                if w > 0 {
+                    buf[w] = b'/';
+                    w += 1;
+                }
+                buf[w] = b'.';
+                buf[w + 1] = b'.';
+                w += 2;
+                dotdot = w;
+            }
+        } else {
+            if (rooted && w != 1) || (!rooted && w != 0) {
+                buf[w] = b'/';
+                w += 1;
+            }
+            while r < n && buf[r] != b'/' {
+                buf[w] = buf[r];
+                w += 1;
+                r += 1;
+            }
+        }
+    }
+    if w == 0 {
+        buf.clear();
+        buf.push(b'.');
+    } else {
+        buf.truncate(w);
+    }
+}
+
+/// kube-apiserver's `JoinPreservingTrailingSlash(a, b)`: Go's `path.Join` (join the
+/// non-empty elements with `/` and clean; `""` when both are empty), plus a trailing `/` when
+/// the last non-empty element ends with one.
+///
+/// ```
+/// use kube_bastion_core::path::join_preserving_trailing_slash as join;
+///
+/// assert_eq!(join("", ""), "");
+/// assert_eq!(join("/foo/", "/foo/"), "/foo/foo/");
+/// assert_eq!(join("", "/a/../b/"), "/b/");
+/// assert_eq!(join("", "/../../etc/passwd"), "/etc/passwd");
+/// ```
+pub fn join_preserving_trailing_slash(a: &str, b: &str) -> String {
+    let mut joined = Vec::with_capacity(a.len() + b.len() + 2);
+    match (a.is_empty(), b.is_empty()) {
+        (true, true) => return String::new(),
+        (false, true) => joined.extend_from_slice(a.as_bytes()),
+        (true, false) => joined.extend_from_slice(b.as_bytes()),
+        (false, false) => {
+            joined.extend_from_slice(a.as_bytes());
+            joined.push(b'/');
+            joined.extend_from_slice(b.as_bytes());
+        }
+    }
+    clean_in_place(&mut joined);
+    let last = if b.is_empty() { a } else { b };
+    if last.ends_with('/') && !joined.ends_with(b"/") {
+        joined.push(b'/');
+    }
+    // Cleaning removes whole segments and ASCII separators only, so UTF-8 is preserved.
+    String::from_utf8(joined).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
+/// Bytes Go's `url.PathEscape`-style path encoding (`escape(s, encodePath)`) keeps:
+/// `A-Za-z0-9-_.~` and `$&+,/:;=@`.
+const fn path_safe_table() -> [bool; 256] {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        t[i] = b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'_'
+                    | b'.'
+                    | b'~'
+                    | b'$'
+                    | b'&'
+                    | b'+'
+                    | b','
+                    | b'/'
+                    | b':'
+                    | b';'
+                    | b'='
+                    | b'@'
+            );
+        i += 1;
+    }
+    t
+}
+
+static PATH_SAFE: [bool; 256] = path_safe_table();
+const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
+
+/// Appends a decoded path encoded as Go encodes `URL.Path` for the wire (`EscapedPath`):
+/// every byte but `A-Za-z0-9-_.~` and `$&+,/:;=@` becomes `%XX` (upper-case hex). So `(`
+/// is `%28`, a space `%20`, `%` itself `%25`.
+///
+/// ```
+/// let mut out = String::new();
+/// kube_bastion_core::path::escape_path(b"/a b(c)/%2F", &mut out);
+/// assert_eq!(out, "/a%20b%28c%29/%252F");
+/// ```
+pub fn escape_path(decoded: &[u8], out: &mut String) {
+    let mut bytes = std::mem::take(out).into_bytes();
+    escape_path_bytes(decoded, &mut bytes);
+    *out = ascii_string(bytes);
+}
+
+/// [`escape_path`] into bytes.
+pub(super) fn escape_path_bytes(decoded: &[u8], out: &mut Vec<u8>) {
+    encode_runs(out, decoded, |b| PATH_SAFE[usize::from(b)]);
+}
+
+/// Appends `bytes`, percent-encoding (upper-case hex) every byte `keep` refuses; runs of kept
+/// bytes are copied at once.
+fn encode_runs(out: &mut Vec<u8>, bytes: &[u8], keep: impl Fn(u8) -> bool) {
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        if !keep(b) {
+            out.extend_from_slice(&bytes[start..i]);
+            out.extend_from_slice(&[
+                b'%',
+                HEX_UPPER[usize::from(b >> 4)],
+                HEX_UPPER[usize::from(b & 0xF)],
+            ]);
+            start = i + 1;
+        }
+    }
+    out.extend_from_slice(&bytes[start..]);
+}
+
+/// Whether a decoded byte may be copied as is into a `Location` or `X-Forwarded-Uri` value.
+fn uri_safe(b: u8) -> bool {
+    (0x21..0x7f).contains(&b) && !matches!(b, b'%' | b'?' | b'#')
+}
+
+/// Decoded bytes into a `Location` or `X-Forwarded-Uri` value (see [`uri_safe`]).
+pub(super) fn push_uri_safe_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    encode_runs(out, bytes, uri_safe);
+}
+
+/// The raw query into a header value: kept byte for byte except bytes a header value
+/// cannot carry portably (controls, space, DEL, non-ASCII), which are percent-encoded.
+pub(super) fn push_query_safe(out: &mut Vec<u8>, bytes: &[u8]) {
+    encode_runs(out, bytes, |b| (0x21..0x7f).contains(&b));
+}
+
+/// Bytes built only from ASCII (or UTF-8 pieces) into a String.
+pub(super) fn ascii_string(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}

@@ -1,0 +1,543 @@
+//! The proxy route grammar.
+//!
+//! `/api/v1/namespaces/{ns}/pods/{id}/proxy[/{path}]`,
+//! `/api/v1/namespaces/{ns}/services/{id}/proxy[/{path}]` and
+//! `/api/v1/nodes/{id}/proxy[/{path}]` are proxy requests; every other path is
+//! [`Route::NotProxy`] and is never an error.
+//!
+//! One parse ([`ProxyRequest::route`]) feeds authorization ([`ProxyRequest::attributes`]),
+//! the pre-lookup checks ([`ProxyRequest::check`]), id parsing ([`ProxyRequest::target_id`]),
+//! resolution ([`crate::resolve()`]) and the backend request target ([`ProxyRequest::plan`]).
+//!
+//! ```
+//! use http::{HeaderMap, Method, Uri};
+//! use kube_bastion_core::{Plan, ProxyRequest, Route};
+//!
+//! let uri = Uri::from_static("/api/v1/namespaces/ns/services/https:web:8443/proxy/a%20b/?x=1");
+//! let Route::Proxy(request) = ProxyRequest::route(&Method::GET, &uri, &HeaderMap::new()) else {
+//!     panic!("a proxy route");
+//! };
+//! assert_eq!(request.namespace(), Some("ns"));
+//! assert_eq!(request.raw_id(), "https:web:8443");
+//! assert_eq!(request.prefix(), "/api/v1/namespaces/ns/services/https:web:8443/proxy");
+//! assert!(request.check().is_ok());
+//! assert_eq!(request.target_id().unwrap().name(), "web");
+//! assert_eq!(
+//!     request.plan(),
+//!     Plan::Forward {
+//!         path_and_query: "/a%20b/?x=1".to_owned(),
+//!         forwarded_uri: "/api/v1/namespaces/ns/services/https:web:8443/proxy/a%20b/".to_owned(),
+//!     }
+//! );
+//! ```
+//!
+//! # Decoding
+//!
+//! The path is percent-decoded as Go's `net/url` does before it is split, so `%3A` in an id
+//! is a `:` and `%2F` in the sub-path is a real `/` (it reaches the backend as `/`, as
+//! upstream). A path with an invalid escape (`%zz`, a truncated `%4`) is [`Route::NotProxy`]:
+//! kube-apiserver's HTTP server refuses such a request line before routing, so the host's
+//! own router decides. A namespace or id that does not decode to UTF-8 is also
+//! [`Route::NotProxy`] (no Kubernetes object can have such a name); the sub-path is kept
+//! as bytes and any byte reaches the backend, percent-encoded.
+
+use std::borrow::Cow;
+
+use http::{HeaderMap, Method, Uri};
+
+use crate::status::push_go_quoted;
+use crate::{Attributes, Status, TargetId};
+
+mod encoding;
+#[cfg(test)]
+mod tests;
+
+use encoding::{
+    ascii_string, clean_in_place, escape_path_bytes, has_dry_run, percent_decode, push_query_safe,
+    push_uri_safe_bytes,
+};
+pub use encoding::{escape_path, join_preserving_trailing_slash};
+
+/// Which kind of object a proxy request targets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ResourceKind {
+    /// `pods/proxy` (namespaced).
+    Pod,
+    /// `services/proxy` (namespaced).
+    Service,
+    /// `nodes/proxy` (cluster-scoped).
+    Node,
+}
+
+impl ResourceKind {
+    /// The plural resource name: `pods`, `services` or `nodes`.
+    pub fn resource(self) -> &'static str {
+        match self {
+            ResourceKind::Pod => "pods",
+            ResourceKind::Service => "services",
+            ResourceKind::Node => "nodes",
+        }
+    }
+
+    /// The singular name used in upstream messages: `pod`, `service` or `node`.
+    pub fn singular(self) -> &'static str {
+        match self {
+            ResourceKind::Pod => "pod",
+            ResourceKind::Service => "service",
+            ResourceKind::Node => "node",
+        }
+    }
+}
+
+/// The outcome of routing one request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[allow(clippy::large_enum_variant)]
+pub enum Route {
+    /// Not a proxy route: the host's other handlers should see it, untouched.
+    NotProxy,
+    /// A proxy route (which may still be refused later: bad id, method, `dryRun`, ...).
+    Proxy(ProxyRequest),
+}
+
+/// What to do with a proxy request once its target is known.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Plan {
+    /// Answer `301 Moved Permanently` with this `Location` and an empty body; the backend is
+    /// not contacted (bare `.../proxy` on GET or HEAD).
+    Redirect {
+        /// The `Location` header value.
+        location: String,
+    },
+    /// Send the request to the backend.
+    Forward {
+        /// The origin-form request target for the backend: encoded path plus `?` and the raw
+        /// query when there is one.
+        path_and_query: String,
+        /// The value of `X-Forwarded-Uri` (not sent on upgrades).
+        forwarded_uri: String,
+    },
+}
+
+/// A parsed proxy request: kind, namespace, raw id, sub-path and raw query.
+///
+/// One parse serves routing, authorization ([`ProxyRequest::attributes`]) and resolution
+/// ([`crate::resolve()`]), so the authorized name is always the resolved one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProxyRequest {
+    kind: ResourceKind,
+    method: Method,
+    upgrade: bool,
+    /// The decoded path up to and including `/proxy` (UTF-8 by construction), followed by
+    /// the raw query (one allocation for both).
+    text: String,
+    /// Length of the prefix in `text`; the query is the rest of `text` (empty: no query).
+    prefix_len: usize,
+    /// Byte range of the namespace in `text` (`None` for nodes).
+    namespace: Option<(usize, usize)>,
+    /// Byte range of the id in `text`.
+    id: (usize, usize),
+    /// Whether the namespace and id are neither `.` nor `..` (so the prefix is a clean path).
+    prefix_clean: bool,
+    /// The decoded bytes after `/proxy`: empty or starting with `/`.
+    rest: Vec<u8>,
+}
+
+impl ProxyRequest {
+    /// Routes a request from its method, URI and headers (headers decide whether it is an
+    /// upgrade: any `Connection` value containing `upgrade`, case-insensitive, compared as
+    /// bytes).
+    ///
+    /// Only `/api/v1/namespaces/{ns}/pods|services/{id}/proxy[/...]` and
+    /// `/api/v1/nodes/{id}/proxy[/...]` are proxy routes, with non-empty `{ns}` and `{id}`;
+    /// everything else, including a namespaced nodes path and paths with invalid
+    /// percent-escapes, is [`Route::NotProxy`]. Never panics.
+    pub fn route(method: &Method, uri: &Uri, headers: &HeaderMap) -> Route {
+        let raw = uri.path().as_bytes();
+        let escaped = raw.contains(&b'%');
+        // Cheap rejection of the host's other routes before any decoding or allocation.
+        if !escaped && !raw.starts_with(API_V1) {
+            return Route::NotProxy;
+        }
+        let decoded: Cow<'_, [u8]> = if escaped {
+            match percent_decode(raw) {
+                Some(bytes) => Cow::Owned(bytes),
+                None => return Route::NotProxy,
+            }
+        } else {
+            Cow::Borrowed(raw)
+        };
+        let Some(grammar) = parse_grammar(&decoded) else {
+            return Route::NotProxy;
+        };
+        let Ok(prefix) = std::str::from_utf8(&decoded[..grammar.prefix_end]) else {
+            return Route::NotProxy;
+        };
+        let upgrade = headers
+            .get_all(http::header::CONNECTION)
+            .iter()
+            .any(|value| contains_ignore_ascii_case(value.as_bytes(), b"upgrade"));
+        let query = uri.query().unwrap_or_default();
+        let mut text = String::with_capacity(prefix.len() + query.len());
+        text.push_str(prefix);
+        text.push_str(query);
+        let dots = |(start, end): (usize, usize)| matches!(&prefix[start..end], "." | "..");
+        Route::Proxy(ProxyRequest {
+            kind: grammar.kind,
+            method: method.clone(),
+            upgrade,
+            text,
+            prefix_len: prefix.len(),
+            namespace: grammar.namespace,
+            id: grammar.id,
+            prefix_clean: !dots(grammar.id) && !grammar.namespace.is_some_and(dots),
+            rest: decoded[grammar.prefix_end..].to_vec(),
+        })
+    }
+
+    /// Routes from request parts.
+    pub fn from_parts(parts: &http::request::Parts) -> Route {
+        Self::route(&parts.method, &parts.uri, &parts.headers)
+    }
+
+    /// Pods, services or nodes.
+    pub fn kind(&self) -> ResourceKind {
+        self.kind
+    }
+
+    /// The namespace (`None` for nodes).
+    pub fn namespace(&self) -> Option<&str> {
+        self.namespace.map(|(start, end)| &self.text[start..end])
+    }
+
+    /// The decoded `{id}` segment exactly as received: the authorization name.
+    pub fn raw_id(&self) -> &str {
+        &self.text[self.id.0..self.id.1]
+    }
+
+    /// The request method.
+    pub fn method(&self) -> &Method {
+        &self.method
+    }
+
+    /// Whether this is an upgrade request (WebSocket, SPDY, ...).
+    pub fn is_upgrade(&self) -> bool {
+        self.upgrade
+    }
+
+    /// The raw query string as received (`None` when absent or empty).
+    pub fn query(&self) -> Option<&str> {
+        Some(&self.text[self.prefix_len..]).filter(|q| !q.is_empty())
+    }
+
+    /// The decoded bytes of the path after `/proxy`: empty or starting with `/`.
+    pub fn sub_path(&self) -> &[u8] {
+        &self.rest
+    }
+
+    /// The `path` connect option kube-apiserver computes for this request (`""` for a bare
+    /// `.../proxy`, else `/` plus the sub-path segments, with a trailing `/` when the request
+    /// path ends with one). Before cleaning: `/a//b` stays `/a//b`.
+    pub fn path_option(&self) -> Vec<u8> {
+        let trimmed = trim_trailing_slashes(&self.rest);
+        if trimmed.is_empty() {
+            // The sub-path is empty or only slashes.
+            return if self.rest.is_empty() {
+                Vec::new()
+            } else {
+                b"/".to_vec()
+            };
+        }
+        // `trimmed` starts with `/`; upstream joins the segments after it and re-adds one `/`.
+        let mut option = if trimmed.get(1) == Some(&b'/') {
+            trimmed[1..].to_vec()
+        } else {
+            trimmed.to_vec()
+        };
+        if self.rest.ends_with(b"/") {
+            option.push(b'/');
+        }
+        option
+    }
+
+    /// The proxy prefix, e.g. `/api/v1/namespaces/ns/services/svc/proxy`, used to rewrite
+    /// `Location` headers and HTML links back under the proxy.
+    ///
+    /// This is the decoded request path up to and including `/proxy` (decoded like upstream's
+    /// prefix; escape it when writing it into a URL). kube-apiserver instead trims the
+    /// backend path off the request path as a plain string suffix, which gives the same
+    /// value for every path without `.`, `..` or empty segments, and odd ones otherwise
+    /// (`.../proxy/a//b` yields the prefix `.../proxy/a//b`); the route prefix is what
+    /// rewritten links must point under.
+    pub fn prefix(&self) -> &str {
+        &self.text[..self.prefix_len]
+    }
+
+    /// kube-style authorization attributes for this request.
+    pub fn attributes(&self) -> Attributes {
+        Attributes {
+            verb: Attributes::verb_for(&self.method),
+            api_group: "",
+            api_version: "v1",
+            resource: self.kind.resource(),
+            subresource: "proxy",
+            namespace: self.namespace().map(str::to_owned),
+            name: self.raw_id().to_owned(),
+            upgrade: self.upgrade,
+        }
+    }
+
+    /// Checks what kube-apiserver checks before looking anything up, in its order:
+    /// method routed (else 405), `dryRun` absent (else 400).
+    ///
+    /// The routed methods are GET, POST, PUT, PATCH, DELETE, HEAD and OPTIONS. `dryRun` is
+    /// looked up as Go's `url.Query()` does: a `dryRun` key with any value, even empty, after
+    /// query-unescaping (`dry%52un` counts); pairs Go skips (a `;` inside, a bad escape) do
+    /// not count.
+    pub fn check(&self) -> Result<(), Status> {
+        if !matches!(
+            self.method,
+            Method::GET
+                | Method::POST
+                | Method::PUT
+                | Method::PATCH
+                | Method::DELETE
+                | Method::HEAD
+                | Method::OPTIONS
+        ) {
+            return Err(Status::method_not_allowed());
+        }
+        if self.query().is_some_and(has_dry_run) {
+            return Err(Status::bad_request("dryRun is not supported"));
+        }
+        Ok(())
+    }
+
+    /// Parses the id: 400 `invalid {pod,service,node} request "<id>"` when it is malformed
+    /// (the raw id quoted as Go's `%q`).
+    pub fn target_id(&self) -> Result<TargetId, Status> {
+        TargetId::parse(self.raw_id()).map_err(|_| {
+            let mut message = String::with_capacity(self.raw_id().len() + 24);
+            message.push_str("invalid ");
+            message.push_str(self.kind.singular());
+            message.push_str(" request ");
+            push_go_quoted(self.raw_id(), &mut message);
+            Status::bad_request(message)
+        })
+    }
+
+    /// The 301 or the backend request target.
+    ///
+    /// * backend path: the sub-path cleaned as POSIX `path.Join` does (`//`, `.` and `..`
+    ///   resolved, never above `/`), with its trailing `/` kept;
+    /// * empty backend path (a bare `.../proxy`): GET and HEAD get
+    ///   [`Plan::Redirect`] to the request path plus `/` (and `?query` when there is one);
+    ///   other methods and upgrades are forwarded to `/`;
+    /// * the path is re-encoded with Go's path escaping (all but `A-Za-z0-9-_.~` and
+    ///   `$&+,/:;=@` percent-encoded) and the raw query appended byte for byte, on upgrades
+    ///   too (upstream drops it there, kubernetes/kubernetes#77142);
+    /// * `forwarded_uri` is upstream's `X-Forwarded-Uri`: `path.Join(p, escaped backend
+    ///   path)` (+ `/` when the backend path ends with one), where `p` is the request path with
+    ///   the backend path trimmed off as a plain string suffix (the whole path when it is not
+    ///   a suffix).
+    ///
+    /// Decoded bytes copied into `location` and `forwarded_uri` that are not safe in a
+    /// header value or would change the URL's meaning (controls, space, DEL, non-ASCII, `%`,
+    /// `?`, `#`) are percent-encoded; for paths made of valid object names nothing changes.
+    pub fn plan(&self) -> Plan {
+        let query = self.query();
+        let prefix = self.prefix();
+        if self.rest.is_empty()
+            && !self.upgrade
+            && (self.method == Method::GET || self.method == Method::HEAD)
+        {
+            let mut location = Vec::with_capacity(prefix.len() + 2 + query.map_or(0, str::len));
+            push_uri_safe_bytes(&mut location, prefix.as_bytes());
+            location.push(b'/');
+            if let Some(query) = query {
+                location.push(b'?');
+                push_query_safe(&mut location, query.as_bytes());
+            }
+            return Plan::Redirect {
+                location: ascii_string(location),
+            };
+        }
+
+        // The backend path: the sub-path cleaned, its trailing `/` kept; empty becomes `/`.
+        // Escaping commutes with cleaning (it never produces `/` and keeps `.` segments as they
+        // are), so clean the escaped form in place.
+        let mut target =
+            Vec::with_capacity(self.rest.len() * 3 / 2 + 2 + query.map_or(0, str::len));
+        if self.rest.is_empty() {
+            target.push(b'/');
+        } else {
+            escape_path_bytes(&self.rest, &mut target);
+            let escaped_len = target.len();
+            clean_in_place(&mut target);
+            if self.rest.ends_with(b"/") && !target.ends_with(b"/") {
+                target.push(b'/');
+            }
+            // Cleaning only removes bytes: same length means the sub-path was already clean.
+            if target.len() != escaped_len {
+                return self.plan_unclean(target, query);
+            }
+        }
+        // Fast path: the backend path is the request's sub-path, so upstream's prefix (request
+        // path minus backend path as a string suffix) is the route prefix, and joining it with
+        // the clean backend path is a concatenation.
+        let forwarded_uri = if self.prefix_clean {
+            let mut forwarded = Vec::with_capacity(prefix.len() + target.len());
+            push_uri_safe_bytes(&mut forwarded, prefix.as_bytes());
+            forwarded.extend_from_slice(&target);
+            ascii_string(forwarded)
+        } else {
+            forwarded_uri(&[prefix.as_bytes(), &[]], &target)
+        };
+        Plan::Forward {
+            path_and_query: with_query(target, query),
+            forwarded_uri,
+        }
+    }
+
+    /// [`ProxyRequest::plan`] when cleaning changed the sub-path: upstream's suffix trimming
+    /// then needs the decoded backend path.
+    fn plan_unclean(&self, target: Vec<u8>, query: Option<&str>) -> Plan {
+        let mut backend = self.rest.clone();
+        clean_in_place(&mut backend);
+        if self.rest.ends_with(b"/") && !backend.ends_with(b"/") {
+            backend.push(b'/');
+        }
+        let prepend = strip_suffix(self.prefix(), &self.rest, &backend);
+        Plan::Forward {
+            forwarded_uri: forwarded_uri(&prepend, &target),
+            path_and_query: with_query(target, query),
+        }
+    }
+}
+
+/// Upstream's `X-Forwarded-Uri`: `path.Join(prepend, escapedPath)`, plus `/` when the backend
+/// path ends with one. `prepend` is decoded: its unsafe bytes are percent-encoded first.
+fn forwarded_uri(prepend: &[&[u8]; 2], escaped: &[u8]) -> String {
+    let mut forwarded = Vec::with_capacity(prepend[0].len() + prepend[1].len() + escaped.len() + 2);
+    for part in prepend {
+        push_uri_safe_bytes(&mut forwarded, part);
+    }
+    forwarded.push(b'/');
+    forwarded.extend_from_slice(escaped);
+    clean_in_place(&mut forwarded);
+    if escaped.ends_with(b"/") {
+        forwarded.push(b'/');
+    }
+    ascii_string(forwarded)
+}
+
+/// The escaped backend path plus `?` and the raw query, byte for byte.
+fn with_query(mut target: Vec<u8>, query: Option<&str>) -> String {
+    if let Some(query) = query {
+        target.push(b'?');
+        target.extend_from_slice(query.as_bytes());
+    }
+    ascii_string(target)
+}
+
+const API_V1: &[u8] = b"/api/v1/";
+
+/// Where the parts of a proxy route are in the decoded path.
+struct Grammar {
+    kind: ResourceKind,
+    namespace: Option<(usize, usize)>,
+    id: (usize, usize),
+    prefix_end: usize,
+}
+
+/// Matches the decoded path against the three proxy route forms.
+fn parse_grammar(path: &[u8]) -> Option<Grammar> {
+    let after = path.strip_prefix(API_V1)?;
+    let mut cursor = Segments {
+        path,
+        pos: API_V1.len(),
+    };
+    let _ = after;
+    let first = cursor.next()?;
+    let (kind, namespace) = match first {
+        (start, end) if &path[start..end] == b"nodes" => (ResourceKind::Node, None),
+        (start, end) if &path[start..end] == b"namespaces" => {
+            let namespace = cursor.next().filter(|(s, e)| e > s)?;
+            let (start, end) = cursor.next()?;
+            let kind = match &path[start..end] {
+                b"pods" => ResourceKind::Pod,
+                b"services" => ResourceKind::Service,
+                _ => return None,
+            };
+            (kind, Some(namespace))
+        }
+        _ => return None,
+    };
+    let id = cursor.next().filter(|(s, e)| e > s)?;
+    let (start, end) = cursor.next()?;
+    if &path[start..end] != b"proxy" {
+        return None;
+    }
+    Some(Grammar {
+        kind,
+        namespace,
+        id,
+        prefix_end: end,
+    })
+}
+
+/// Yields the byte ranges of successive `/`-separated segments, starting at `pos` (the start
+/// of a segment). A segment ends at the next `/` or at the end of the path.
+struct Segments<'a> {
+    path: &'a [u8],
+    pos: usize,
+}
+
+impl Segments<'_> {
+    fn next(&mut self) -> Option<(usize, usize)> {
+        if self.pos > self.path.len() {
+            return None;
+        }
+        let start = self.pos;
+        let end = self.path[start..]
+            .iter()
+            .position(|b| *b == b'/')
+            .map_or(self.path.len(), |i| start + i);
+        // Past the separator; past the end when the path ended.
+        self.pos = end + 1;
+        Some((start, end))
+    }
+}
+
+fn contains_ignore_ascii_case(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.len() >= needle.len()
+        && haystack
+            .windows(needle.len())
+            .any(|w| w.eq_ignore_ascii_case(needle))
+}
+
+fn trim_trailing_slashes(bytes: &[u8]) -> &[u8] {
+    let end = bytes.iter().rposition(|b| *b != b'/').map_or(0, |i| i + 1);
+    &bytes[..end]
+}
+
+/// Upstream's `strings.TrimSuffix(requestPath, backendPath)` over the request path
+/// `prefix + rest`, returned as up to two pieces to avoid a copy.
+fn strip_suffix<'a>(prefix: &'a str, rest: &'a [u8], suffix: &[u8]) -> [&'a [u8]; 2] {
+    let prefix = prefix.as_bytes();
+    let total = prefix.len() + rest.len();
+    if suffix.is_empty() || suffix.len() > total {
+        return [prefix, rest];
+    }
+    let keep = total - suffix.len();
+    let matches = if keep >= prefix.len() {
+        &rest[keep - prefix.len()..] == suffix
+    } else {
+        let split = prefix.len() - keep;
+        prefix[keep..] == suffix[..split] && rest == &suffix[split..]
+    };
+    match (matches, keep >= prefix.len()) {
+        (false, _) => [prefix, rest],
+        (true, true) => [prefix, &rest[..keep - prefix.len()]],
+        (true, false) => [&prefix[..keep], &[]],
+    }
+}
