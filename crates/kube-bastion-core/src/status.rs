@@ -518,6 +518,31 @@ mod tests {
     }
 
     #[test]
+    fn go_quote_matches_strconv_quote() {
+        for (input, quoted) in [
+            ("", r#""""#),
+            ("web:8080", r#""web:8080""#),
+            ("a\"b\\c", r#""a\"b\\c""#),
+            ("\u{7}\u{8}\u{c}\n\r\t\u{b}", r#""\a\b\f\n\r\t\v""#),
+            ("\u{0}\u{1b}\u{7f}", r#""\x00\x1b\x7f""#),
+            // Letters, marks (even leading), symbols and U+FFFD are printable.
+            (
+                "é\u{301}x\u{301}€\u{fffd}日本",
+                "\"é\u{301}x\u{301}€\u{fffd}日本\"",
+            ),
+            // Spaces other than U+0020, format, private-use and unassigned are not.
+            (
+                "\u{a0}\u{3000}\u{200b}\u{2028}",
+                r#""\u00a0\u3000\u200b\u2028""#,
+            ),
+            ("\u{e000}\u{10ffff}\u{feff}", r#""\ue000\U0010ffff\ufeff""#),
+            ("\u{1f600}", "\"\u{1f600}\""),
+        ] {
+            assert_eq!(go_quote(input), quoted, "{input:?}");
+        }
+    }
+
+    #[test]
     fn display_and_error() {
         let s = Status::bad_request("dryRun is not supported");
         assert_eq!(s.to_string(), "dryRun is not supported");

@@ -61,7 +61,7 @@ fn query_unescape(raw: &[u8]) -> Option<Cow<'_, [u8]>> {
 
 /// Whether Go's `url.Query()` of this raw query has a `dryRun` key.
 pub(super) fn has_dry_run(query: &str) -> bool {
-    // Fast path: no pair can unescape to `dryRun` without an `r`/`R` or escapes.
+    // Fast path: a key only unescapes to `dryRun` if it holds it literally or uses `%`.
     if !query.contains("dryRun") && !query.contains('%') {
         return false;
     }
