@@ -215,41 +215,68 @@ pub fn escape_path(decoded: &[u8], out: &mut String) {
 
 /// [`escape_path`] into bytes.
 pub(super) fn escape_path_bytes(decoded: &[u8], out: &mut Vec<u8>) {
-    encode_runs(out, decoded, |b| PATH_SAFE[usize::from(b)]);
+    encode_runs(out, decoded, &PATH_SAFE);
 }
 
-/// Appends `bytes`, percent-encoding (upper-case hex) every byte `keep` refuses; runs of kept
-/// bytes are copied at once.
-fn encode_runs(out: &mut Vec<u8>, bytes: &[u8], keep: impl Fn(u8) -> bool) {
-    let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        if !keep(b) {
-            out.extend_from_slice(&bytes[start..i]);
-            out.extend_from_slice(&[
-                b'%',
-                HEX_UPPER[usize::from(b >> 4)],
-                HEX_UPPER[usize::from(b & 0xF)],
-            ]);
-            start = i + 1;
-        }
+/// Appends `bytes`, percent-encoding (upper-case hex) every byte the `keep` table refuses;
+/// runs of kept bytes are copied at once.
+fn encode_runs(out: &mut Vec<u8>, bytes: &[u8], keep: &[bool; 256]) {
+    let mut rest = bytes;
+    while let Some(i) = rest.iter().position(|&b| !keep[usize::from(b)]) {
+        let b = rest[i];
+        out.extend_from_slice(&rest[..i]);
+        out.extend_from_slice(&[
+            b'%',
+            HEX_UPPER[usize::from(b >> 4)],
+            HEX_UPPER[usize::from(b & 0xF)],
+        ]);
+        rest = &rest[i + 1..];
     }
-    out.extend_from_slice(&bytes[start..]);
+    out.extend_from_slice(rest);
 }
 
-/// Whether a decoded byte may be copied as is into a `Location` or `X-Forwarded-Uri` value.
-fn uri_safe(b: u8) -> bool {
-    (0x21..0x7f).contains(&b) && !matches!(b, b'%' | b'?' | b'#')
+/// Bytes that may be copied as is from a decoded path into a `Location` or
+/// `X-Forwarded-Uri` value: visible ASCII except `%`, `?` and `#` (which would change the URL
+/// when followed). Controls, space, DEL and non-ASCII are encoded.
+const fn uri_safe_table() -> [bool; 256] {
+    let mut t = [false; 256];
+    let mut i = 0x21;
+    while i < 0x7f {
+        t[i] = !matches!(i as u8, b'%' | b'?' | b'#');
+        i += 1;
+    }
+    t
 }
 
-/// Decoded bytes into a `Location` or `X-Forwarded-Uri` value (see [`uri_safe`]).
+static URI_SAFE: [bool; 256] = uri_safe_table();
+
+/// Bytes of a raw query kept in a header value: visible ASCII.
+const fn query_safe_table() -> [bool; 256] {
+    let mut t = [false; 256];
+    let mut i = 0x21;
+    while i < 0x7f {
+        t[i] = true;
+        i += 1;
+    }
+    t
+}
+
+static QUERY_SAFE: [bool; 256] = query_safe_table();
+
+/// Whether [`push_uri_safe_bytes`] would copy `bytes` unchanged.
+pub(super) fn is_uri_safe(bytes: &[u8]) -> bool {
+    bytes.iter().all(|&b| URI_SAFE[usize::from(b)])
+}
+
+/// Decoded bytes into a `Location` or `X-Forwarded-Uri` value (see [`uri_safe_table`]).
 pub(super) fn push_uri_safe_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
-    encode_runs(out, bytes, uri_safe);
+    encode_runs(out, bytes, &URI_SAFE);
 }
 
 /// The raw query into a header value: kept byte for byte except bytes a header value
 /// cannot carry portably (controls, space, DEL, non-ASCII), which are percent-encoded.
 pub(super) fn push_query_safe(out: &mut Vec<u8>, bytes: &[u8]) {
-    encode_runs(out, bytes, |b| (0x21..0x7f).contains(&b));
+    encode_runs(out, bytes, &QUERY_SAFE);
 }
 
 /// Bytes built only from ASCII (or UTF-8 pieces) into a String.

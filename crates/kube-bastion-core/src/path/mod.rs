@@ -53,8 +53,8 @@ mod encoding;
 mod tests;
 
 use encoding::{
-    ascii_string, clean_in_place, escape_path_bytes, has_dry_run, percent_decode, push_query_safe,
-    push_uri_safe_bytes,
+    ascii_string, clean_in_place, escape_path_bytes, has_dry_run, is_uri_safe, percent_decode,
+    push_query_safe, push_uri_safe_bytes,
 };
 pub use encoding::{escape_path, join_preserving_trailing_slash};
 
@@ -138,6 +138,8 @@ pub struct ProxyRequest {
     id: (usize, usize),
     /// Whether the namespace and id are neither `.` nor `..` (so the prefix is a clean path).
     prefix_clean: bool,
+    /// Whether the prefix can be copied into a header value unchanged (see `is_uri_safe`).
+    prefix_uri_safe: bool,
     /// The decoded bytes after `/proxy`: empty or starting with `/`.
     rest: Vec<u8>,
 }
@@ -190,6 +192,10 @@ impl ProxyRequest {
             namespace: grammar.namespace,
             id: grammar.id,
             prefix_clean: !dots(grammar.id) && !grammar.namespace.is_some_and(dots),
+            prefix_uri_safe: is_uri_safe(&decoded[grammar.id.0..grammar.id.1])
+                && grammar
+                    .namespace
+                    .is_none_or(|(start, end)| is_uri_safe(&decoded[start..end])),
             rest: decoded[grammar.prefix_end..].to_vec(),
         })
     }
@@ -351,7 +357,7 @@ impl ProxyRequest {
             && (self.method == Method::GET || self.method == Method::HEAD)
         {
             let mut location = Vec::with_capacity(prefix.len() + 2 + query.map_or(0, str::len));
-            push_uri_safe_bytes(&mut location, prefix.as_bytes());
+            self.push_prefix(&mut location);
             location.push(b'/');
             if let Some(query) = query {
                 location.push(b'?');
@@ -386,7 +392,7 @@ impl ProxyRequest {
         // the clean backend path is a concatenation.
         let forwarded_uri = if self.prefix_clean {
             let mut forwarded = Vec::with_capacity(prefix.len() + target.len());
-            push_uri_safe_bytes(&mut forwarded, prefix.as_bytes());
+            self.push_prefix(&mut forwarded);
             forwarded.extend_from_slice(&target);
             ascii_string(forwarded)
         } else {
@@ -395,6 +401,15 @@ impl ProxyRequest {
         Plan::Forward {
             path_and_query: with_query(target, query),
             forwarded_uri,
+        }
+    }
+
+    /// Appends the prefix made header-safe (copied as is in the usual case).
+    fn push_prefix(&self, out: &mut Vec<u8>) {
+        if self.prefix_uri_safe {
+            out.extend_from_slice(self.prefix().as_bytes());
+        } else {
+            push_uri_safe_bytes(out, self.prefix().as_bytes());
         }
     }
 
