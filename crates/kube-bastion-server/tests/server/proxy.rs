@@ -298,3 +298,36 @@ async fn kubelet_flags_reach_the_kubelet_transport() {
         crate::support::get(&strict, "/api/v1/nodes/https:node-1:010250/proxy/healthz").await;
     assert_eq!(other.status, 200, "{}", other.body);
 }
+
+#[tokio::test]
+async fn web_app_redirect_and_cookie_stay_under_the_prefix() {
+    let server = Server::demo(&[]);
+    let prefix = "/api/v1/namespaces/demo/services/web:http/proxy";
+    let login = crate::support::get(&server, &format!("{prefix}/login")).await;
+    assert_eq!(login.status, 302);
+    assert_eq!(
+        login.header("location"),
+        Some(format!("{prefix}/welcome").as_str())
+    );
+    let cookie = login.header("set-cookie").unwrap();
+    assert!(cookie.contains(&format!("Path={prefix}/")), "{cookie}");
+    // Following the redirect with the cookie, through the proxy.
+    let welcome = crate::support::request(
+        "GET",
+        &format!("{}{prefix}/welcome", server.url),
+        &[("Cookie", "session=demo-session")],
+        "",
+    )
+    .await;
+    assert_eq!(welcome.status, 200);
+    assert!(
+        welcome.body.contains("session=demo-session"),
+        "{}",
+        welcome.body
+    );
+    assert!(
+        welcome.body.contains(&format!("href=\"{prefix}/\"")),
+        "{}",
+        welcome.body
+    );
+}
