@@ -30,16 +30,26 @@ pub(crate) fn load_files(paths: &[PathBuf]) -> Result<Vec<Object>, String> {
     Ok(objects)
 }
 
-/// What identifies a version of a file for change detection.
-type Stamp = Option<(SystemTime, u64)>;
+/// What identifies a version of a file for change detection: modification time, size and
+/// (on Unix) inode, so a file replaced by rename within one timestamp tick is still seen.
+type Stamp = Option<(SystemTime, u64, u64)>;
+
+#[cfg(unix)]
+fn inode(meta: &std::fs::Metadata) -> u64 {
+    std::os::unix::fs::MetadataExt::ino(meta)
+}
+
+#[cfg(not(unix))]
+fn inode(_: &std::fs::Metadata) -> u64 {
+    0
+}
 
 fn stamps(paths: &[PathBuf]) -> Vec<Stamp> {
     paths
         .iter()
         .map(|p| {
-            std::fs::metadata(p)
-                .ok()
-                .and_then(|m| Some((m.modified().ok()?, m.len())))
+            let meta = std::fs::metadata(p).ok()?;
+            Some((meta.modified().ok()?, meta.len(), inode(&meta)))
         })
         .collect()
 }
