@@ -41,8 +41,6 @@
 //! [`Route::NotProxy`] (no Kubernetes object can have such a name); the sub-path is kept
 //! as bytes and any byte reaches the backend, percent-encoded.
 
-use std::borrow::Cow;
-
 use http::{HeaderMap, Method, Uri};
 
 use crate::status::push_go_quoted;
@@ -154,19 +152,29 @@ impl ProxyRequest {
     /// everything else, including a namespaced nodes path and paths with invalid
     /// percent-escapes, is [`Route::NotProxy`]. Never panics.
     pub fn route(method: &Method, uri: &Uri, headers: &HeaderMap) -> Route {
-        let raw = uri.path().as_bytes();
-        let escaped = raw.contains(&b'%');
-        // Cheap rejection of the host's other routes before any decoding or allocation.
-        if !escaped && !raw.starts_with(API_V1) {
+        let path = uri.path();
+        let raw = path.as_bytes();
+        // Fast path: the grammar matches the raw path and neither namespace nor id holds an
+        // escape, so decoding cannot move a separator of the prefix: only the sub-path needs
+        // decoding, and the prefix is the raw (UTF-8) path up to `/proxy`.
+        if let Some(grammar) = parse_grammar(raw)
+            && !grammar.escaped(raw)
+        {
+            let (Some(prefix), Some(rest)) = (
+                path.get(..grammar.prefix_end),
+                decode_sub_path(&raw[grammar.prefix_end..]),
+            ) else {
+                return Route::NotProxy;
+            };
+            return Route::Proxy(Self::new(method, uri, headers, prefix, &grammar, rest));
+        }
+        // Escapes in the grammar words, namespace or id (`%61pi`, `p%3A80`): decode the whole
+        // path first, as Go does, then split.
+        if !raw.contains(&b'%') {
             return Route::NotProxy;
         }
-        let decoded: Cow<'_, [u8]> = if escaped {
-            match percent_decode(raw) {
-                Some(bytes) => Cow::Owned(bytes),
-                None => return Route::NotProxy,
-            }
-        } else {
-            Cow::Borrowed(raw)
+        let Some(decoded) = percent_decode(raw) else {
+            return Route::NotProxy;
         };
         let Some(grammar) = parse_grammar(&decoded) else {
             return Route::NotProxy;
@@ -174,6 +182,19 @@ impl ProxyRequest {
         let Ok(prefix) = std::str::from_utf8(&decoded[..grammar.prefix_end]) else {
             return Route::NotProxy;
         };
+        let rest = decoded[grammar.prefix_end..].to_vec();
+        Route::Proxy(Self::new(method, uri, headers, prefix, &grammar, rest))
+    }
+
+    /// Builds the request from the decoded prefix (UTF-8) and sub-path.
+    fn new(
+        method: &Method,
+        uri: &Uri,
+        headers: &HeaderMap,
+        prefix: &str,
+        grammar: &Grammar,
+        rest: Vec<u8>,
+    ) -> Self {
         let upgrade = headers
             .get_all(http::header::CONNECTION)
             .iter()
@@ -182,8 +203,10 @@ impl ProxyRequest {
         let mut text = String::with_capacity(prefix.len() + query.len());
         text.push_str(prefix);
         text.push_str(query);
-        let dots = |(start, end): (usize, usize)| matches!(&prefix[start..end], "." | "..");
-        Route::Proxy(ProxyRequest {
+        let part = |(start, end): (usize, usize)| &prefix.as_bytes()[start..end];
+        let dots = |range| matches!(part(range), b"." | b"..");
+        let safe = |range| is_uri_safe(part(range));
+        ProxyRequest {
             kind: grammar.kind,
             method: method.clone(),
             upgrade,
@@ -192,12 +215,9 @@ impl ProxyRequest {
             namespace: grammar.namespace,
             id: grammar.id,
             prefix_clean: !dots(grammar.id) && !grammar.namespace.is_some_and(dots),
-            prefix_uri_safe: is_uri_safe(&decoded[grammar.id.0..grammar.id.1])
-                && grammar
-                    .namespace
-                    .is_none_or(|(start, end)| is_uri_safe(&decoded[start..end])),
-            rest: decoded[grammar.prefix_end..].to_vec(),
-        })
+            prefix_uri_safe: safe(grammar.id) && grammar.namespace.is_none_or(safe),
+            rest,
+        }
     }
 
     /// Routes from request parts.
@@ -462,6 +482,24 @@ struct Grammar {
     namespace: Option<(usize, usize)>,
     id: (usize, usize),
     prefix_end: usize,
+}
+
+impl Grammar {
+    /// Whether the namespace or id of this match holds a `%` in `path`.
+    fn escaped(&self, path: &[u8]) -> bool {
+        let has = |(start, end): (usize, usize)| path[start..end].contains(&b'%');
+        has(self.id) || self.namespace.is_some_and(has)
+    }
+}
+
+/// The decoded sub-path (a copy; decoded only when it holds a `%`), or `None` on an invalid
+/// escape.
+fn decode_sub_path(raw: &[u8]) -> Option<Vec<u8>> {
+    if raw.contains(&b'%') {
+        percent_decode(raw)
+    } else {
+        Some(raw.to_vec())
+    }
 }
 
 /// Matches the decoded path against the three proxy route forms.

@@ -358,7 +358,57 @@ fn reference_plan(request: &ProxyRequest) -> Plan {
     }
 }
 
+/// Routing with no fast path: decode the whole path, then split.
+fn reference_route(uri: &Uri) -> Route {
+    let Some(decoded) = percent_decode(uri.path().as_bytes()) else {
+        return Route::NotProxy;
+    };
+    let Some(grammar) = parse_grammar(&decoded) else {
+        return Route::NotProxy;
+    };
+    let Ok(prefix) = std::str::from_utf8(&decoded[..grammar.prefix_end]) else {
+        return Route::NotProxy;
+    };
+    let rest = decoded[grammar.prefix_end..].to_vec();
+    Route::Proxy(ProxyRequest::new(
+        &Method::GET,
+        uri,
+        &HeaderMap::new(),
+        prefix,
+        &grammar,
+        rest,
+    ))
+}
+
 proptest::proptest! {
+    #[test]
+    fn fast_route_equals_reference(
+        ns in "(n|%6E|%2F|%|%zz|\\.)(s|%73|%FF)?",
+        kind in "(pods|services|p%6Fds|nodes)",
+        id in "(p|%70|:|%3A|%2F|%25|%FF|%C3%A9)(1|%31)?",
+        word in "(proxy|prox%79|%70roxy|proxyx)",
+        sub in "(/|%2F|a|%zz|%25|%E9|\\.){0,4}",
+    ) {
+        let uri = format!("/api/v1/namespaces/{ns}/{kind}/{id}/{word}{sub}");
+        if let Ok(uri) = uri.parse::<Uri>() {
+            proptest::prop_assert_eq!(
+                ProxyRequest::route(&Method::GET, &uri, &HeaderMap::new()),
+                reference_route(&uri),
+                "{}",
+                uri
+            );
+        }
+        let uri = format!("/api/v1/{kind}/{id}/{word}{sub}");
+        if let Ok(uri) = uri.parse::<Uri>() {
+            proptest::prop_assert_eq!(
+                ProxyRequest::route(&Method::GET, &uri, &HeaderMap::new()),
+                reference_route(&uri),
+                "{}",
+                uri
+            );
+        }
+    }
+
     #[test]
     fn fast_plan_equals_reference(
         id in "(\\.|\\.\\.|[a-z.:%]{1,4})",
