@@ -53,16 +53,23 @@ fn choose(c: &mut Criterion) {
                 b.iter(|| balancer.plan(black_box(target), None).next().map(|a| a.index()))
             });
         }
-        // Baseline measured in the same run: what kube-apiserver's choice costs at best
-        // (one random index, no state).
+        // Baselines measured in the same run: kube-apiserver's choice at best (one random
+        // index, no state), and the same reading the chosen candidate's address, the memory
+        // access any choice pays at least once.
         let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move |len: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % len as u64) as usize
+        };
         group.bench_with_input(BenchmarkId::new("baseline-random-index", n), &target, |b, target| {
+            b.iter(|| black_box(next(target.candidates.len())))
+        });
+        group.bench_with_input(BenchmarkId::new("baseline-read-one-candidate", n), &target, |b, target| {
             b.iter(|| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                let index = (state % target.candidates.len() as u64) as usize;
-                black_box(&target.candidates[index]);
+                let candidate = &target.candidates[next(target.candidates.len())];
+                black_box((&candidate.host, candidate.port))
             })
         });
     }

@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use foldhash::fast::RandomState;
@@ -146,6 +146,8 @@ pub(crate) struct Endpoint {
     /// Last sweep epoch in which it was seen among the candidates.
     seen_epoch: AtomicU64,
     health: Mutex<Health>,
+    /// Removed from its Service table (mirrors `Health::removed` for lock-free reads).
+    removed: AtomicBool,
     /// Concurrency cap, when configured.
     pub(crate) limiter: Option<Limiter>,
 }
@@ -165,6 +167,7 @@ impl Endpoint {
             ejected_until: AtomicU64::new(0),
             last_used: AtomicU64::new(0),
             seen_epoch: AtomicU64::new(0),
+            removed: AtomicBool::new(false),
             health: Mutex::new(Health::default()),
             limiter,
         }
@@ -172,6 +175,15 @@ impl Endpoint {
 
     pub(crate) fn lock_health(&self) -> MutexGuard<'_, Health> {
         self.health.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether it was removed from its Service table.
+    pub(crate) fn is_removed(&self) -> bool {
+        self.removed.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set_removed(&self) {
+        self.removed.store(true, Ordering::Release);
     }
 
     /// Requests in flight.
@@ -286,6 +298,9 @@ pub(crate) fn ready_count(candidates: &[Candidate]) -> usize {
 #[derive(Debug)]
 pub(crate) struct Table {
     endpoints: HashMap<EndpointKey, Arc<Endpoint>, RandomState>,
+    /// A cache of `endpoints` by candidate position: checked against the candidate's
+    /// address before use, it spares the hash probe (and its cache misses) on large lists.
+    slots: Vec<Option<Arc<Endpoint>>>,
     rng: SmallRng,
     rr_next: usize,
     sweep_cursor: usize,
@@ -304,6 +319,7 @@ impl Table {
     pub(crate) fn new(rng: SmallRng, policy: BalancePolicy, affinity_capacity: usize) -> Self {
         Self {
             endpoints: HashMap::default(),
+            slots: Vec::new(),
             rng,
             rr_next: 0,
             sweep_cursor: 0,
@@ -324,8 +340,7 @@ impl Table {
         default_port: u16,
     ) -> Option<&Arc<Endpoint>> {
         let candidate = candidates.get(index)?;
-        self.endpoints
-            .get(&EndpointKey::of(candidate, default_port))
+        lookup(&self.endpoints, &self.slots, candidate, index, default_port)
     }
 
     /// The state of `key`, if tracked.
@@ -347,6 +362,7 @@ impl Table {
             endpoint
                 .seen_epoch
                 .store(self.sweep_epoch, Ordering::Relaxed);
+            self.remember_slot(candidates.len(), index, &endpoint);
             return endpoint;
         }
         let key = EndpointKey::of(&candidates[index], default_port);
@@ -367,13 +383,27 @@ impl Table {
             .is_ok();
         if admitted {
             self.endpoints.insert(key, Arc::clone(&endpoint));
+            self.remember_slot(candidates.len(), index, &endpoint);
         }
         endpoint
+    }
+
+    /// Caches `endpoint` at candidate position `index` of a list of `len`.
+    fn remember_slot(&mut self, len: usize, index: usize, endpoint: &Arc<Endpoint>) {
+        if self.slots.len() != len {
+            self.slots.resize(len, None);
+        }
+        if let Some(slot) = self.slots.get_mut(index)
+            && !slot.as_ref().is_some_and(|cached| Arc::ptr_eq(cached, endpoint))
+        {
+            *slot = Some(Arc::clone(endpoint));
+        }
     }
 
     /// Drops every entry (the Service is forgotten); returns how many there were.
     pub(crate) fn clear(&mut self) -> usize {
         let count = self.endpoints.len();
+        self.slots.clear();
         for (_, endpoint) in self.endpoints.drain() {
             endpoint.mark_removed();
         }
@@ -443,6 +473,11 @@ impl Table {
             });
             let removed = before - self.endpoints.len();
             if removed > 0 {
+                for slot in &mut self.slots {
+                    if slot.as_ref().is_some_and(|e| e.is_removed()) {
+                        *slot = None;
+                    }
+                }
                 let _ = tracked.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                     Some(n.saturating_sub(removed))
                 });
@@ -479,7 +514,7 @@ impl Table {
         allow_ejected: bool,
     ) -> Option<Chosen> {
         let len = hi - lo;
-        let endpoints = &self.endpoints;
+        let (endpoints, slots) = (&self.endpoints, &self.slots);
         // `None`: not a choice (tried, or ejected); `Some(state)`: a choice, with its state
         // when it has some.
         let viable = |index: usize| -> Option<Option<&Arc<Endpoint>>> {
@@ -487,7 +522,7 @@ impl Table {
                 return None;
             }
             let endpoint =
-                endpoints.get(&EndpointKey::of(&pick.candidates[index], pick.default_port));
+                lookup(endpoints, slots, &pick.candidates[index], index, pick.default_port);
             if !allow_ejected && endpoint.is_some_and(|e| e.is_ejected(pick.now)) {
                 return None;
             }
@@ -561,6 +596,24 @@ impl Table {
             }
         }
     }
+}
+
+/// The state of `candidate` (at `index`): from the position cache when it still holds
+/// this address, else from the table.
+fn lookup<'t>(
+    endpoints: &'t HashMap<EndpointKey, Arc<Endpoint>, RandomState>,
+    slots: &'t [Option<Arc<Endpoint>>],
+    candidate: &Candidate,
+    index: usize,
+    default_port: u16,
+) -> Option<&'t Arc<Endpoint>> {
+    if let Some(Some(cached)) = slots.get(index)
+        && cached.key.matches(candidate, default_port)
+        && !cached.is_removed()
+    {
+        return Some(cached);
+    }
+    endpoints.get(&EndpointKey::of(candidate, default_port))
 }
 
 /// The load of a candidate for the power-of-two-choices policies: endpoints at their cap

@@ -616,3 +616,29 @@ fn futures_and_handles_cross_threads() {
     let start = attempt.start();
     send(&start);
 }
+
+#[test]
+fn an_endpoint_that_leaves_and_returns_starts_afresh() {
+    let (balancer, _) = balancer(config(BalancePolicy::RoundRobin).with_ejection(ejection(10, 30)));
+    let all = target(ready(1..=3));
+    // Endpoint 1 fails a few times (below the ejection threshold).
+    for _ in 0..6 {
+        request_with_dead(&balancer, &all, &[0]);
+    }
+    let failures = balancer.endpoint(&key(), addr(1)).unwrap().consecutive_failures;
+    assert!((1..10).contains(&failures), "{failures}");
+    // It leaves the cluster view: its state is dropped once the sweep walked the list.
+    let without = target(ready(2..=3));
+    for _ in 0..10 {
+        pick_and_complete(&balancer, &without, None);
+    }
+    assert!(balancer.endpoint(&key(), addr(1)).is_none());
+    assert_eq!(balancer.tracked_endpoints(), 2);
+    // It comes back at the same address (same position): fresh state, found again.
+    for _ in 0..6 {
+        pick_and_complete(&balancer, &all, None);
+    }
+    let back = balancer.endpoint(&key(), addr(1)).unwrap();
+    assert_eq!(back.consecutive_failures, 0);
+    assert_eq!(balancer.tracked_endpoints(), 3);
+}
