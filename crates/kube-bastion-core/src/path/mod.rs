@@ -502,63 +502,46 @@ fn decode_sub_path(raw: &[u8]) -> Option<Vec<u8>> {
     }
 }
 
-/// Matches the decoded path against the three proxy route forms.
+/// Matches the decoded path against the three proxy route forms. Only the namespace and id
+/// are scanned; the fixed words are compared in place.
 fn parse_grammar(path: &[u8]) -> Option<Grammar> {
-    let after = path.strip_prefix(API_V1)?;
-    let mut cursor = Segments {
-        path,
-        pos: API_V1.len(),
+    let tail = path.strip_prefix(API_V1)?;
+    let (kind, namespace, id_start) = if tail.starts_with(b"nodes/") {
+        (ResourceKind::Node, None, API_V1.len() + b"nodes/".len())
+    } else if tail.starts_with(b"namespaces/") {
+        let ns_start = API_V1.len() + b"namespaces/".len();
+        let ns_end = segment_end(path, ns_start)?;
+        let words = &path[ns_end + 1..];
+        let (kind, word) = if words.starts_with(b"pods/") {
+            (ResourceKind::Pod, "pods/".len())
+        } else if words.starts_with(b"services/") {
+            (ResourceKind::Service, "services/".len())
+        } else {
+            return None;
+        };
+        (kind, Some((ns_start, ns_end)), ns_end + 1 + word)
+    } else {
+        return None;
     };
-    let _ = after;
-    let first = cursor.next()?;
-    let (kind, namespace) = match first {
-        (start, end) if &path[start..end] == b"nodes" => (ResourceKind::Node, None),
-        (start, end) if &path[start..end] == b"namespaces" => {
-            let namespace = cursor.next().filter(|(s, e)| e > s)?;
-            let (start, end) = cursor.next()?;
-            let kind = match &path[start..end] {
-                b"pods" => ResourceKind::Pod,
-                b"services" => ResourceKind::Service,
-                _ => return None,
-            };
-            (kind, Some(namespace))
-        }
-        _ => return None,
-    };
-    let id = cursor.next().filter(|(s, e)| e > s)?;
-    let (start, end) = cursor.next()?;
-    if &path[start..end] != b"proxy" {
+    let id_end = segment_end(path, id_start)?;
+    let prefix_end = id_end + "/proxy".len();
+    if path.get(id_end + 1..prefix_end)? != b"proxy"
+        || path.get(prefix_end).is_some_and(|b| *b != b'/')
+    {
         return None;
     }
     Some(Grammar {
         kind,
         namespace,
-        id,
-        prefix_end: end,
+        id: (id_start, id_end),
+        prefix_end,
     })
 }
 
-/// Yields the byte ranges of successive `/`-separated segments, starting at `pos` (the start
-/// of a segment). A segment ends at the next `/` or at the end of the path.
-struct Segments<'a> {
-    path: &'a [u8],
-    pos: usize,
-}
-
-impl Segments<'_> {
-    fn next(&mut self) -> Option<(usize, usize)> {
-        if self.pos > self.path.len() {
-            return None;
-        }
-        let start = self.pos;
-        let end = self.path[start..]
-            .iter()
-            .position(|b| *b == b'/')
-            .map_or(self.path.len(), |i| start + i);
-        // Past the separator; past the end when the path ended.
-        self.pos = end + 1;
-        Some((start, end))
-    }
+/// The index of the `/` ending the non-empty segment that starts at `start`.
+fn segment_end(path: &[u8], start: usize) -> Option<usize> {
+    let len = path.get(start..)?.iter().position(|b| *b == b'/')?;
+    (len > 0).then_some(start + len)
 }
 
 fn contains_ignore_ascii_case(haystack: &[u8], needle: &[u8]) -> bool {
