@@ -16,8 +16,8 @@
 //! * ClientIP session affinity with `timeoutSeconds`, as kube-proxy does;
 //! * an optional per-endpoint concurrency cap with a bounded queue ([`ConcurrencyLimit`]).
 //!
-//! Choosing is O(1) in the number of candidates (two sampled indices and two hash
-//! lookups), and the state follows the cluster: endpoints that leave the candidate list are
+//! Choosing is O(1) in the number of candidates (two sampled indices, their state found
+//! through a position cache or a hash probe by address), and the state follows the cluster: endpoints that leave the candidate list are
 //! dropped by an incremental sweep, idle Services by a periodic one, and a balancer-wide
 //! bound caps the whole ([`BalancerConfig::max_tracked_endpoints`]).
 //!
