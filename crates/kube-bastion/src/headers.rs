@@ -19,7 +19,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use bytes::{BufMut, BytesMut};
+use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 /// The address of the client connection, inserted by the host into the request extensions
@@ -114,17 +114,119 @@ fn tokens(value: &HeaderValue) -> impl Iterator<Item = &[u8]> {
         .filter(|t| !t.is_empty())
 }
 
+/// Appends the decimal digits of `n` (`core::fmt` is several times slower for this).
+fn push_decimal(out: &mut Vec<u8>, n: u16) {
+    let mut digits = [0u8; 5];
+    let mut i = digits.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+/// Appends `ip` as its `Display` form does (dotted quad; IPv6 through `core::fmt`).
+pub(crate) fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                push_decimal(out, u16::from(octet));
+            }
+        }
+        IpAddr::V6(v6) => {
+            use std::io::Write as _;
+            // Writing to a Vec cannot fail.
+            let _ = write!(out, "{v6}");
+        }
+    }
+}
+
+/// Appends `addr` as its `Display` form does (`1.2.3.4:80`, `[fd00::1]:80`, scope ids
+/// included).
+pub(crate) fn push_socket_addr(out: &mut Vec<u8>, addr: SocketAddr) {
+    match addr {
+        SocketAddr::V4(v4) => {
+            push_ip(out, IpAddr::V4(*v4.ip()));
+            out.push(b':');
+            push_decimal(out, v4.port());
+        }
+        SocketAddr::V6(v6) => {
+            use std::io::Write as _;
+            // Writing to a Vec cannot fail.
+            let _ = write!(out, "{v6}");
+        }
+    }
+}
+
+/// Which of the fixed hop-by-hop names ([`HOP_BY_HOP`] by index, then `Te`) and, with
+/// `cors`, the [`CORS`] names (bits 8 to 11) are present: one pass over the names instead
+/// of a hash lookup per name (most requests and responses carry none of them).
+fn present_names(headers: &HeaderMap, cors: bool) -> u16 {
+    let mut present = 0u16;
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+            present |= 1 << i;
+        } else if name == header::TE {
+            present |= TE_BIT;
+        } else if cors && let Some(i) = CORS.iter().position(|h| h == name) {
+            present |= 1 << (8 + i);
+        }
+    }
+    present
+}
+
+/// [`present_names`]' bit for `Te`.
+const TE_BIT: u16 = 1 << 7;
+
 /// Removes hop-by-hop headers and every header named in a `Connection` value.
 ///
 /// `Te` is removed unless one of its tokens is `trailers`, in which case it becomes exactly
 /// `Te: trailers` (Go's reverse proxy does the same). `Trailer` is left alone: on requests
 /// and responses it announces trailers that are relayed.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    remove_connection_tokens(headers);
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
+    let present = present_names(headers, false);
+    remove_present_hop_by_hop(headers, present);
+}
+
+/// [`remove_hop_by_hop`] given [`present_names`].
+fn remove_present_hop_by_hop(headers: &mut HeaderMap, present: u16) {
+    if present & 1 != 0 {
+        // `HOP_BY_HOP[0]` is `Connection`: take its values out (usually one: no allocation
+        // for the rest), then remove what they name.
+        let mut values = headers.get_all(header::CONNECTION).iter();
+        let first = values.next().cloned();
+        let rest: Vec<HeaderValue> = values.cloned().collect();
+        headers.remove(header::CONNECTION);
+        for token in first.iter().chain(&rest).flat_map(tokens) {
+            // Fixed hop-by-hop names (`keep-alive`, `upgrade`, ...) are removed below when
+            // present, so only other names need a lookup.
+            if HOP_BY_HOP
+                .iter()
+                .any(|h| h.as_str().as_bytes().eq_ignore_ascii_case(token))
+            {
+                continue;
+            }
+            // A token that is not a valid header name names nothing (`remove` by `&str`
+            // finds nothing for it, without allocating a name).
+            if let Ok(name) = std::str::from_utf8(token) {
+                headers.remove(name);
+            }
+        }
     }
-    if headers.contains_key(header::TE) {
+    for (i, name) in HOP_BY_HOP.iter().enumerate().skip(1) {
+        if present & (1 << i) != 0 {
+            headers.remove(name);
+        }
+    }
+    if present & TE_BIT != 0 && headers.contains_key(header::TE) {
         let trailers = headers
             .get_all(header::TE)
             .iter()
@@ -177,20 +279,18 @@ pub fn strip_credentials(headers: &mut HeaderMap, options: &HeaderOptions) {
 /// Appends `peer` to `X-Forwarded-For` as Go's reverse proxy does: all previous values
 /// joined with `", "`, then `", <peer>"`; a single `<peer>` when there was none.
 pub fn append_forwarded_for(headers: &mut HeaderMap, peer: IpAddr) {
-    use std::fmt::Write as _;
-    let mut buf = BytesMut::with_capacity(64);
+    let mut buf = Vec::with_capacity(64);
     for (i, prior) in headers.get_all(&X_FORWARDED_FOR).iter().enumerate() {
         if i > 0 {
-            buf.put_slice(b", ");
+            buf.extend_from_slice(b", ");
         }
-        buf.put_slice(prior.as_bytes());
+        buf.extend_from_slice(prior.as_bytes());
     }
     if !buf.is_empty() {
-        buf.put_slice(b", ");
+        buf.extend_from_slice(b", ");
     }
-    // Writing to BytesMut cannot fail.
-    let _ = write!(buf, "{peer}");
-    match HeaderValue::from_maybe_shared(buf.freeze()) {
+    push_ip(&mut buf, peer);
+    match HeaderValue::from_maybe_shared(Bytes::from(buf)) {
         Ok(value) => {
             headers.insert(X_FORWARDED_FOR, value);
         }
@@ -241,11 +341,19 @@ pub fn prepare_request(
 /// Applies every response rule for a relayed (non-upgrade) response: hop-by-hop headers and
 /// the four `Access-Control-Allow-*` headers removed.
 pub fn prepare_response(headers: &mut HeaderMap) {
-    remove_hop_by_hop(headers);
+    let present = present_names(headers, true);
+    if present == 0 {
+        return;
+    }
+    remove_present_hop_by_hop(headers, present);
     // Responses carry no `Te`; `remove_hop_by_hop` may have re-inserted `Te: trailers`.
-    headers.remove(header::TE);
-    for name in &CORS {
-        headers.remove(name);
+    if present & TE_BIT != 0 {
+        headers.remove(header::TE);
+    }
+    for (i, name) in CORS.iter().enumerate() {
+        if present & (1 << (8 + i)) != 0 {
+            headers.remove(name);
+        }
     }
 }
 
@@ -336,6 +444,36 @@ mod tests {
         let mut h = HeaderMap::new();
         append_forwarded_for(&mut h, "fd00::1".parse().unwrap());
         assert_eq!(h["x-forwarded-for"], "fd00::1");
+    }
+
+    #[test]
+    fn addresses_print_as_display_does() {
+        for text in [
+            "0.0.0.0:0",
+            "10.1.2.3:8080",
+            "255.255.255.255:65535",
+            "127.0.0.1:9",
+            "[fd00::1]:443",
+            "[::ffff:10.0.0.1]:80",
+            "[fe80::1%2]:10250",
+        ] {
+            let addr: SocketAddr = text.parse().unwrap();
+            let mut out = Vec::new();
+            push_socket_addr(&mut out, addr);
+            assert_eq!(out, addr.to_string().into_bytes());
+            let mut out = Vec::new();
+            push_ip(&mut out, addr.ip());
+            assert_eq!(out, addr.ip().to_string().into_bytes());
+        }
+    }
+
+    #[test]
+    fn clean_headers_are_left_alone() {
+        let mut h = map(&[("accept", b"*/*"), ("x-keep", b"3"), ("trailer", b"x")]);
+        let before = h.clone();
+        remove_hop_by_hop(&mut h);
+        prepare_response(&mut h);
+        assert_eq!(h, before);
     }
 
     #[test]

@@ -396,6 +396,17 @@ where
     Ok(Response::from_parts(parts, body))
 }
 
+/// Whether [`rewrite_response`] could change a response with these headers: it touches
+/// only `Location`, `Content-Location`, `Refresh`, `Set-Cookie` and `text/html` bodies, so a
+/// response carrying none of them passes through unchanged and the caller may skip building
+/// a [`RewriteContext`]. Keep in step with `location::rewrite_headers` and the body rule.
+pub(crate) fn may_rewrite(headers: &http::HeaderMap) -> bool {
+    use http::header::{CONTENT_LOCATION, LOCATION, REFRESH, SET_COOKIE};
+    headers.keys().any(|name| {
+        name == LOCATION || name == CONTENT_LOCATION || name == REFRESH || name == SET_COOKIE
+    }) || is_html(headers)
+}
+
 fn has_body(status: StatusCode) -> bool {
     !(status.is_informational()
         || status == StatusCode::NO_CONTENT
