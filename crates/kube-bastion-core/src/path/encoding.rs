@@ -22,6 +22,21 @@ pub(super) fn percent_decode(raw: &[u8]) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// Whether every `%` in `raw` starts a valid `%XX` escape (what [`percent_decode`] accepts).
+pub(super) fn valid_escapes(raw: &[u8]) -> bool {
+    let mut i = 0;
+    while let Some(at) = raw[i..].iter().position(|b| *b == b'%') {
+        let at = i + at;
+        match (raw.get(at + 1), raw.get(at + 2)) {
+            (Some(&hi), Some(&lo)) if hex_value(hi).is_some() && hex_value(lo).is_some() => {
+                i = at + 3;
+            }
+            _ => return false,
+        }
+    }
+    true
+}
+
 fn hex_value(b: u8) -> Option<u8> {
     match b {
         b'0'..=b'9' => Some(b - b'0'),

@@ -41,6 +41,8 @@
 //! [`Route::NotProxy`] (no Kubernetes object can have such a name); the sub-path is kept
 //! as bytes and any byte reaches the backend, percent-encoded.
 
+use std::borrow::Cow;
+
 use http::{HeaderMap, Method, Uri};
 
 use crate::status::push_go_quoted;
@@ -52,7 +54,7 @@ mod tests;
 
 use encoding::{
     ascii_string, clean_in_place, escape_path_bytes, has_dry_run, is_uri_safe, percent_decode,
-    push_query_safe, push_uri_safe_bytes,
+    push_query_safe, push_uri_safe_bytes, valid_escapes,
 };
 pub use encoding::{escape_path, join_preserving_trailing_slash};
 
@@ -125,11 +127,15 @@ pub struct ProxyRequest {
     kind: ResourceKind,
     method: Method,
     upgrade: bool,
-    /// The decoded path up to and including `/proxy` (UTF-8 by construction), followed by
-    /// the raw query (one allocation for both).
+    /// The decoded path up to and including `/proxy` (UTF-8 by construction), then the raw
+    /// (still escaped) sub-path, then the raw query: one allocation for the three.
     text: String,
-    /// Length of the prefix in `text`; the query is the rest of `text` (empty: no query).
+    /// Length of the prefix in `text`.
     prefix_len: usize,
+    /// End of the raw sub-path in `text`; the query is the rest (empty: no query).
+    rest_end: usize,
+    /// Whether the raw sub-path holds (valid) escapes to decode.
+    rest_escaped: bool,
     /// Byte range of the namespace in `text` (`None` for nodes).
     namespace: Option<(usize, usize)>,
     /// Byte range of the id in `text`.
@@ -138,8 +144,6 @@ pub struct ProxyRequest {
     prefix_clean: bool,
     /// Whether the prefix can be copied into a header value unchanged (see `is_uri_safe`).
     prefix_uri_safe: bool,
-    /// The decoded bytes after `/proxy`: empty or starting with `/`.
-    rest: Vec<u8>,
 }
 
 impl ProxyRequest {
@@ -162,11 +166,12 @@ impl ProxyRequest {
         {
             let (Some(prefix), Some(rest)) = (
                 path.get(..grammar.prefix_end),
-                decode_sub_path(&raw[grammar.prefix_end..]),
+                path.get(grammar.prefix_end..),
             ) else {
                 return Route::NotProxy;
             };
-            return Route::Proxy(Self::new(method, uri, headers, prefix, &grammar, rest));
+            return Self::new(method, uri, headers, prefix, &grammar, rest)
+                .map_or(Route::NotProxy, Route::Proxy);
         }
         // Escapes in the grammar words, namespace or id (`%61pi`, `p%3A80`): decode the whole
         // path first, as Go does, then split.
@@ -182,42 +187,53 @@ impl ProxyRequest {
         let Ok(prefix) = std::str::from_utf8(&decoded[..grammar.prefix_end]) else {
             return Route::NotProxy;
         };
-        let rest = decoded[grammar.prefix_end..].to_vec();
-        Route::Proxy(Self::new(method, uri, headers, prefix, &grammar, rest))
+        // The raw sub-path starts where the decoded prefix ends.
+        let Some(rest) = path.get(raw_offset(raw, grammar.prefix_end)..) else {
+            return Route::NotProxy;
+        };
+        Self::new(method, uri, headers, prefix, &grammar, rest)
+            .map_or(Route::NotProxy, Route::Proxy)
     }
 
-    /// Builds the request from the decoded prefix (UTF-8) and sub-path.
+    /// Builds the request from the decoded prefix and the raw sub-path; `None` when the
+    /// sub-path holds an invalid escape.
     fn new(
         method: &Method,
         uri: &Uri,
         headers: &HeaderMap,
         prefix: &str,
         grammar: &Grammar,
-        rest: Vec<u8>,
-    ) -> Self {
+        rest: &str,
+    ) -> Option<Self> {
+        let rest_escaped = rest.contains('%');
+        if rest_escaped && !valid_escapes(rest.as_bytes()) {
+            return None;
+        }
         let upgrade = headers
             .get_all(http::header::CONNECTION)
             .iter()
             .any(|value| contains_ignore_ascii_case(value.as_bytes(), b"upgrade"));
         let query = uri.query().unwrap_or_default();
-        let mut text = String::with_capacity(prefix.len() + query.len());
+        let mut text = String::with_capacity(prefix.len() + rest.len() + query.len());
         text.push_str(prefix);
+        text.push_str(rest);
         text.push_str(query);
         let part = |(start, end): (usize, usize)| &prefix.as_bytes()[start..end];
         let dots = |range| matches!(part(range), b"." | b"..");
         let safe = |range| is_uri_safe(part(range));
-        ProxyRequest {
+        Some(ProxyRequest {
             kind: grammar.kind,
             method: method.clone(),
             upgrade,
             text,
             prefix_len: prefix.len(),
+            rest_end: prefix.len() + rest.len(),
+            rest_escaped,
             namespace: grammar.namespace,
             id: grammar.id,
             prefix_clean: !dots(grammar.id) && !grammar.namespace.is_some_and(dots),
             prefix_uri_safe: safe(grammar.id) && grammar.namespace.is_none_or(safe),
-            rest,
-        }
+        })
     }
 
     /// Routes from request parts.
@@ -252,22 +268,30 @@ impl ProxyRequest {
 
     /// The raw query string as received (`None` when absent or empty).
     pub fn query(&self) -> Option<&str> {
-        Some(&self.text[self.prefix_len..]).filter(|q| !q.is_empty())
+        Some(&self.text[self.rest_end..]).filter(|q| !q.is_empty())
     }
 
-    /// The decoded bytes of the path after `/proxy`: empty or starting with `/`.
-    pub fn sub_path(&self) -> &[u8] {
-        &self.rest
+    /// The decoded bytes of the path after `/proxy`: empty or starting with `/` (borrowed
+    /// unless the sub-path holds escapes).
+    pub fn sub_path(&self) -> Cow<'_, [u8]> {
+        let raw = &self.text.as_bytes()[self.prefix_len..self.rest_end];
+        if self.rest_escaped {
+            // The escapes were validated by `route`.
+            Cow::Owned(percent_decode(raw).unwrap_or_default())
+        } else {
+            Cow::Borrowed(raw)
+        }
     }
 
     /// The `path` connect option kube-apiserver computes for this request (`""` for a bare
     /// `.../proxy`, else `/` plus the sub-path segments, with a trailing `/` when the request
     /// path ends with one). Before cleaning: `/a//b` stays `/a//b`.
     pub fn path_option(&self) -> Vec<u8> {
-        let trimmed = trim_trailing_slashes(&self.rest);
+        let rest = self.sub_path();
+        let trimmed = trim_trailing_slashes(&rest);
         if trimmed.is_empty() {
             // The sub-path is empty or only slashes.
-            return if self.rest.is_empty() {
+            return if rest.is_empty() {
                 Vec::new()
             } else {
                 b"/".to_vec()
@@ -279,7 +303,7 @@ impl ProxyRequest {
         } else {
             trimmed.to_vec()
         };
-        if self.rest.ends_with(b"/") {
+        if rest.ends_with(b"/") {
             option.push(b'/');
         }
         option
@@ -371,8 +395,9 @@ impl ProxyRequest {
     /// `?`, `#`) are percent-encoded; for paths made of valid object names nothing changes.
     pub fn plan(&self) -> Plan {
         let query = self.query();
+        let rest = self.sub_path();
         let prefix = self.prefix();
-        if self.rest.is_empty()
+        if rest.is_empty()
             && !self.upgrade
             && (self.method == Method::GET || self.method == Method::HEAD)
         {
@@ -391,20 +416,19 @@ impl ProxyRequest {
         // The backend path: the sub-path cleaned, its trailing `/` kept; empty becomes `/`.
         // Escaping commutes with cleaning (it never produces `/` and keeps `.` segments as they
         // are), so clean the escaped form in place.
-        let mut target =
-            Vec::with_capacity(self.rest.len() * 3 / 2 + 2 + query.map_or(0, str::len));
-        if self.rest.is_empty() {
+        let mut target = Vec::with_capacity(rest.len() * 3 / 2 + 2 + query.map_or(0, str::len));
+        if rest.is_empty() {
             target.push(b'/');
         } else {
-            escape_path_bytes(&self.rest, &mut target);
+            escape_path_bytes(&rest, &mut target);
             let escaped_len = target.len();
             clean_in_place(&mut target);
-            if self.rest.ends_with(b"/") && !target.ends_with(b"/") {
+            if rest.ends_with(b"/") && !target.ends_with(b"/") {
                 target.push(b'/');
             }
             // Cleaning only removes bytes: same length means the sub-path was already clean.
             if target.len() != escaped_len {
-                return self.plan_unclean(target, query);
+                return self.plan_unclean(&rest, target, query);
             }
         }
         // Fast path: the backend path is the request's sub-path, so upstream's prefix (request
@@ -435,13 +459,13 @@ impl ProxyRequest {
 
     /// [`ProxyRequest::plan`] when cleaning changed the sub-path: upstream's suffix trimming
     /// then needs the decoded backend path.
-    fn plan_unclean(&self, target: Vec<u8>, query: Option<&str>) -> Plan {
-        let mut backend = self.rest.clone();
+    fn plan_unclean(&self, rest: &[u8], target: Vec<u8>, query: Option<&str>) -> Plan {
+        let mut backend = rest.to_vec();
         clean_in_place(&mut backend);
-        if self.rest.ends_with(b"/") && !backend.ends_with(b"/") {
+        if rest.ends_with(b"/") && !backend.ends_with(b"/") {
             backend.push(b'/');
         }
-        let prepend = strip_suffix(self.prefix(), &self.rest, &backend);
+        let prepend = strip_suffix(self.prefix(), rest, &backend);
         Plan::Forward {
             forwarded_uri: forwarded_uri(&prepend, &target),
             path_and_query: with_query(target, query),
@@ -492,14 +516,14 @@ impl Grammar {
     }
 }
 
-/// The decoded sub-path (a copy; decoded only when it holds a `%`), or `None` on an invalid
-/// escape.
-fn decode_sub_path(raw: &[u8]) -> Option<Vec<u8>> {
-    if raw.contains(&b'%') {
-        percent_decode(raw)
-    } else {
-        Some(raw.to_vec())
+/// The index in `raw` (a path with valid escapes) where the first `decoded_len` decoded
+/// bytes end.
+fn raw_offset(raw: &[u8], decoded_len: usize) -> usize {
+    let mut i = 0;
+    for _ in 0..decoded_len {
+        i += if raw.get(i) == Some(&b'%') { 3 } else { 1 };
     }
+    i
 }
 
 /// Matches the decoded path against the three proxy route forms. Only the namespace and id
