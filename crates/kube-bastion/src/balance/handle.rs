@@ -29,6 +29,8 @@ struct Inner {
     endpoint: Arc<Endpoint>,
     started: u64,
     status: Option<u16>,
+    /// The latency sample was already taken (at an upgrade's `101`).
+    sampled: bool,
     _slot: Option<OwnedSemaphorePermit>,
 }
 
@@ -54,6 +56,7 @@ impl RequestHandle {
                 endpoint,
                 started,
                 status: None,
+                sampled: false,
                 _slot: slot,
             }),
         }
@@ -74,9 +77,19 @@ impl RequestHandle {
 
     /// Records the response head's status (a 5xx counts as a failure at completion when
     /// [`EjectionConfig::eject_on_5xx`](super::EjectionConfig::eject_on_5xx) is set).
+    ///
+    /// A `101 Switching Protocols` also takes the latency sample right away: the tunnel that
+    /// follows stays in flight until the handle ends, but its lifetime (minutes or hours of
+    /// a terminal session) says nothing about the endpoint's latency.
     pub fn response_head(&mut self, status: http::StatusCode) {
         if let Some(inner) = &mut self.inner {
             inner.status = Some(status.as_u16());
+            if status == http::StatusCode::SWITCHING_PROTOCOLS && !inner.sampled {
+                let now = inner.core.timeline.now();
+                let sample = now.saturating_sub(inner.started).max(1) as f64;
+                inner.endpoint.observe_rtt(sample, now, inner.core.decay_ns);
+                inner.sampled = true;
+            }
         }
     }
 
@@ -105,6 +118,7 @@ impl RequestHandle {
             endpoint,
             started,
             status,
+            sampled,
             _slot,
         } = inner;
         let now = core.timeline.now();
@@ -112,7 +126,7 @@ impl RequestHandle {
         let config = &core.config;
         let decay_ns = core.decay_ns;
         let server_error = status.is_some_and(|s| s >= 500) && config.ejection.eject_on_5xx;
-        if outcome != Outcome::ConnectFailed {
+        if outcome != Outcome::ConnectFailed && !sampled {
             let sample = now.saturating_sub(started).max(1) as f64;
             endpoint.observe_rtt(sample, now, decay_ns);
         }

@@ -502,6 +502,23 @@ fn handles_account_in_flight_and_latency_until_completion() {
 }
 
 #[test]
+fn an_upgrade_samples_latency_at_its_101_not_at_the_tunnel_end() {
+    let (balancer, clock) = balancer(config(BalancePolicy::PeakEwma));
+    let target = target(ready([1]));
+    let mut handle = block_on(balancer.plan(&target, None).next().unwrap().start()).unwrap();
+    clock.advance(Duration::from_millis(5));
+    handle.response_head(http::StatusCode::SWITCHING_PROTOCOLS);
+    // The tunnel stays open for an hour: in flight all along, latency unchanged.
+    clock.advance(Duration::from_secs(3600));
+    assert_eq!(balancer.endpoint(&key(), addr(1)).unwrap().in_flight, 1);
+    handle.success();
+    let snapshot = balancer.endpoint(&key(), addr(1)).unwrap();
+    assert_eq!(snapshot.in_flight, 0);
+    let latency = snapshot.latency.unwrap();
+    assert!(latency.abs_diff(Duration::from_millis(5)) < Duration::from_micros(1), "{latency:?}");
+}
+
+#[test]
 fn state_stays_bounded_while_endpoints_churn() {
     let (balancer, _) = balancer(config(BalancePolicy::PeakEwma));
     let mut high_water = 0;
