@@ -5,10 +5,10 @@
 //!
 //! 1. route (done by the [`layer`](crate::layer), which hands a [`ProxyRequest`] here);
 //! 2. authorize: the [`Authorizer`](crate::Authorizer) with the request's
-//!    [`Attributes`](crate::Attributes) (and verb `create` for upgrades when configured);
+//!    [`Attributes`] (and verb `create` for upgrades when configured);
 //!    a denial is kube-apiserver's 403;
 //! 3. [`ProxyRequest::check`] (405, `dryRun`), [`ProxyRequest::target_id`] (400);
-//! 4. [`resolve`] against one cluster view → [`Target`];
+//! 4. [`resolve()`] against one cluster view → [`Target`];
 //! 5. destination checks: candidate names are resolved **once** with tokio, every address
 //!    judged by [`DestinationPolicy::check_resolved`](crate::DestinationPolicy::check_resolved),
 //!    and only the checked addresses become [`Endpoint`]s (CVE-2020-8562);
@@ -82,7 +82,7 @@ impl ProxyContext {
     }
 
     /// The `Host` header the backend receives for `endpoint`, following
-    /// [`HostHeader`](crate::headers::HostHeader).
+    /// [`HostHeader`].
     pub fn backend_host(&self, endpoint: &Endpoint) -> Option<HeaderValue> {
         match self.config.headers().host {
             HostHeader::Client => self.client_host.clone(),
