@@ -43,15 +43,25 @@ fn choose(c: &mut Criterion) {
     for n in [10u32, 1_000, 100_000] {
         let target = target(n);
         for policy in BalancePolicy::ALL {
-            let balancer = Balancer::new(BalancerConfig::default().with_policy(policy).with_seed(1));
+            let balancer =
+                Balancer::new(BalancerConfig::default().with_policy(policy).with_seed(1));
             // Steady state: state exists for (almost) every endpoint, as after a while in
             // production; without this the first picks of a large list measure allocation.
             for _ in 0..5 * n {
                 black_box(balancer.plan(&target, None).next().map(|a| a.index()));
             }
-            group.bench_with_input(BenchmarkId::new(policy.as_str(), n), &target, |b, target| {
-                b.iter(|| balancer.plan(black_box(target), None).next().map(|a| a.index()))
-            });
+            group.bench_with_input(
+                BenchmarkId::new(policy.as_str(), n),
+                &target,
+                |b, target| {
+                    b.iter(|| {
+                        balancer
+                            .plan(black_box(target), None)
+                            .next()
+                            .map(|a| a.index())
+                    })
+                },
+            );
         }
         // Baselines measured in the same run: kube-apiserver's choice at best (one random
         // index, no state), and the same reading the chosen candidate's address, the memory
@@ -63,38 +73,66 @@ fn choose(c: &mut Criterion) {
             state ^= state << 17;
             (state % len as u64) as usize
         };
-        group.bench_with_input(BenchmarkId::new("baseline-random-index", n), &target, |b, target| {
-            b.iter(|| black_box(next(target.candidates.len())))
-        });
-        group.bench_with_input(BenchmarkId::new("baseline-read-one-candidate", n), &target, |b, target| {
-            b.iter(|| {
-                let candidate = &target.candidates[next(target.candidates.len())];
-                black_box((&candidate.host, candidate.port))
-            })
-        });
+        group.bench_with_input(
+            BenchmarkId::new("baseline-random-index", n),
+            &target,
+            |b, target| b.iter(|| black_box(next(target.candidates.len()))),
+        );
+        group.bench_with_input(
+            BenchmarkId::new("baseline-read-one-candidate", n),
+            &target,
+            |b, target| {
+                b.iter(|| {
+                    let candidate = &target.candidates[next(target.candidates.len())];
+                    black_box((&candidate.host, candidate.port))
+                })
+            },
+        );
     }
     group.finish();
 }
 
 fn request(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
     let mut group = c.benchmark_group("balance/request");
     let target = target(1_000);
     for policy in [BalancePolicy::Random, BalancePolicy::PeakEwma] {
         let balancer = Balancer::new(BalancerConfig::default().with_policy(policy).with_seed(1));
-        let affinity = ServiceInfo { client_ip_affinity_seconds: Some(10_800), ..target.service.clone().expect("service") };
-        let sticky = Target { service: Some(affinity), ..target.clone() };
-        group.bench_function(BenchmarkId::new(policy.as_str(), "choose+start+complete"), |b| {
-            b.iter(|| {
-                let attempt = balancer.plan(black_box(&target), None).next().expect("candidate");
-                let handle = runtime.block_on(attempt.start()).expect("no cap");
-                handle.success();
-            })
-        });
+        let affinity = ServiceInfo {
+            client_ip_affinity_seconds: Some(10_800),
+            ..target.service.clone().expect("service")
+        };
+        let sticky = Target {
+            service: Some(affinity),
+            ..target.clone()
+        };
+        group.bench_function(
+            BenchmarkId::new(policy.as_str(), "choose+start+complete"),
+            |b| {
+                b.iter(|| {
+                    let attempt = balancer
+                        .plan(black_box(&target), None)
+                        .next()
+                        .expect("candidate");
+                    let handle = runtime.block_on(attempt.start()).expect("no cap");
+                    handle.success();
+                })
+            },
+        );
         let client = Some(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7)));
-        group.bench_function(BenchmarkId::new(policy.as_str(), "client-ip-affinity"), |b| {
-            b.iter(|| balancer.plan(black_box(&sticky), client).next().map(|a| a.index()))
-        });
+        group.bench_function(
+            BenchmarkId::new(policy.as_str(), "client-ip-affinity"),
+            |b| {
+                b.iter(|| {
+                    balancer
+                        .plan(black_box(&sticky), client)
+                        .next()
+                        .map(|a| a.index())
+                })
+            },
+        );
     }
     group.finish();
 }

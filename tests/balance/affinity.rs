@@ -20,9 +20,14 @@ async fn a_client_address_sticks_to_its_endpoint_until_the_timeout() {
     }
     let ports: Vec<u16> = backends.iter().map(|b| b.addr.port()).collect();
     let clock = ManualClock::new();
-    let config = BalancerConfig::default().with_policy(BalancePolicy::RoundRobin).with_seed(1);
+    let config = BalancerConfig::default()
+        .with_policy(BalancePolicy::RoundRobin)
+        .with_seed(1);
     let balancer = Balancer::with_clock(config, Arc::new(clock.clone()));
-    let spec = ServiceSpec { client_ip_timeout: Some(60), ..ServiceSpec::default() };
+    let spec = ServiceSpec {
+        client_ip_timeout: Some(60),
+        ..ServiceSpec::default()
+    };
     let proxy = proxy(cluster(&ports, &spec), &balancer).await;
     let (alice, bob) = (client_from(from(2)), client_from(from(3)));
 
@@ -59,12 +64,19 @@ async fn without_session_affinity_the_client_address_is_ignored() {
         backends.push(Backend::start(name, Duration::ZERO).await);
     }
     let ports: Vec<u16> = backends.iter().map(|b| b.addr.port()).collect();
-    let balancer = Balancer::new(BalancerConfig::default().with_policy(BalancePolicy::RoundRobin).with_seed(1));
+    let balancer = Balancer::new(
+        BalancerConfig::default()
+            .with_policy(BalancePolicy::RoundRobin)
+            .with_seed(1),
+    );
     let proxy = proxy(cluster(&ports, &ServiceSpec::default()), &balancer).await;
     let alice = client_from(from(2));
     for _ in 0..30 {
         assert_eq!(get(&alice, proxy).await.status, 200);
     }
-    assert_eq!(backends.iter().map(Backend::hits).collect::<Vec<_>>(), [10, 10, 10]);
+    assert_eq!(
+        backends.iter().map(Backend::hits).collect::<Vec<_>>(),
+        [10, 10, 10]
+    );
     assert_eq!(balancer.affinity_clients(&service_key()), 0);
 }

@@ -51,7 +51,9 @@ impl Backend {
 
     /// Starts on `port` (a port that was closed until now).
     pub(crate) async fn start_on(port: u16, name: &str) -> Self {
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, port)).await.unwrap();
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, port))
+            .await
+            .unwrap();
         Self::on(listener, name, Duration::ZERO)
     }
 
@@ -61,7 +63,9 @@ impl Backend {
         let (counter, name) = (hits.clone(), Bytes::from(name.to_owned()));
         tokio::spawn(async move {
             loop {
-                let Ok((tcp, _)) = listener.accept().await else { return };
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
                 let _ = tcp.set_nodelay(true);
                 let (counter, name) = (counter.clone(), name.clone());
                 tokio::spawn(async move {
@@ -105,7 +109,9 @@ pub(crate) async fn hanging_up_backend() -> (u16, Arc<AtomicUsize>) {
     let counter = seen.clone();
     tokio::spawn(async move {
         loop {
-            let Ok((mut tcp, _)) = listener.accept().await else { return };
+            let Ok((mut tcp, _)) = listener.accept().await else {
+                return;
+            };
             let counter = counter.clone();
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 64 * 1024];
@@ -159,8 +165,11 @@ pub(crate) fn cluster(ports: &[u16], spec: &ServiceSpec) -> Arc<MemoryCluster> {
         docs.push(format!(
             "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {pod}\n  namespace: {NS}\nspec:\n  containers:\n  - name: c\n    image: x\nstatus:\n  phase: Running\n  podIP: 127.0.0.1\n  podIPs:\n  - ip: 127.0.0.1\n"
         ));
-        let (ready, terminating) =
-            if spec.terminating.contains(port) { (false, true) } else { (true, false) };
+        let (ready, terminating) = if spec.terminating.contains(port) {
+            (false, true)
+        } else {
+            (true, false)
+        };
         docs.push(format!(
             "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {SERVICE}-{i}\n  namespace: {NS}\n  labels:\n    kubernetes.io/service-name: {SERVICE}\naddressType: IPv4\nendpoints:\n- addresses: [\"127.0.0.1\"]\n  conditions:\n    ready: {ready}\n    serving: true\n    terminating: {terminating}\n  targetRef:\n    kind: Pod\n    name: {pod}\n    namespace: {NS}\nports:\n- name: http\n  port: {port}\n  protocol: TCP\n"
         ));
@@ -182,7 +191,9 @@ pub(crate) async fn proxy(cluster: Arc<MemoryCluster>, balancer: &Balancer) -> S
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
-            let Ok((tcp, peer)) = listener.accept().await else { return };
+            let Ok((tcp, peer)) = listener.accept().await else {
+                return;
+            };
             let _ = tcp.set_nodelay(true);
             let svc = svc.clone();
             tokio::spawn(async move {
@@ -241,11 +252,23 @@ pub(crate) async fn call(
     payload: &'static str,
 ) -> Answer {
     let uri = format!("http://{proxy}/api/v1/namespaces/{NS}/services/{SERVICE}:http/proxy/");
-    let req = Request::builder().method(method).uri(uri).body(body(payload)).unwrap();
+    let req = Request::builder()
+        .method(method)
+        .uri(uri)
+        .body(body(payload))
+        .unwrap();
     let res = client.request(req).await.expect("the proxy answers");
     let status = res.status();
-    let bytes = res.into_body().collect().await.expect("a complete body").to_bytes();
-    Answer { status, body: String::from_utf8_lossy(&bytes).into_owned() }
+    let bytes = res
+        .into_body()
+        .collect()
+        .await
+        .expect("a complete body")
+        .to_bytes();
+    Answer {
+        status,
+        body: String::from_utf8_lossy(&bytes).into_owned(),
+    }
 }
 
 /// `GET` through the proxy.

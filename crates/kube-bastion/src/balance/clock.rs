@@ -83,7 +83,11 @@ pub(crate) struct Timeline {
 impl Timeline {
     pub(crate) fn new(clock: Arc<dyn Clock>) -> Self {
         let origin = clock.now();
-        Self { clock, origin, latest: Arc::new(AtomicU64::new(1)) }
+        Self {
+            clock,
+            origin,
+            latest: Arc::new(AtomicU64::new(1)),
+        }
     }
 
     /// Nanoseconds since the origin, plus one: never 0 (0 means "never" in the endpoint

@@ -81,7 +81,11 @@ impl Tried {
     const INLINE: usize = 8;
 
     fn as_slice(&self) -> &[usize] {
-        if self.heap.is_empty() { &self.inline[..self.len] } else { &self.heap }
+        if self.heap.is_empty() {
+            &self.inline[..self.len]
+        } else {
+            &self.heap
+        }
     }
 
     fn len(&self) -> usize {
@@ -204,7 +208,11 @@ impl<'a> Attempts<'a> {
     /// Follows the Service's annotation (parsed again only when its value changed).
     fn refresh_policy(&self, service: &ServiceState, table: &mut Table) {
         let default = self.core.config.policy;
-        let annotation = self.target.service.as_ref().and_then(|s| s.balancer.as_deref());
+        let annotation = self
+            .target
+            .service
+            .as_ref()
+            .and_then(|s| s.balancer.as_deref());
         if table.annotation.as_deref() != annotation {
             let (policy, error) = super::policy::effective_policy(default, annotation);
             if let Some(error) = error {
@@ -245,10 +253,9 @@ impl<'a> Attempts<'a> {
         };
         let mut chosen = None;
         if let Some((client, _)) = affinity
-            && let Some(index) =
-                table
-                    .affinity
-                    .lookup(client, candidates, self.default_port, now)
+            && let Some(index) = table
+                .affinity
+                .lookup(client, candidates, self.default_port, now)
         {
             let state = table.get(candidates, index, self.default_port);
             let healthy = !state.is_some_and(|e| e.is_ejected(now));
@@ -304,7 +311,9 @@ impl<'a> Iterator for Attempts<'a> {
         let service = self.service.take();
         let picked = match &service {
             None => Some((self.tried.len(), None)),
-            Some(state) => self.pick(state).map(|(index, endpoint)| (index, Some(endpoint))),
+            Some(state) => self
+                .pick(state)
+                .map(|(index, endpoint)| (index, Some(endpoint))),
         };
         self.service = service;
         let (index, endpoint) = picked?;

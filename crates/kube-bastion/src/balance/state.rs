@@ -19,10 +19,10 @@ use kube_bastion_core::{Candidate, EndpointState, Host};
 use rand::Rng;
 use rand::rngs::SmallRng;
 
+use super::Core;
 use super::affinity::AffinityTable;
 use super::health::Health;
 use super::limit::Limiter;
-use super::Core;
 use super::policy::BalancePolicy;
 
 /// Samples a policy draws before it falls back to a scan (only reached when most
@@ -394,7 +394,9 @@ impl Table {
             self.slots.resize(len, None);
         }
         if let Some(slot) = self.slots.get_mut(index)
-            && !slot.as_ref().is_some_and(|cached| Arc::ptr_eq(cached, endpoint))
+            && !slot
+                .as_ref()
+                .is_some_and(|cached| Arc::ptr_eq(cached, endpoint))
         {
             *slot = Some(Arc::clone(endpoint));
         }
@@ -521,8 +523,13 @@ impl Table {
             if pick.excluded.contains(&index) {
                 return None;
             }
-            let endpoint =
-                lookup(endpoints, slots, &pick.candidates[index], index, pick.default_port);
+            let endpoint = lookup(
+                endpoints,
+                slots,
+                &pick.candidates[index],
+                index,
+                pick.default_port,
+            );
             if !allow_ejected && endpoint.is_some_and(|e| e.is_ejected(pick.now)) {
                 return None;
             }

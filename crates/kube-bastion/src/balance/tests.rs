@@ -22,11 +22,18 @@ fn addr(n: u32) -> SocketAddr {
 }
 
 fn candidate(n: u32, state: EndpointState) -> Candidate {
-    Candidate { host: Host::Ip(ip(n)), port: Some(PORT), pod: None, state }
+    Candidate {
+        host: Host::Ip(ip(n)),
+        port: Some(PORT),
+        pod: None,
+        state,
+    }
 }
 
 fn ready(ids: impl IntoIterator<Item = u32>) -> Vec<Candidate> {
-    ids.into_iter().map(|n| candidate(n, EndpointState::Ready)).collect()
+    ids.into_iter()
+        .map(|n| candidate(n, EndpointState::Ready))
+        .collect()
 }
 
 fn service_info(name: &str) -> ServiceInfo {
@@ -66,7 +73,11 @@ fn config(policy: BalancePolicy) -> BalancerConfig {
 
 /// Runs `f` inside a current-thread runtime (starting a handle is async).
 fn block_on<T>(future: impl std::future::Future<Output = T>) -> T {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(future)
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(future)
 }
 
 /// First choice of one plan, started and completed at once as a success.
@@ -78,7 +89,11 @@ fn pick_and_complete(balancer: &Balancer, target: &Target, client: Option<IpAddr
 }
 
 fn first_pick(balancer: &Balancer, target: &Target) -> usize {
-    balancer.plan(target, None).next().expect("a candidate").index()
+    balancer
+        .plan(target, None)
+        .next()
+        .expect("a candidate")
+        .index()
 }
 
 fn counts(picks: impl IntoIterator<Item = usize>, n: usize) -> Vec<usize> {
@@ -118,8 +133,9 @@ fn least_request_keeps_in_flight_counts_level() {
         let attempt = balancer.plan(&target, None).next().unwrap();
         held.push(block_on(attempt.start()).unwrap());
     }
-    let in_flight: Vec<u32> =
-        (1..=3).map(|n| balancer.endpoint(&key(), addr(n)).unwrap().in_flight).collect();
+    let in_flight: Vec<u32> = (1..=3)
+        .map(|n| balancer.endpoint(&key(), addr(n)).unwrap().in_flight)
+        .collect();
     assert_eq!(in_flight.iter().sum::<u32>(), 300);
     let spread = in_flight.iter().max().unwrap() - in_flight.iter().min().unwrap();
     // The most loaded endpoint is only chosen on a tie, so the spread stays tiny.
@@ -146,7 +162,10 @@ fn least_request_never_picks_a_busy_endpoint_over_idle_ones() {
     }
     held.retain(|(index, _)| *index == 0);
     assert_eq!(held.len(), 5);
-    let counts = counts((0..300).map(|_| pick_and_complete(&balancer, &target, None)), 3);
+    let counts = counts(
+        (0..300).map(|_| pick_and_complete(&balancer, &target, None)),
+        3,
+    );
     assert_eq!(counts[0], 0, "{counts:?}");
     assert!(counts[1] > 100 && counts[2] > 100, "{counts:?}");
 }
@@ -183,10 +202,14 @@ fn peak_ewma_spreads_concurrent_load_over_equal_endpoints() {
         let attempt = balancer.plan(&target, None).next().unwrap();
         held.push(block_on(attempt.start()).unwrap());
     }
-    let in_flight: Vec<u32> =
-        (1..=4).map(|n| balancer.endpoint(&key(), addr(n)).unwrap().in_flight).collect();
+    let in_flight: Vec<u32> = (1..=4)
+        .map(|n| balancer.endpoint(&key(), addr(n)).unwrap().in_flight)
+        .collect();
     // Equal (unmeasured) latency: the cost is driven by the in-flight count alone.
-    assert!(in_flight.iter().all(|&n| (90..=110).contains(&n)), "{in_flight:?}");
+    assert!(
+        in_flight.iter().all(|&n| (90..=110).contains(&n)),
+        "{in_flight:?}"
+    );
 }
 
 #[test]
@@ -195,7 +218,9 @@ fn same_seed_same_choices() {
         let run = || {
             let (balancer, _) = balancer(config(policy));
             let target = target(ready(1..=50));
-            (0..200).map(|_| pick_and_complete(&balancer, &target, None)).collect::<Vec<_>>()
+            (0..200)
+                .map(|_| pick_and_complete(&balancer, &target, None))
+                .collect::<Vec<_>>()
         };
         assert_eq!(run(), run(), "{policy}");
     }
@@ -208,12 +233,21 @@ fn annotation_overrides_the_configured_policy_and_bad_values_fall_back() {
     target.service.as_mut().unwrap().balancer = Some("round-robin".into());
     let picks: Vec<usize> = (0..6).map(|_| first_pick(&balancer, &target)).collect();
     assert_eq!(picks, [0, 1, 2, 0, 1, 2]);
-    assert_eq!(balancer.plan(&target, None).policy(), Some(BalancePolicy::RoundRobin));
+    assert_eq!(
+        balancer.plan(&target, None).policy(),
+        Some(BalancePolicy::RoundRobin)
+    );
 
     target.service.as_mut().unwrap().balancer = Some("fastest-please".into());
-    assert_eq!(balancer.plan(&target, None).policy(), Some(BalancePolicy::Random));
+    assert_eq!(
+        balancer.plan(&target, None).policy(),
+        Some(BalancePolicy::Random)
+    );
     target.service.as_mut().unwrap().balancer = None;
-    assert_eq!(balancer.plan(&target, None).policy(), Some(BalancePolicy::Random));
+    assert_eq!(
+        balancer.plan(&target, None).policy(),
+        Some(BalancePolicy::Random)
+    );
 }
 
 #[test]
@@ -226,7 +260,11 @@ fn attempts_are_distinct_and_capped() {
             assert_eq!(indices.len(), expected, "{policy} max {max}");
             indices.sort_unstable();
             indices.dedup();
-            assert_eq!(indices.len(), expected, "{policy} max {max}: repeated candidate");
+            assert_eq!(
+                indices.len(),
+                expected,
+                "{policy} max {max}: repeated candidate"
+            );
         }
     }
 }
@@ -245,7 +283,11 @@ fn serving_terminating_endpoints_only_after_every_ready_one() {
         }
     }
     // Nothing ready: terminating endpoints serve.
-    let target = self::target([7, 8].map(|n| candidate(n, EndpointState::ServingTerminating)).to_vec());
+    let target = self::target(
+        [7, 8]
+            .map(|n| candidate(n, EndpointState::ServingTerminating))
+            .to_vec(),
+    );
     let (balancer, _) = balancer(config(BalancePolicy::Random));
     let counts = counts((0..100).map(|_| first_pick(&balancer, &target)), 2);
     assert!(counts[0] > 20 && counts[1] > 20, "{counts:?}");
@@ -262,7 +304,11 @@ fn ejection(consecutive: u32, base_secs: u64) -> EjectionConfig {
 
 /// One request where every attempt that lands on `dead` fails to connect and fails over.
 /// Returns the endpoint that served it (if any) and every index attempted.
-fn request_with_dead(balancer: &Balancer, target: &Target, dead: &[usize]) -> (Option<usize>, Vec<usize>) {
+fn request_with_dead(
+    balancer: &Balancer,
+    target: &Target,
+    dead: &[usize],
+) -> (Option<usize>, Vec<usize>) {
     let mut attempts = balancer.plan(target, None);
     let mut attempted = Vec::new();
     while let Some(attempt) = attempts.next() {
@@ -283,7 +329,8 @@ fn request_with_dead(balancer: &Balancer, target: &Target, dead: &[usize]) -> (O
 
 #[test]
 fn a_failing_endpoint_is_ejected_retried_after_backoff_and_returns_on_success() {
-    let (balancer, clock) = balancer(config(BalancePolicy::RoundRobin).with_ejection(ejection(3, 10)));
+    let (balancer, clock) =
+        balancer(config(BalancePolicy::RoundRobin).with_ejection(ejection(3, 10)));
     let target = target(ready(1..=3));
     // Endpoint 0 refuses connections: every request still succeeds through failover.
     for _ in 0..30 {
@@ -316,7 +363,10 @@ fn a_failing_endpoint_is_ejected_retried_after_backoff_and_returns_on_success() 
 
     // It recovers: after the next backoff, one success brings it back for good.
     clock.advance(Duration::from_secs(20));
-    let counts = counts((0..30).filter_map(|_| request_with_dead(&balancer, &target, &[]).0), 3);
+    let counts = counts(
+        (0..30).filter_map(|_| request_with_dead(&balancer, &target, &[]).0),
+        3,
+    );
     assert_eq!(counts, [10, 10, 10]);
     let back = balancer.endpoint(&key(), addr(1)).unwrap();
     assert!(!back.ejected);
@@ -326,7 +376,11 @@ fn a_failing_endpoint_is_ejected_retried_after_backoff_and_returns_on_success() 
 
 #[test]
 fn never_more_than_the_configured_share_is_ejected_and_ejected_ones_are_a_last_resort() {
-    let (balancer, _) = balancer(config(BalancePolicy::Random).with_ejection(ejection(1, 60)).with_max_attempts(4));
+    let (balancer, _) = balancer(
+        config(BalancePolicy::Random)
+            .with_ejection(ejection(1, 60))
+            .with_max_attempts(4),
+    );
     let target = target(ready(1..=4));
     // Everything is down.
     for _ in 0..50 {
@@ -334,12 +388,19 @@ fn never_more_than_the_configured_share_is_ejected_and_ejected_ones_are_a_last_r
     }
     // 50 % of 4.
     assert_eq!(balancer.ejected_endpoints(&key()), 2);
-    let ejected = (1..=4).filter(|&n| balancer.endpoint(&key(), addr(n)).unwrap().ejected).count();
+    let ejected = (1..=4)
+        .filter(|&n| balancer.endpoint(&key(), addr(n)).unwrap().ejected)
+        .count();
     assert_eq!(ejected, 2);
     // Healthy ones come first, ejected ones are still tried when nothing else is left.
     let order: Vec<usize> = balancer.plan(&target, None).map(|a| a.index()).collect();
     assert_eq!(order.len(), 4);
-    let is_ejected = |i: usize| balancer.endpoint(&key(), addr(i as u32 + 1)).unwrap().ejected;
+    let is_ejected = |i: usize| {
+        balancer
+            .endpoint(&key(), addr(i as u32 + 1))
+            .unwrap()
+            .ejected
+    };
     assert!(!is_ejected(order[0]) && !is_ejected(order[1]), "{order:?}");
     assert!(is_ejected(order[2]) && is_ejected(order[3]), "{order:?}");
 }
@@ -366,7 +427,8 @@ fn server_errors_eject_only_when_configured() {
 
 #[test]
 fn client_ip_affinity_holds_while_used_and_expires_after_the_timeout() {
-    let (balancer, clock) = balancer(config(BalancePolicy::RoundRobin).with_ejection(ejection(1, 30)));
+    let (balancer, clock) =
+        balancer(config(BalancePolicy::RoundRobin).with_ejection(ejection(1, 30)));
     let mut target = target(ready(1..=3));
     target.service.as_mut().unwrap().client_ip_affinity_seconds = Some(60);
     let alice = Some(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)));
@@ -406,7 +468,9 @@ fn affinity_is_ignored_without_client_ip_session_affinity() {
     let (balancer, _) = balancer(config(BalancePolicy::RoundRobin));
     let target = target(ready(1..=3));
     let client = Some(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)));
-    let picks: Vec<usize> = (0..3).map(|_| pick_and_complete(&balancer, &target, client)).collect();
+    let picks: Vec<usize> = (0..3)
+        .map(|_| pick_and_complete(&balancer, &target, client))
+        .collect();
     assert_eq!(picks, [0, 1, 2]);
     assert_eq!(balancer.affinity_clients(&key()), 0);
 }
@@ -453,7 +517,10 @@ fn the_final_error_names_how_many_endpoints_were_tried() {
     let single = self::target(ready([9]));
     let mut attempts = balancer.plan(&single, None);
     while attempts.next().is_some() {}
-    assert_eq!(attempts.exhausted_message(&"boom"), "error trying to reach service: boom");
+    assert_eq!(
+        attempts.exhausted_message(&"boom"),
+        "error trying to reach service: boom"
+    );
 }
 
 #[test]
@@ -492,13 +559,19 @@ fn handles_account_in_flight_and_latency_until_completion() {
     let handle = block_on(balancer.plan(&target, None).next().unwrap().start()).unwrap();
     clock.advance(Duration::from_millis(100));
     handle.success();
-    assert!(close(balancer.endpoint(&key(), addr(1)).unwrap().latency, 100));
+    assert!(close(
+        balancer.endpoint(&key(), addr(1)).unwrap().latency,
+        100
+    ));
     // A lower one pulls it down gradually.
     let handle = block_on(balancer.plan(&target, None).next().unwrap().start()).unwrap();
     clock.advance(Duration::from_millis(10));
     handle.success();
     let latency = balancer.endpoint(&key(), addr(1)).unwrap().latency.unwrap();
-    assert!(latency < Duration::from_millis(100) && latency > Duration::from_millis(90), "{latency:?}");
+    assert!(
+        latency < Duration::from_millis(100) && latency > Duration::from_millis(90),
+        "{latency:?}"
+    );
 }
 
 #[test]
@@ -515,7 +588,10 @@ fn an_upgrade_samples_latency_at_its_101_not_at_the_tunnel_end() {
     let snapshot = balancer.endpoint(&key(), addr(1)).unwrap();
     assert_eq!(snapshot.in_flight, 0);
     let latency = snapshot.latency.unwrap();
-    assert!(latency.abs_diff(Duration::from_millis(5)) < Duration::from_micros(1), "{latency:?}");
+    assert!(
+        latency.abs_diff(Duration::from_millis(5)) < Duration::from_micros(1),
+        "{latency:?}"
+    );
 }
 
 #[test]
@@ -536,7 +612,11 @@ fn state_stays_bounded_while_endpoints_churn() {
     for _ in 0..10 {
         pick_and_complete(&balancer, &last, None);
     }
-    assert!(balancer.tracked_endpoints() <= 10, "{}", balancer.tracked_endpoints());
+    assert!(
+        balancer.tracked_endpoints() <= 10,
+        "{}",
+        balancer.tracked_endpoints()
+    );
     assert_eq!(balancer.tracked_services(), 1);
 }
 
@@ -550,7 +630,11 @@ fn state_stays_bounded_under_a_shrinking_and_growing_list() {
             pick_and_complete(&balancer, &target, None);
         }
     }
-    assert!(balancer.tracked_endpoints() <= 40, "{}", balancer.tracked_endpoints());
+    assert!(
+        balancer.tracked_endpoints() <= 40,
+        "{}",
+        balancer.tracked_endpoints()
+    );
 }
 
 #[test]
@@ -590,8 +674,9 @@ fn idle_services_with_requests_in_flight_are_kept() {
 
 #[test]
 fn concurrency_cap_steers_away_and_refuses_when_full() {
-    let (balancer, _) =
-        balancer(config(BalancePolicy::LeastRequest).with_concurrency_limit(ConcurrencyLimit::new(1)));
+    let (balancer, _) = balancer(
+        config(BalancePolicy::LeastRequest).with_concurrency_limit(ConcurrencyLimit::new(1)),
+    );
     let target = target(ready(1..=2));
     let first = balancer.plan(&target, None).next().unwrap();
     let held = block_on(first.start()).unwrap();
@@ -604,7 +689,12 @@ fn concurrency_cap_steers_away_and_refuses_when_full() {
     let third = balancer.plan(&target, None).next().unwrap();
     let refused = block_on(third.start()).unwrap_err();
     assert_eq!(refused.reason(), OverloadReason::QueueFull);
-    assert!(refused.to_string().contains("is at its limit of 1 concurrent requests"), "{refused}");
+    assert!(
+        refused
+            .to_string()
+            .contains("is at its limit of 1 concurrent requests"),
+        "{refused}"
+    );
     drop(held);
     assert!(block_on(balancer.plan(&target, None).next().unwrap().start()).is_ok());
 }
@@ -642,7 +732,10 @@ fn an_endpoint_that_leaves_and_returns_starts_afresh() {
     for _ in 0..6 {
         request_with_dead(&balancer, &all, &[0]);
     }
-    let failures = balancer.endpoint(&key(), addr(1)).unwrap().consecutive_failures;
+    let failures = balancer
+        .endpoint(&key(), addr(1))
+        .unwrap()
+        .consecutive_failures;
     assert!((1..10).contains(&failures), "{failures}");
     // It leaves the cluster view: its state is dropped once the sweep walked the list.
     let without = target(ready(2..=3));
