@@ -263,7 +263,8 @@ const fn uri_safe_table() -> [bool; 256] {
     t
 }
 
-static URI_SAFE: [bool; 256] = uri_safe_table();
+const URI_SAFE_TABLE: [bool; 256] = uri_safe_table();
+static URI_SAFE: [bool; 256] = URI_SAFE_TABLE;
 
 /// Bytes of a raw query kept in a header value: visible ASCII.
 const fn query_safe_table() -> [bool; 256] {
@@ -279,8 +280,15 @@ const fn query_safe_table() -> [bool; 256] {
 static QUERY_SAFE: [bool; 256] = query_safe_table();
 
 /// Whether [`push_uri_safe_bytes`] would copy `bytes` unchanged.
-pub(super) fn is_uri_safe(bytes: &[u8]) -> bool {
-    bytes.iter().all(|&b| URI_SAFE[usize::from(b)])
+pub(super) const fn is_uri_safe(bytes: &[u8]) -> bool {
+    let mut i = 0;
+    while i < bytes.len() {
+        if !URI_SAFE_TABLE[bytes[i] as usize] {
+            return false;
+        }
+        i += 1;
+    }
+    true
 }
 
 /// Decoded bytes into a `Location` or `X-Forwarded-Uri` value (see [`uri_safe_table`]).

@@ -162,7 +162,7 @@ impl ProxyRequest {
         // escape, so decoding cannot move a separator of the prefix: only the sub-path needs
         // decoding, and the prefix is the raw (UTF-8) path up to `/proxy`.
         if let Some(grammar) = parse_grammar(raw)
-            && !grammar.escaped(raw)
+            && !grammar.escaped()
         {
             let (Some(prefix), Some(rest)) = (
                 path.get(..grammar.prefix_end),
@@ -220,7 +220,6 @@ impl ProxyRequest {
         text.push_str(query);
         let part = |(start, end): (usize, usize)| &prefix.as_bytes()[start..end];
         let dots = |range| matches!(part(range), b"." | b"..");
-        let safe = |range| is_uri_safe(part(range));
         Some(ProxyRequest {
             kind: grammar.kind,
             method: method.clone(),
@@ -232,7 +231,7 @@ impl ProxyRequest {
             namespace: grammar.namespace,
             id: grammar.id,
             prefix_clean: !dots(grammar.id) && !grammar.namespace.is_some_and(dots),
-            prefix_uri_safe: safe(grammar.id) && grammar.namespace.is_none_or(safe),
+            prefix_uri_safe: grammar.uri_safe(),
         })
     }
 
@@ -506,15 +505,44 @@ struct Grammar {
     namespace: Option<(usize, usize)>,
     id: (usize, usize),
     prefix_end: usize,
+    /// `PERCENT` and `NOT_URI_SAFE` bits seen in the namespace and id.
+    classes: u8,
 }
 
 impl Grammar {
-    /// Whether the namespace or id of this match holds a `%` in `path`.
-    fn escaped(&self, path: &[u8]) -> bool {
-        let has = |(start, end): (usize, usize)| path[start..end].contains(&b'%');
-        has(self.id) || self.namespace.is_some_and(has)
+    /// Whether the namespace or id holds a `%`.
+    fn escaped(&self) -> bool {
+        self.classes & PERCENT != 0
+    }
+
+    /// Whether the namespace and id can be copied into a header value (see `is_uri_safe`).
+    fn uri_safe(&self) -> bool {
+        self.classes & NOT_URI_SAFE == 0
     }
 }
+
+const SLASH: u8 = 1;
+const PERCENT: u8 = 2;
+const NOT_URI_SAFE: u8 = 4;
+
+/// Byte classes for the one scan of the namespace and id segments.
+const fn segment_classes() -> [u8; 256] {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = if is_uri_safe(&[i as u8]) {
+            0
+        } else {
+            NOT_URI_SAFE
+        };
+        i += 1;
+    }
+    t[b'/' as usize] = SLASH;
+    t[b'%' as usize] |= PERCENT;
+    t
+}
+
+static SEGMENT_CLASSES: [u8; 256] = segment_classes();
 
 /// The index in `raw` (a path with valid escapes) where the first `decoded_len` decoded
 /// bytes end.
@@ -530,11 +558,13 @@ fn raw_offset(raw: &[u8], decoded_len: usize) -> usize {
 /// are scanned; the fixed words are compared in place.
 fn parse_grammar(path: &[u8]) -> Option<Grammar> {
     let tail = path.strip_prefix(API_V1)?;
+    let mut classes = 0;
     let (kind, namespace, id_start) = if tail.starts_with(b"nodes/") {
         (ResourceKind::Node, None, API_V1.len() + b"nodes/".len())
     } else if tail.starts_with(b"namespaces/") {
         let ns_start = API_V1.len() + b"namespaces/".len();
-        let ns_end = segment_end(path, ns_start)?;
+        let (ns_end, ns_classes) = segment(path, ns_start)?;
+        classes = ns_classes;
         let words = &path[ns_end + 1..];
         let (kind, word) = if words.starts_with(b"pods/") {
             (ResourceKind::Pod, "pods/".len())
@@ -547,7 +577,7 @@ fn parse_grammar(path: &[u8]) -> Option<Grammar> {
     } else {
         return None;
     };
-    let id_end = segment_end(path, id_start)?;
+    let (id_end, id_classes) = segment(path, id_start)?;
     let prefix_end = id_end + "/proxy".len();
     if path.get(id_end + 1..prefix_end)? != b"proxy"
         || path.get(prefix_end).is_some_and(|b| *b != b'/')
@@ -559,13 +589,22 @@ fn parse_grammar(path: &[u8]) -> Option<Grammar> {
         namespace,
         id: (id_start, id_end),
         prefix_end,
+        classes: classes | id_classes,
     })
 }
 
-/// The index of the `/` ending the non-empty segment that starts at `start`.
-fn segment_end(path: &[u8], start: usize) -> Option<usize> {
-    let len = path.get(start..)?.iter().position(|b| *b == b'/')?;
-    (len > 0).then_some(start + len)
+/// The index of the `/` ending the non-empty segment that starts at `start`, and the byte
+/// classes seen in the segment.
+fn segment(path: &[u8], start: usize) -> Option<(usize, u8)> {
+    let mut classes = 0;
+    for (i, &b) in path.get(start..)?.iter().enumerate() {
+        let class = SEGMENT_CLASSES[usize::from(b)];
+        if class & SLASH != 0 {
+            return (i > 0).then_some((start + i, classes));
+        }
+        classes |= class;
+    }
+    None
 }
 
 fn contains_ignore_ascii_case(haystack: &[u8], needle: &[u8]) -> bool {
