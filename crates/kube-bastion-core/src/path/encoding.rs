@@ -210,7 +210,7 @@ const fn path_safe_table() -> [bool; 256] {
     t
 }
 
-static PATH_SAFE: [bool; 256] = path_safe_table();
+pub(super) static PATH_SAFE: [bool; 256] = path_safe_table();
 const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
 
 /// Appends a decoded path encoded as Go encodes `URL.Path` for the wire (`EscapedPath`):
@@ -250,6 +250,40 @@ fn encode_runs(out: &mut Vec<u8>, bytes: &[u8], keep: &[bool; 256]) {
     out.extend_from_slice(rest);
 }
 
+/// Appends `s`, percent-encoding (upper-case hex) every byte the `keep` table refuses.
+pub(super) fn push_escaped(out: &mut String, s: &str, keep: &[bool; 256]) {
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    while let Some(at) = bytes[start..].iter().position(|&b| !keep[usize::from(b)]) {
+        let at = start + at;
+        // A non-empty run ends before a refused byte and starts after one, both at ASCII
+        // positions, so it is on character boundaries.
+        out.push_str(s.get(start..at).unwrap_or_default());
+        let b = bytes[at];
+        out.push('%');
+        out.push(char::from(HEX_UPPER[usize::from(b >> 4)]));
+        out.push(char::from(HEX_UPPER[usize::from(b & 0xF)]));
+        start = at + 1;
+    }
+    out.push_str(s.get(start..).unwrap_or_default());
+}
+
+/// Whether Go's `path.Clean` leaves the rooted path `p` as it is, a trailing `/` aside (which
+/// `JoinPreservingTrailingSlash` puts back): no empty segment but a last one, no `.` or `..`.
+pub(super) fn is_clean(p: &[u8]) -> bool {
+    let Some(segments) = p.strip_prefix(b"/") else {
+        return p.is_empty();
+    };
+    let mut segments = segments.split(|b| *b == b'/').peekable();
+    while let Some(segment) = segments.next() {
+        let last = segments.peek().is_none();
+        if (segment.is_empty() && !last) || segment == b"." || segment == b".." {
+            return false;
+        }
+    }
+    true
+}
+
 /// Bytes that may be copied as is from a decoded path into a `Location` or
 /// `X-Forwarded-Uri` value: visible ASCII except `%`, `?` and `#` (which would change the URL
 /// when followed). Controls, space, DEL and non-ASCII are encoded.
@@ -264,9 +298,11 @@ const fn uri_safe_table() -> [bool; 256] {
 }
 
 const URI_SAFE_TABLE: [bool; 256] = uri_safe_table();
-static URI_SAFE: [bool; 256] = URI_SAFE_TABLE;
+pub(super) static URI_SAFE: [bool; 256] = URI_SAFE_TABLE;
 
-/// Bytes of a raw query kept in a header value: visible ASCII.
+/// Bytes of a raw query kept byte for byte in a header value (`Location`): visible ASCII.
+/// Controls, space, DEL and non-ASCII, which a header value cannot carry portably, are
+/// percent-encoded.
 const fn query_safe_table() -> [bool; 256] {
     let mut t = [false; 256];
     let mut i = 0x21;
@@ -277,7 +313,7 @@ const fn query_safe_table() -> [bool; 256] {
     t
 }
 
-static QUERY_SAFE: [bool; 256] = query_safe_table();
+pub(super) static QUERY_SAFE: [bool; 256] = query_safe_table();
 
 /// Whether [`push_uri_safe_bytes`] would copy `bytes` unchanged.
 pub(super) const fn is_uri_safe(bytes: &[u8]) -> bool {
@@ -294,12 +330,6 @@ pub(super) const fn is_uri_safe(bytes: &[u8]) -> bool {
 /// Decoded bytes into a `Location` or `X-Forwarded-Uri` value (see [`uri_safe_table`]).
 pub(super) fn push_uri_safe_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
     encode_runs(out, bytes, &URI_SAFE);
-}
-
-/// The raw query into a header value: kept byte for byte except bytes a header value
-/// cannot carry portably (controls, space, DEL, non-ASCII), which are percent-encoded.
-pub(super) fn push_query_safe(out: &mut Vec<u8>, bytes: &[u8]) {
-    encode_runs(out, bytes, &QUERY_SAFE);
 }
 
 /// Bytes built only from ASCII (or UTF-8 pieces) into a String.

@@ -53,8 +53,8 @@ mod encoding;
 mod tests;
 
 use encoding::{
-    ascii_string, clean_in_place, escape_path_bytes, has_dry_run, is_uri_safe, percent_decode,
-    push_query_safe, push_uri_safe_bytes, valid_escapes,
+    PATH_SAFE, QUERY_SAFE, URI_SAFE, ascii_string, clean_in_place, escape_path_bytes, has_dry_run,
+    is_clean, is_uri_safe, percent_decode, push_escaped, push_uri_safe_bytes, valid_escapes,
 };
 pub use encoding::{escape_path, join_preserving_trailing_slash};
 
@@ -394,24 +394,53 @@ impl ProxyRequest {
     /// `?`, `#`) are percent-encoded; for paths made of valid object names nothing changes.
     pub fn plan(&self) -> Plan {
         let query = self.query();
-        let rest = self.sub_path();
-        let prefix = self.prefix();
-        if rest.is_empty()
+        let raw_rest = &self.text[self.prefix_len..self.rest_end];
+        if raw_rest.is_empty()
             && !self.upgrade
             && (self.method == Method::GET || self.method == Method::HEAD)
         {
-            let mut location = Vec::with_capacity(prefix.len() + 2 + query.map_or(0, str::len));
+            let mut location =
+                String::with_capacity(self.prefix_len + 2 + query.map_or(0, str::len));
             self.push_prefix(&mut location);
-            location.push(b'/');
+            location.push('/');
             if let Some(query) = query {
-                location.push(b'?');
-                push_query_safe(&mut location, query.as_bytes());
+                location.push('?');
+                push_escaped(&mut location, query, &QUERY_SAFE);
             }
-            return Plan::Redirect {
-                location: ascii_string(location),
-            };
+            return Plan::Redirect { location };
         }
+        if !self.rest_escaped && self.prefix_clean && is_clean(raw_rest.as_bytes()) {
+            return self.plan_clean(raw_rest, query);
+        }
+        self.plan_general(query)
+    }
 
+    /// [`ProxyRequest::plan`] for the usual request: a sub-path without escapes that cleaning
+    /// leaves alone, under a clean prefix. The backend path is the sub-path (`/` when empty),
+    /// so upstream's prefix (request path minus backend path as a string suffix) is the route
+    /// prefix and `X-Forwarded-Uri` is their concatenation.
+    fn plan_clean(&self, rest: &str, query: Option<&str>) -> Plan {
+        let outgoing = if rest.is_empty() { "/" } else { rest };
+        let mut path_and_query =
+            String::with_capacity(outgoing.len() + 8 + query.map_or(0, |q| q.len() + 1));
+        push_escaped(&mut path_and_query, outgoing, &PATH_SAFE);
+        let mut forwarded_uri = String::with_capacity(self.prefix_len + path_and_query.len());
+        self.push_prefix(&mut forwarded_uri);
+        forwarded_uri.push_str(&path_and_query);
+        if let Some(query) = query {
+            path_and_query.push('?');
+            path_and_query.push_str(query);
+        }
+        Plan::Forward {
+            path_and_query,
+            forwarded_uri,
+        }
+    }
+
+    /// [`ProxyRequest::plan`] for sub-paths with escapes or segments to clean.
+    fn plan_general(&self, query: Option<&str>) -> Plan {
+        let rest = self.sub_path();
+        let prefix = self.prefix();
         // The backend path: the sub-path cleaned, its trailing `/` kept; empty becomes `/`.
         // Escaping commutes with cleaning (it never produces `/` and keeps `.` segments as they
         // are), so clean the escaped form in place.
@@ -430,12 +459,14 @@ impl ProxyRequest {
                 return self.plan_unclean(&rest, target, query);
             }
         }
-        // Fast path: the backend path is the request's sub-path, so upstream's prefix (request
-        // path minus backend path as a string suffix) is the route prefix, and joining it with
-        // the clean backend path is a concatenation.
+        // The backend path is the decoded sub-path: the suffix matches.
         let forwarded_uri = if self.prefix_clean {
             let mut forwarded = Vec::with_capacity(prefix.len() + target.len());
-            self.push_prefix(&mut forwarded);
+            if self.prefix_uri_safe {
+                forwarded.extend_from_slice(prefix.as_bytes());
+            } else {
+                push_uri_safe_bytes(&mut forwarded, prefix.as_bytes());
+            }
             forwarded.extend_from_slice(&target);
             ascii_string(forwarded)
         } else {
@@ -448,11 +479,11 @@ impl ProxyRequest {
     }
 
     /// Appends the prefix made header-safe (copied as is in the usual case).
-    fn push_prefix(&self, out: &mut Vec<u8>) {
+    fn push_prefix(&self, out: &mut String) {
         if self.prefix_uri_safe {
-            out.extend_from_slice(self.prefix().as_bytes());
+            out.push_str(self.prefix());
         } else {
-            push_uri_safe_bytes(out, self.prefix().as_bytes());
+            push_escaped(out, self.prefix(), &URI_SAFE);
         }
     }
 

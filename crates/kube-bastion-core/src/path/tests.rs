@@ -509,3 +509,29 @@ fn suffix_trimming() {
     );
     assert_eq!(join(strip_suffix(p, b"", b"/proxy")), b"/api/v1/nodes/n");
 }
+
+#[test]
+fn clean_check_agrees_with_go_clean() {
+    for path in [
+        "", "/", "/a", "/a/", "/a/b", "/a/b/", "//", "/a//", "//a", "/a//b", "/.", "/./", "/a/.",
+        "/a/./b", "/..", "/a/..", "/a/../", "/...", "/a..", "/.a", "/a/.b/",
+    ] {
+        let mut cleaned = path.as_bytes().to_vec();
+        clean_in_place(&mut cleaned);
+        if path.len() > 1 && path.ends_with('/') && !cleaned.ends_with(b"/") {
+            cleaned.push(b'/');
+        }
+        let unchanged = path.is_empty() || cleaned == path.as_bytes();
+        assert_eq!(is_clean(path.as_bytes()), unchanged, "{path:?}");
+    }
+}
+
+#[test]
+fn escaping_a_str_splits_multibyte_characters_into_bytes() {
+    let mut out = String::from(">");
+    push_escaped(&mut out, "/é €x(", &PATH_SAFE);
+    assert_eq!(out, ">/%C3%A9%20%E2%82%ACx%28");
+    let mut bytes = Vec::new();
+    escape_path_bytes("/é €x(".as_bytes(), &mut bytes);
+    assert_eq!(&out.as_bytes()[1..], &bytes[..]);
+}
