@@ -6,19 +6,15 @@ use std::borrow::Cow;
 /// Go's `unescape(s, encodePath)`: `%XX` becomes the byte; any other `%` is an error.
 pub(super) fn percent_decode(raw: &[u8]) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(raw.len());
-    let mut i = 0;
-    while i < raw.len() {
-        let b = raw[i];
-        if b == b'%' {
-            let hi = hex_value(*raw.get(i + 1)?)?;
-            let lo = hex_value(*raw.get(i + 2)?)?;
-            out.push(hi << 4 | lo);
-            i += 3;
-        } else {
-            out.push(b);
-            i += 1;
-        }
+    let mut rest = raw;
+    while let Some(at) = rest.iter().position(|b| *b == b'%') {
+        out.extend_from_slice(&rest[..at]);
+        let hi = hex_value(*rest.get(at + 1)?)?;
+        let lo = hex_value(*rest.get(at + 2)?)?;
+        out.push(hi << 4 | lo);
+        rest = &rest[at + 3..];
     }
+    out.extend_from_slice(rest);
     Some(out)
 }
 
