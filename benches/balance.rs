@@ -23,7 +23,7 @@ fn target(n: u32) -> Target {
             .map(|i| Candidate {
                 host: Host::Ip(IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i))),
                 port: Some(8080),
-                pod: Some(format!("web-{i}")),
+                pod: Some(format!("web-{i}").into()),
                 state: EndpointState::Ready,
             })
             .collect(),

@@ -140,8 +140,9 @@ pub struct Candidate {
     pub host: Host,
     /// The port, or `None` when the id and the pod named none (dial the scheme's default).
     pub port: Option<u16>,
-    /// The pod behind this endpoint, when known.
-    pub pod: Option<String>,
+    /// The pod behind this endpoint, when known (shared with the snapshot: cloning a
+    /// candidate does not copy the name).
+    pub pod: Option<Arc<str>>,
     /// Readiness (always `Ready` for pods and nodes).
     pub state: EndpointState,
 }
@@ -270,7 +271,7 @@ fn resolve_pod(
         candidates: vec![Candidate {
             host: Host::Ip(ip),
             port,
-            pod: Some(name.to_owned()),
+            pod: Some(Arc::from(name)),
             state: EndpointState::Ready,
         }],
         service: None,
@@ -682,7 +683,7 @@ impl PortBackends {
             let candidate = Candidate {
                 host: Host::Ip(entry.ip),
                 port: Some(entry.port),
-                pod: Some(String::from(&*entry.pod)),
+                pod: Some(Arc::clone(&entry.pod)),
                 state: entry.state,
             };
             match entry.state {

@@ -57,7 +57,7 @@ fn target_json(target: &Target, path_and_query: &str) -> Value {
                 "port": c.dial_port(scheme),
                 "portExplicit": c.port.is_some(),
                 "resolveAtDial": resolve_at_dial,
-                "pod": c.pod,
+                "pod": c.pod.as_deref(),
                 "state": match c.state {
                     EndpointState::Ready => "ready",
                     EndpointState::ServingTerminating => "serving-terminating",

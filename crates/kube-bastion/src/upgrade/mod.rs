@@ -313,7 +313,7 @@ impl UpgradeError {
     /// client connection is never reused after a failed upgrade).
     pub fn into_response(self) -> Response<UpgradeBody> {
         let status = self.to_status();
-        let mut response = Response::new(UpgradeBody::full(status.to_json()));
+        let mut response = Response::new(UpgradeBody::full(status.to_body()));
         *response.status_mut() = self.code();
         let headers = response.headers_mut();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
