@@ -213,7 +213,7 @@ where
 
     // 6. upgrades, redirects, forwarding
     if ctx.request.is_upgrade() {
-        return upgrade(ctx, Request::from_parts(parts, body)).await;
+        return crate::upgrade::serve(ctx, Request::from_parts(parts, body)).await;
     }
     match ctx.request.plan() {
         Plan::Redirect { location } => {
@@ -275,19 +275,6 @@ async fn approve(config: &ProxyConfig, target: &Target) -> Result<Vec<Endpoint>,
     Ok(endpoints)
 }
 
-// ---------------------------------------------------------------------------------------
-// HOOK(upgrade): `crate::upgrade` handles upgrade requests (WebSocket, SPDY). It receives
-// the context (approved endpoints, transport with `Transport::connect_raw`, header options)
-// and the whole request (its extensions hold hyper's `OnUpgrade`).
-// ---------------------------------------------------------------------------------------
-async fn upgrade<B>(ctx: ProxyContext, req: Request<B>) -> Result<Response<ProxyBody>, Status>
-where
-    B: Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
-{
-    crate::upgrade::serve(ctx, req).await
-}
-
 /// The first approved endpoint of candidate `candidate` (index into `ctx.endpoints`).
 pub(crate) fn endpoint_of(ctx: &ProxyContext, candidate: usize) -> Option<usize> {
     match ctx.endpoints.get(candidate) {
@@ -296,32 +283,9 @@ pub(crate) fn endpoint_of(ctx: &ProxyContext, candidate: usize) -> Option<usize>
     }
 }
 
-/// What happened to one attempt, reported to the balancer hook.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum AttemptOutcome {
-    /// Connecting (TCP or TLS) failed: the request did not reach the endpoint.
-    ConnectFailed,
-    /// The response head arrived.
-    Responded(StatusCode),
-    /// The backend failed after the connection was made (reset, garbage, timeout).
-    Failed,
-}
-
-// ---------------------------------------------------------------------------------------
-// HOOK(balance): the outcome of each attempt. Response bodies can be tracked to their end
-// with `ProxyBody::on_completion` on the response returned by `forward`.
-// ---------------------------------------------------------------------------------------
-pub(crate) fn record_attempt(ctx: &ProxyContext, endpoint: usize, outcome: AttemptOutcome) {
-    tracing::trace!(endpoint = %ctx.endpoints[endpoint].addr, ?outcome, "attempt");
-}
-
-// ---------------------------------------------------------------------------------------
-// HOOK(rewrite): `crate::rewrite` rewrites `Location` and HTML links of the response back
-// under `ctx.request.prefix()` when `ctx.config.rewrite_enabled()`. The backend authority
-// for `endpoint` is `ctx.backend_authority(endpoint)`, the Host sent is
-// `ctx.backend_host(endpoint)`. Hop-by-hop and CORS headers are already removed.
-// ---------------------------------------------------------------------------------------
+/// Rewrites `Location` and HTML links of the response back under `ctx.request.prefix()`
+/// ([`crate::rewrite`]), when rewriting is on for this request kind. Hop-by-hop and CORS
+/// headers are already removed.
 fn rewrite(
     ctx: &ProxyContext,
     endpoint: &Endpoint,
@@ -619,7 +583,6 @@ where
 
         match result {
             Ok(res) => {
-                record_attempt(&ctx, index, AttemptOutcome::Responded(res.status()));
                 handle.response_head(res.status());
                 let (mut parts, incoming) = res.into_parts();
                 headers::prepare_response(&mut parts.headers);
@@ -642,7 +605,6 @@ where
                 return rewrite(&ctx, endpoint, parts, body);
             }
             Err(SendError::Connect(e)) => {
-                record_attempt(&ctx, index, AttemptOutcome::ConnectFailed);
                 handle.connect_failed();
                 tracing::debug!(endpoint = %endpoint.addr, error = %e, "connect failed");
                 let body_unsent = body.unsent();
@@ -652,7 +614,6 @@ where
                 }
             }
             Err(e) => {
-                record_attempt(&ctx, index, AttemptOutcome::Failed);
                 handle.failure();
                 // Bytes left: only an idempotent request whose body was never read may go
                 // to another endpoint, and only when the balancer allows it.

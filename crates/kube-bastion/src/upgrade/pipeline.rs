@@ -8,7 +8,7 @@ use http_body::Body;
 use super::{UpgradeError, UpgradeRequest, prepare, proxy_upgrade, restore_upgrade_headers};
 use crate::balance::FailureKind;
 use crate::body::ProxyBody;
-use crate::forward::{AttemptOutcome, ProxyContext, endpoint_of, record_attempt};
+use crate::forward::{ProxyContext, endpoint_of};
 use crate::headers;
 use crate::transport::ConnectError;
 use crate::{Plan, Status};
@@ -62,7 +62,6 @@ where
         let stream = match transport.connect_raw(&ctx.target, endpoint.addr).await {
             Ok(stream) => stream,
             Err(e) => {
-                record_attempt(&ctx, index, AttemptOutcome::ConnectFailed);
                 handle.connect_failed();
                 tracing::debug!(endpoint = %endpoint.addr, error = %e, "upgrade connect failed");
                 last_error = Some(e);
@@ -84,7 +83,6 @@ where
             headers,
         };
         let response = proxy_upgrade(client, request, stream, options, handle).await;
-        record_attempt(&ctx, index, AttemptOutcome::Responded(response.status()));
         return Ok(response.map(ProxyBody::new));
     }
     let tried = attempts.tried();
