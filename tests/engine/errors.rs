@@ -54,6 +54,13 @@ async fn connection_refused_is_503_without_the_request_url() {
     )
     .await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    // Wire-exact as kube-apiserver's encoder: Go field order, one trailing newline.
+    assert!(
+        body.starts_with(b"{\"kind\":\"Status\",\"apiVersion\":\"v1\",\"metadata\":{},")
+            && body.ends_with(b",\"code\":503}\n"),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
     let (code, reason, message) = status_of(&body);
     assert_eq!((code, reason.as_deref()), (503, Some("ServiceUnavailable")));
     assert!(
