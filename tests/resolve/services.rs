@@ -547,7 +547,7 @@ fn every_service_candidate_passes_the_destination_policy() {
     };
     let hosts = |options: &ResolveOptions| -> Vec<Host> {
         resolve_path(&*view, &service_path("ns", "web:80"), options)
-            .map(|t| t.candidates.into_iter().map(|c| c.host).collect())
+            .map(|t| t.candidates.iter().map(|c| c.host.clone()).collect())
             .unwrap_or_default()
     };
     let ip = |s: &str| Host::Ip(s.parse().expect("ip"));
@@ -561,6 +561,36 @@ fn every_service_candidate_passes_the_destination_policy() {
         Some("ServiceUnavailable"),
         r#"no endpoints available for service "web:80""#,
     );
+}
+
+#[test]
+fn the_candidate_list_is_shared_from_the_snapshot_unless_the_policy_filters_it() {
+    let cluster = readiness_cluster(&[
+        ("a", "10.0.0.1", json!({"ready": true})),
+        ("b", "10.0.1.1", json!({"ready": true})),
+    ]);
+    let view = cluster.snapshot();
+    let path = service_path("ns", "web:80");
+    let resolve_with = |options: &ResolveOptions| {
+        resolve_path(&*view, &path, options)
+            .expect("resolves")
+            .candidates
+    };
+    // Nothing to filter: every request gets the snapshot's own list, not a copy.
+    let first = resolve_with(&ResolveOptions::default());
+    let second = resolve_with(&ResolveOptions::default());
+    assert!(first.same_list(&second));
+    assert_eq!(first.len(), 2);
+    // A deny CIDR filters: a new list per request, with only what the policy admits.
+    let deny = ResolveOptions {
+        policy: DestinationPolicy::kube_default().deny("10.0.0.0/24".parse().expect("cidr")),
+        ..ResolveOptions::default()
+    };
+    let filtered = resolve_with(&deny);
+    assert!(!filtered.same_list(&resolve_with(&deny)));
+    assert!(!filtered.same_list(&first));
+    assert_eq!(filtered.len(), 1);
+    assert_eq!(filtered[0].host, Host::Ip("10.0.1.1".parse().expect("ip")));
 }
 
 #[test]

@@ -117,8 +117,8 @@ pub use id::{InvalidTargetId, Scheme, TargetId};
 pub use path::{Plan, ProxyRequest, ResourceKind, Route};
 pub use policy::{AddressNotAllowed, DestinationPolicy};
 pub use resolve::{
-    AppProtocol, Candidate, EndpointState, Host, KubeletOptions, NodeAddressType, ResolveOptions,
-    ServiceBackends, ServiceInfo, Target, TransportKind, resolve,
+    AppProtocol, Candidate, Candidates, EndpointState, Host, KubeletOptions, NodeAddressType,
+    ResolveOptions, ServiceBackends, ServiceInfo, Target, TransportKind, resolve,
 };
 pub use status::Status;
 

@@ -173,6 +173,110 @@ impl Candidate {
     }
 }
 
+/// The candidate endpoints of a [`Target`]: an immutable list shared by reference count.
+///
+/// Cloning it is O(1) whatever its length: service resolution hands out the list its
+/// [`ServiceBackends`] precomputed (when the destination policy keeps every address, the usual
+/// case) instead of copying it per request, and a balancer can tell by
+/// [`same_list`](Self::same_list) that two targets carry the very same list. It reads as a
+/// slice (`candidates[0]`, `.len()`, `.iter()`).
+///
+/// ```
+/// use std::net::{IpAddr, Ipv4Addr};
+/// use kube_bastion_core::{Candidate, Candidates, EndpointState, Host};
+///
+/// let candidates: Candidates = (1..=3)
+///     .map(|last| Candidate {
+///         host: Host::Ip(IpAddr::V4(Ipv4Addr::new(10, 0, 0, last))),
+///         port: Some(8080),
+///         pod: None,
+///         state: EndpointState::Ready,
+///     })
+///     .collect();
+/// let shared = candidates.clone();
+/// assert!(shared.same_list(&candidates));
+/// assert_eq!(shared[2].authority(), "10.0.0.3:8080");
+/// assert_eq!(shared.len(), 3);
+/// ```
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Candidates(Arc<[Candidate]>);
+
+impl Candidates {
+    /// The shared list.
+    pub fn as_arc(&self) -> &Arc<[Candidate]> {
+        &self.0
+    }
+
+    /// Whether `self` and `other` are the same list (one allocation), not merely equal ones.
+    pub fn same_list(&self, other: &Candidates) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+
+    /// The candidates as a slice.
+    pub fn as_slice(&self) -> &[Candidate] {
+        &self.0
+    }
+}
+
+impl Default for Candidates {
+    fn default() -> Self {
+        Self(Arc::from([]))
+    }
+}
+
+impl std::ops::Deref for Candidates {
+    type Target = [Candidate];
+
+    fn deref(&self) -> &[Candidate] {
+        &self.0
+    }
+}
+
+impl AsRef<[Candidate]> for Candidates {
+    fn as_ref(&self) -> &[Candidate] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Candidates {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.0.iter()).finish()
+    }
+}
+
+impl From<Vec<Candidate>> for Candidates {
+    fn from(list: Vec<Candidate>) -> Self {
+        Self(Arc::from(list))
+    }
+}
+
+impl From<Arc<[Candidate]>> for Candidates {
+    fn from(list: Arc<[Candidate]>) -> Self {
+        Self(list)
+    }
+}
+
+impl<const N: usize> From<[Candidate; N]> for Candidates {
+    fn from(list: [Candidate; N]) -> Self {
+        Self(Arc::from(list))
+    }
+}
+
+impl FromIterator<Candidate> for Candidates {
+    fn from_iter<I: IntoIterator<Item = Candidate>>(iter: I) -> Self {
+        Self(iter.into_iter().collect())
+    }
+}
+
+impl<'a> IntoIterator for &'a Candidates {
+    type Item = &'a Candidate;
+    type IntoIter = std::slice::Iter<'a, Candidate>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
 /// The service behind a services/proxy target.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServiceInfo {
@@ -199,8 +303,9 @@ pub struct Target {
     pub protocol: AppProtocol,
     /// Which client carries the request.
     pub transport: TransportKind,
-    /// Every valid candidate, ready ones first; never empty.
-    pub candidates: Vec<Candidate>,
+    /// Every valid candidate, ready ones first; never empty. Shared: for a Service, usually
+    /// the very list its [`ServiceBackends`] holds.
+    pub candidates: Candidates,
     /// Set for services.
     pub service: Option<ServiceInfo>,
     /// The name to verify a TLS backend against, when there is a meaningful one
@@ -268,12 +373,12 @@ fn resolve_pod(
         scheme_explicit: id.scheme().is_some(),
         protocol: AppProtocol::Http,
         transport: TransportKind::Generic,
-        candidates: vec![Candidate {
+        candidates: Candidates::from([Candidate {
             host: Host::Ip(ip),
             port,
             pod: Some(Arc::from(name)),
             state: EndpointState::Ready,
-        }],
+        }]),
         service: None,
         tls_server_name: None,
     })
@@ -546,12 +651,12 @@ fn resolve_node(
         scheme_explicit: id.scheme().is_some(),
         protocol: AppProtocol::Http,
         transport,
-        candidates: vec![Candidate {
+        candidates: Candidates::from([Candidate {
             host,
             port: Some(port),
             pod: None,
             state: EndpointState::Ready,
-        }],
+        }]),
         service: None,
         tls_server_name: Some(address.to_owned()),
     })
@@ -646,10 +751,10 @@ struct PortBackends {
     app_protocol: Option<Box<str>>,
     /// While building: ready entries first, then serving-while-terminating ones.
     entries: Vec<Entry>,
-    /// The ready candidates, ready to be cloned into a `Target`.
-    ready: Vec<Candidate>,
+    /// The ready candidates, shared with every `Target` that takes them whole.
+    ready: Candidates,
     /// The serving-while-terminating candidates.
-    terminating: Vec<Candidate>,
+    terminating: Candidates,
     /// Every ready candidate passes kube-apiserver's global-unicast rule.
     ready_global: bool,
     /// Every serving-while-terminating candidate passes it.
@@ -662,8 +767,8 @@ impl PortBackends {
             name: name.into(),
             app_protocol: None,
             entries: Vec::new(),
-            ready: Vec::new(),
-            terminating: Vec::new(),
+            ready: Candidates::default(),
+            terminating: Candidates::default(),
             ready_global: true,
             terminating_global: true,
         }
@@ -675,6 +780,7 @@ impl PortBackends {
         self.entries
             .sort_by_key(|e| e.state != EndpointState::Ready);
         let mut seen: HashSet<(IpAddr, u16)> = HashSet::with_capacity(self.entries.len());
+        let (mut ready, mut terminating) = (Vec::new(), Vec::new());
         for entry in std::mem::take(&mut self.entries) {
             if !seen.insert((entry.ip, entry.port)) {
                 continue;
@@ -689,32 +795,33 @@ impl PortBackends {
             match entry.state {
                 EndpointState::Ready => {
                     self.ready_global &= global;
-                    self.ready.push(candidate);
+                    ready.push(candidate);
                 }
                 EndpointState::ServingTerminating => {
                     self.terminating_global &= global;
-                    self.terminating.push(candidate);
+                    terminating.push(candidate);
                 }
             }
         }
+        self.ready = Candidates::from(ready);
+        self.terminating = Candidates::from(terminating);
     }
 
     /// The ready candidates the policy admits; only when there is none, the serving-while-
     /// terminating ones it admits. Without deny CIDRs, a list whose every address is global
-    /// unicast is cloned as it is.
-    fn candidates(&self, policy: &DestinationPolicy) -> Vec<Candidate> {
+    /// unicast is shared as it is (O(1), whatever its length); otherwise the admitted
+    /// candidates are copied into a new list.
+    fn candidates(&self, policy: &DestinationPolicy) -> Candidates {
         let no_deny = policy.denied().is_empty();
-        let admitted = |list: &[Candidate], global: bool| -> Vec<Candidate> {
+        let admitted = |list: &Candidates, global: bool| -> Candidates {
             if no_deny && global {
-                return list.to_vec();
+                return list.clone();
             }
             let allowed = |c: &&Candidate| match c.host {
                 Host::Ip(ip) => policy.allows(ip),
                 Host::Name(_) => false,
             };
-            let mut out = Vec::with_capacity(list.len());
-            out.extend(list.iter().filter(allowed).cloned());
-            out
+            list.iter().filter(allowed).cloned().collect()
         };
         let ready = admitted(&self.ready, self.ready_global);
         if ready.is_empty() {

@@ -41,7 +41,7 @@
 //!     scheme_explicit: false,
 //!     protocol: AppProtocol::Http,
 //!     transport: TransportKind::Generic,
-//!     candidates: vec![candidate(1), candidate(2)],
+//!     candidates: vec![candidate(1), candidate(2)].into(),
 //!     service: Some(ServiceInfo {
 //!         namespace: "default".into(),
 //!         name: "web".into(),

@@ -52,7 +52,7 @@ fn target(candidates: Vec<Candidate>) -> Target {
         scheme_explicit: false,
         protocol: AppProtocol::Http,
         transport: TransportKind::Generic,
-        candidates,
+        candidates: candidates.into(),
         service: Some(service_info("web")),
         tls_server_name: None,
     }
