@@ -294,3 +294,47 @@ async fn pooled_connections_close_after_the_idle_timeout() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(conns.load(std::sync::atomic::Ordering::SeqCst), 2);
 }
+
+#[tokio::test]
+async fn a_pooled_connection_the_backend_closed_is_replaced_without_an_error() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // The backend answers one request per connection, keep-alive style (no
+    // `Connection: close`), then closes the socket: the idle pooled connection dies.
+    let conns = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let c = conns.clone();
+    tokio::spawn(async move {
+        loop {
+            let (mut tcp, _) = listener.accept().await.unwrap();
+            c.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tcp.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = tcp
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .await;
+            });
+        }
+    });
+    let proxy = serve_proxy(
+        config(&[pod_yaml("default", "web", "127.0.0.1")])
+            .build()
+            .unwrap(),
+    )
+    .await;
+    for round in 0..3 {
+        let (status, _, body) = get(proxy, &pod_path("default", "web", port, "/")).await;
+        assert_eq!(status, StatusCode::OK, "round {round}");
+        assert_eq!(body, "ok");
+        // Let the proxy see the backend's close before the next request.
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(conns.load(std::sync::atomic::Ordering::SeqCst), 3);
+}

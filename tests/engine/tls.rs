@@ -153,3 +153,40 @@ async fn node_hostnames_are_resolved_once_and_the_checked_ip_dialed() {
     assert_eq!(status_of(&body).2, "address not allowed");
     assert_eq!(rec.count(), 1);
 }
+
+#[tokio::test]
+async fn a_connection_verified_for_one_service_name_is_never_reused_for_another() {
+    // One pod serves two Services; its certificate names only the first. With verification
+    // on, the second Service must fail its own handshake even though a connection to the
+    // same address, verified for the first name, sits idle in the pool.
+    let cert = TlsIdentity::new(&["first.ns.svc"]);
+    let (backend, rec) = recording_backend(Some(&cert)).await;
+    let endpoints = [("web", "127.0.0.1", backend.port())];
+    let docs = [
+        pod_yaml("ns", "web", "127.0.0.1"),
+        service_yaml("ns", "first", 443, Some("https"), &endpoints),
+        service_yaml("ns", "second", 443, Some("https"), &endpoints),
+    ];
+    let roots = Roots::from_pem(cert.cert_pem.as_bytes()).unwrap();
+    let proxy = serve_proxy(config(&docs).verify_backends(roots).build().unwrap()).await;
+
+    let first = "/api/v1/namespaces/ns/services/first:http/proxy/";
+    let (status, _, body) = get(proxy, first).await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    let (status, _, body) = get(proxy, "/api/v1/namespaces/ns/services/second:http/proxy/").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    let message = status_of(&body).2;
+    assert!(
+        message.starts_with("error trying to reach service: tls handshake with 127.0.0.1:"),
+        "{message}"
+    );
+    assert_eq!(
+        rec.count(),
+        1,
+        "the second Service's request never reached the pod"
+    );
+    // The first Service still gets its pooled connection.
+    let (status, _, _) = get(proxy, first).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(rec.count(), 2);
+}

@@ -16,7 +16,7 @@ use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
-use crate::transport::BoxError;
+use crate::transport::{BoxError, Checkin};
 
 /// How a response body ended, reported to a completion callback
 /// ([`ProxyBody::on_completion`]).
@@ -48,6 +48,8 @@ enum Kind {
 
 struct BackendBody {
     body: Incoming,
+    /// The pooled connection the body arrives on, given back at the body's end.
+    checkin: Option<Checkin>,
     idle: Option<Duration>,
     sleep: Option<Pin<Box<Sleep>>>,
     /// A frame arrived since the timer was last armed.
@@ -110,9 +112,16 @@ impl ProxyBody {
 
     /// A streamed backend body with an idle timeout between frames (`None`: none).
     pub fn backend(body: Incoming, idle: Option<Duration>) -> Self {
+        Self::pooled(body, None, idle)
+    }
+
+    /// [`backend`](Self::backend), giving `checkin`'s connection back to its pool when the
+    /// body reaches its end.
+    pub(crate) fn pooled(body: Incoming, checkin: Option<Checkin>, idle: Option<Duration>) -> Self {
         Self {
             kind: Kind::Backend(BackendBody {
                 body,
+                checkin,
                 idle,
                 sleep: None,
                 progressed: true,
@@ -146,6 +155,9 @@ impl Drop for ProxyBody {
     fn drop(&mut self) {
         // A body known to be at its end may never be polled (hyper skips empty bodies).
         let how = if self.is_end_stream() {
+            if let Kind::Backend(b) = &mut self.kind {
+                b.finish();
+            }
             Completion::Finished
         } else {
             Completion::Dropped
@@ -155,14 +167,28 @@ impl Drop for ProxyBody {
 }
 
 impl BackendBody {
+    /// The body is at its end: its connection may carry another request.
+    fn finish(&mut self) {
+        if let Some(checkin) = self.checkin.take() {
+            checkin.finish();
+        }
+    }
+
     fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match Pin::new(&mut self.body).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 self.progressed = true;
                 Poll::Ready(Some(Ok(frame)))
             }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
-            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Ready(Some(Err(e))) => {
+                // The connection broke: it is not given back.
+                self.checkin = None;
+                Poll::Ready(Some(Err(e.into())))
+            }
+            Poll::Ready(None) => {
+                self.finish();
+                Poll::Ready(None)
+            }
             Poll::Pending => {
                 let Some(idle) = self.idle else {
                     return Poll::Pending;

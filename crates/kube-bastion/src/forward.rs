@@ -20,7 +20,6 @@
 //! 8. the response head's hop-by-hop and CORS headers removed, the rewrite hook applied,
 //!    the body streamed back with an idle timeout ([`ProxyBody`]).
 
-use std::error::Error as _;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
@@ -39,7 +38,7 @@ use crate::balance::FailureKind;
 use crate::body::ProxyBody;
 use crate::config::ProxyConfig;
 use crate::headers::{self, HostHeader};
-use crate::transport::{BoxError, ConnectError, RequestBody, SERVER_NAME};
+use crate::transport::{BoxError, ConnectError, RequestBody, SendFailure};
 use crate::{Attributes, Candidate, Host, Plan, ProxyRequest, Status, Target, resolve};
 
 /// One address the destination policy approved, with the candidate it came from.
@@ -441,23 +440,20 @@ enum SendError {
 }
 
 impl SendError {
-    fn classify(err: hyper_util::client::legacy::Error) -> Self {
-        let mut source = err.source();
-        while let Some(e) = source {
-            if let Some(c) = e.downcast_ref::<ConnectError>() {
-                // The connector's error, moved out by value is not possible through a
-                // reference: rebuild its message-preserving form.
-                return SendError::Connect(clone_connect_error(c));
-            }
-            if let Some(h) = e.downcast_ref::<hyper::Error>() {
-                if h.is_parse() || h.is_parse_status() || h.is_parse_too_large() {
-                    return SendError::Invalid(h.to_string());
+    fn classify(failure: SendFailure) -> Self {
+        match failure {
+            SendFailure::Connect(e) => SendError::Connect(e),
+            SendFailure::Handshake(e) | SendFailure::Exchange(e) => {
+                if e.is_parse() || e.is_parse_status() || e.is_parse_too_large() {
+                    SendError::Invalid(e.to_string())
+                } else {
+                    SendError::Other(e.to_string())
                 }
-                return SendError::Other(h.to_string());
             }
-            source = e.source();
+            SendFailure::Closed => {
+                SendError::Other("connection closed before the request was sent".to_owned())
+            }
         }
-        SendError::Other(err.to_string())
     }
 
     fn into_status(self) -> Status {
@@ -482,34 +478,10 @@ impl SendError {
     }
 }
 
-fn clone_connect_error(e: &ConnectError) -> ConnectError {
-    use std::io;
-    match e {
-        ConnectError::Tcp { addr, source } => ConnectError::Tcp {
-            addr: *addr,
-            source: io::Error::new(source.kind(), source.to_string()),
-        },
-        ConnectError::Timeout { addr } => ConnectError::Timeout { addr: *addr },
-        ConnectError::Tls { addr, source } => ConnectError::Tls {
-            addr: *addr,
-            source: io::Error::new(source.kind(), source.to_string()),
-        },
-        ConnectError::TlsTimeout { addr } => ConnectError::TlsTimeout { addr: *addr },
-        ConnectError::NotAnAddress(s) => ConnectError::NotAnAddress(s.clone()),
-        ConnectError::NoTls => ConnectError::NoTls,
-    }
-}
-
-fn backend_uri(target: &Target, addr: SocketAddr, path_and_query: &str) -> Result<Uri, Status> {
-    // `scheme://addr/path?query`, written without `core::fmt` (a measurable share of the
-    // per-request cost).
-    let scheme = target.scheme.as_str();
-    let mut uri = Vec::with_capacity(scheme.len() + 3 + 47 + path_and_query.len());
-    uri.extend_from_slice(scheme.as_bytes());
-    uri.extend_from_slice(b"://");
-    headers::push_socket_addr(&mut uri, addr);
-    uri.extend_from_slice(path_and_query.as_bytes());
-    Uri::from_maybe_shared(Bytes::from(uri))
+/// The origin-form request target (`/path?query`); the pool turns it into the absolute
+/// form for HTTP/2.
+fn backend_uri(path_and_query: &str) -> Result<Uri, Status> {
+    Uri::from_maybe_shared(Bytes::copy_from_slice(path_and_query.as_bytes()))
         .map_err(|e| Status::internal(format!("invalid backend request target: {e}")))
 }
 
@@ -537,8 +509,6 @@ where
     let body: RequestBody = body.map_err(Into::into).boxed_unsync();
 
     let transport = ctx.config.transport();
-    let client = transport.client(&ctx.target);
-    let server_name = transport.server_name(&ctx.target);
     let header_timeout = ctx.config.timeouts().response_header;
     let span = tracing::Span::current();
 
@@ -557,7 +527,7 @@ where
 
         let mut out = Request::new(body.for_attempt());
         *out.method_mut() = method.clone();
-        *out.uri_mut() = backend_uri(&ctx.target, endpoint.addr, path_and_query)?;
+        *out.uri_mut() = backend_uri(path_and_query)?;
         *out.version_mut() = Version::HTTP_11;
         // The last attempt the plan allows takes the prepared headers; earlier ones copy.
         *out.headers_mut() = if attempts.tried() >= attempts.max_attempts() {
@@ -572,7 +542,7 @@ where
             };
         }
 
-        let send = SERVER_NAME.scope(server_name.clone(), client.request(out));
+        let send = transport.send(&ctx.target, endpoint.addr, out);
         let result = match header_timeout {
             Some(d) => match tokio::time::timeout(d, send).await {
                 Ok(r) => r.map_err(SendError::classify),
@@ -582,7 +552,7 @@ where
         };
 
         match result {
-            Ok(res) => {
+            Ok((res, checkin)) => {
                 handle.response_head(res.status());
                 let (mut parts, incoming) = res.into_parts();
                 headers::prepare_response(&mut parts.headers);
@@ -596,7 +566,7 @@ where
                     return Err(status);
                 }
                 parts.version = Version::HTTP_11;
-                let body = ProxyBody::backend(incoming, ctx.config.timeouts().body_idle)
+                let body = ProxyBody::pooled(incoming, checkin, ctx.config.timeouts().body_idle)
                     .on_completion(move |completion| match completion {
                         crate::body::Completion::Finished => handle.success(),
                         crate::body::Completion::Failed => handle.failure(),

@@ -306,7 +306,7 @@ where
                     "the server could not find the requested resource",
                 );
                 ServiceFuture {
-                    kind: ServiceKind::Ready(Some(status_response(&status))),
+                    kind: ServiceKind::Ready(Some(Box::new(status_response(&status)))),
                 }
             }
         }
@@ -319,7 +319,8 @@ pub struct ServiceFuture {
 }
 
 enum ServiceKind {
-    Ready(Option<Response<ProxyBody>>),
+    /// Boxed: rare (non-proxy paths), and it keeps the future small.
+    Ready(Option<Box<Response<ProxyBody>>>),
     Proxy(ProxyFuture),
 }
 
@@ -340,9 +341,10 @@ impl Future for ServiceFuture {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match &mut self.get_mut().kind {
-            ServiceKind::Ready(res) => Poll::Ready(Ok(res
-                .take()
-                .unwrap_or_else(|| status_response(&Status::internal("polled after completion"))))),
+            ServiceKind::Ready(res) => Poll::Ready(Ok(res.take().map_or_else(
+                || status_response(&Status::internal("polled after completion")),
+                |res| *res,
+            ))),
             ServiceKind::Proxy(fut) => fut.as_mut().poll(cx).map(Ok),
         }
     }

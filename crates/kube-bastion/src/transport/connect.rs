@@ -1,34 +1,20 @@
 //! The dialer: TCP to an approved IP, then an optional rustls handshake.
 //!
-//! The connector never resolves a name. The URI it is given carries the IP address the
-//! destination policy approved (CVE-2020-8562: resolve once, check, dial what was checked);
-//! a URI naming a host is refused.
+//! The dialer never resolves a name: it is given the socket address the destination policy
+//! approved (CVE-2020-8562: resolve once, check, dial what was checked).
 
-use std::fmt;
-use std::future::Future;
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::Uri;
-use hyper_util::client::legacy::connect::{Connected, Connection};
-use hyper_util::rt::TokioIo;
 use rustls::ClientConfig;
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
-
-use super::tls::TlsConfigs;
-
-tokio::task_local! {
-    /// The TLS server name of the request being sent, read by the connector when a pooled
-    /// client opens a new connection on behalf of that request.
-    pub(crate) static SERVER_NAME: Option<ServerName<'static>>;
-}
 
 /// The address a backend connection was dialed to; found in the extensions of every
 /// response that came from a backend.
@@ -120,19 +106,6 @@ impl AsyncWrite for BackendStream {
     }
 }
 
-impl Connection for BackendStream {
-    fn connected(&self) -> Connected {
-        let mut connected = Connected::new();
-        if let Ok(addr) = self.peer_addr() {
-            connected = connected.extra(DialedAddr(addr));
-        }
-        if self.alpn_protocol() == Some(b"h2") {
-            connected = connected.negotiated_h2();
-        }
-        connected
-    }
-}
-
 /// Dialing or the TLS handshake failed. The message names the backend address, never the
 /// request URL.
 #[derive(Debug, thiserror::Error)]
@@ -166,9 +139,6 @@ pub enum ConnectError {
         /// The dialed address.
         addr: SocketAddr,
     },
-    /// The destination was not an IP address with a port (the proxy only dials approved IPs).
-    #[error("refusing to dial {0:?}: not an approved IP address and port")]
-    NotAnAddress(String),
     /// TLS was requested on a transport without TLS.
     #[error("TLS is not configured for this transport")]
     NoTls,
@@ -234,91 +204,8 @@ pub(crate) async fn handshake(
     }
 }
 
-/// The `tower::Service<Uri>` hyper-util's pooled client dials with.
-#[derive(Clone)]
-pub(crate) struct Connector {
-    pub(crate) tls: Option<TlsConfigs>,
-    pub(crate) timeouts: DialTimeouts,
-}
-
-impl fmt::Debug for Connector {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Connector")
-            .field("tls", &self.tls.is_some())
-            .field("timeouts", &self.timeouts)
-            .finish()
-    }
-}
-
-/// Parses the authority of a URI built by the proxy into the approved socket address.
-pub(crate) fn socket_addr(uri: &Uri) -> Option<SocketAddr> {
-    let host = uri.host()?;
-    let host = host
-        .strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host);
-    let ip: IpAddr = host.parse().ok()?;
-    let port = uri
-        .port_u16()
-        .unwrap_or(if uri.scheme_str() == Some("https") {
-            443
-        } else {
-            80
-        });
-    Some(SocketAddr::new(ip, port))
-}
-
-type ConnectFuture =
-    Pin<Box<dyn Future<Output = Result<TokioIo<BackendStream>, ConnectError>> + Send>>;
-
-impl tower_service::Service<Uri> for Connector {
-    type Response = TokioIo<BackendStream>;
-    type Error = ConnectError;
-    type Future = ConnectFuture;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, uri: Uri) -> Self::Future {
-        let timeouts = self.timeouts;
-        let Some(addr) = socket_addr(&uri) else {
-            let what = uri.authority().map(|a| a.to_string()).unwrap_or_default();
-            return Box::pin(async move { Err(ConnectError::NotAnAddress(what)) });
-        };
-        let tls = if uri.scheme_str() == Some("https") {
-            match &self.tls {
-                Some(tls) => Some(tls.clone()),
-                None => return Box::pin(async { Err(ConnectError::NoTls) }),
-            }
-        } else {
-            None
-        };
-        // Read synchronously: `call` runs inside the task of the request that needs the
-        // connection, even if hyper later finishes the connect in the background.
-        let server_name = SERVER_NAME.try_with(|n| n.clone()).ok().flatten();
-        Box::pin(async move {
-            let tcp = dial_tcp(addr, timeouts.connect).await?;
-            let stream = match tls {
-                None => BackendStream::Plain(tcp),
-                Some(tls) => {
-                    let name = if tls.verify {
-                        server_name
-                    } else {
-                        sni_only(server_name)
-                    };
-                    let s =
-                        handshake(tcp, addr, tls.http.clone(), name, timeouts.handshake).await?;
-                    BackendStream::Tls(Box::new(s))
-                }
-            };
-            Ok(TokioIo::new(stream))
-        })
-    }
-}
-
 /// Without verification the name only matters as SNI: keep DNS names, drop IPs.
-fn sni_only(name: Option<ServerName<'static>>) -> Option<ServerName<'static>> {
+pub(crate) fn sni_only(name: Option<ServerName<'static>>) -> Option<ServerName<'static>> {
     match name {
         Some(ServerName::DnsName(n)) => Some(ServerName::DnsName(n)),
         _ => None,

@@ -1,21 +1,22 @@
 //! Transport: long-lived pooled HTTP clients and the dialer behind them.
 //!
-//! One [`Transport`] holds one hyper-util client per TLS identity and protocol:
+//! One [`Transport`] holds the rustls configuration of each TLS identity and one connection
+//! pool (`pool`):
 //!
-//! * generic (pods, services, non-kubelet node ports): HTTP/1.1 on plain TCP, HTTP/2 or
-//!   HTTP/1.1 chosen by ALPN on TLS;
-//! * generic h2c: HTTP/2 with prior knowledge for `appProtocol: kubernetes.io/h2c`;
-//! * kubelet: the kubelet client certificate and CA.
+//! * generic identity (pods, services, non-kubelet node ports): HTTP/1.1 on plain TCP,
+//!   HTTP/2 or HTTP/1.1 chosen by ALPN on TLS, HTTP/2 with prior knowledge (h2c) for
+//!   `appProtocol: kubernetes.io/h2c`;
+//! * kubelet identity: the kubelet client certificate and CA.
 //!
-//! Each client pools connections per endpoint (`scheme://ip:port`) with an idle timeout
-//! driven by a tokio timer, so idle connections really close. Every connection is dialed by
-//! the crate's own connector to the IP the destination policy approved; names are never
-//! resolved here.
+//! Connections are pooled per approved socket address, wire protocol, identity and TLS
+//! server name, with an idle timeout that really closes them. Every connection is dialed to
+//! the IP the destination policy approved; names are never resolved here.
 //!
 //! [`Transport::connect_raw`] opens a single unpooled connection for upgrades (TLS with ALPN
 //! `http/1.1` only).
 
 mod connect;
+mod pool;
 mod tls;
 
 use std::fmt;
@@ -23,9 +24,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use http::{Request, Response};
 use http_body_util::combinators::UnsyncBoxBody;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper::body::Incoming;
 use rustls::pki_types::ServerName;
 
 pub use connect::{BackendStream, ConnectError, DialedAddr};
@@ -33,8 +34,9 @@ pub use tls::{ClientIdentity, Roots, TlsError, TlsOptions};
 
 use crate::config::{PoolOptions, Timeouts};
 use crate::{AppProtocol, Scheme, Target, TransportKind};
-pub(crate) use connect::SERVER_NAME;
-use connect::{Connector, DialTimeouts};
+use connect::DialTimeouts;
+pub(crate) use pool::{Checkin, SendFailure};
+use pool::{Dial, Pool, PoolKey, PoolSettings, Wire};
 use tls::TlsConfigs;
 
 /// The boxed error type used by bodies in this crate.
@@ -43,8 +45,6 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The request body type sent to backends (the host's body, boxed once).
 pub type RequestBody = UnsyncBoxBody<Bytes, BoxError>;
 
-pub(crate) type HttpClient = Client<Connector, RequestBody>;
-
 /// Long-lived backend clients and the dialer. Cheap to clone (one `Arc`).
 #[derive(Clone)]
 pub struct Transport {
@@ -52,9 +52,7 @@ pub struct Transport {
 }
 
 struct Inner {
-    generic: HttpClient,
-    generic_h2c: HttpClient,
-    kubelet: HttpClient,
+    pool: Pool,
     generic_tls: TlsConfigs,
     kubelet_tls: TlsConfigs,
     dial: DialTimeouts,
@@ -71,7 +69,7 @@ impl fmt::Debug for Transport {
 }
 
 impl Transport {
-    /// Builds the clients. No connection is opened until the first request.
+    /// Builds the TLS configurations and the pool. No connection is opened until the first request.
     pub fn new(
         tls: &TlsOptions,
         timeouts: &Timeouts,
@@ -83,27 +81,14 @@ impl Transport {
             connect: timeouts.connect,
             handshake: timeouts.tls_handshake,
         };
-        let client = |tls: &TlsConfigs, h2_only: bool| {
-            let mut b = Client::builder(TokioExecutor::new());
-            b.pool_timer(TokioTimer::new())
-                .timer(TokioTimer::new())
-                .pool_idle_timeout(pool.idle_timeout)
-                .pool_max_idle_per_host(pool.max_idle_per_endpoint)
-                .http2_only(h2_only);
-            if let Some(interval) = pool.http2_keep_alive_interval {
-                b.http2_keep_alive_interval(interval)
-                    .http2_keep_alive_while_idle(false);
-            }
-            b.build(Connector {
-                tls: Some(tls.clone()),
-                timeouts: dial,
-            })
-        };
+        let pool = Pool::new(PoolSettings {
+            idle_timeout: pool.idle_timeout,
+            max_idle_per_endpoint: pool.max_idle_per_endpoint,
+            http2_keep_alive_interval: pool.http2_keep_alive_interval,
+        });
         Ok(Self {
             inner: Arc::new(Inner {
-                generic: client(&generic_tls, false),
-                generic_h2c: client(&generic_tls, true),
-                kubelet: client(&kubelet_tls, false),
+                pool,
                 generic_tls,
                 kubelet_tls,
                 dial,
@@ -137,13 +122,41 @@ impl Transport {
             .and_then(|n| ServerName::try_from(n.to_owned()).ok())
     }
 
-    /// The pooled client for `target`.
-    pub(crate) fn client(&self, target: &Target) -> &HttpClient {
-        match (target.transport, target.protocol, target.scheme) {
-            (TransportKind::Kubelet, _, _) => &self.inner.kubelet,
-            (TransportKind::Generic, AppProtocol::H2c, Scheme::Http) => &self.inner.generic_h2c,
-            (TransportKind::Generic, _, _) => &self.inner.generic,
-        }
+    /// Sends `req` (origin-form target) to `addr`, an address the destination policy
+    /// approved for `target`, on a pooled connection or a new one. The [`Checkin`], when
+    /// returned, gives the connection back when finished at the response body's end.
+    pub(crate) async fn send(
+        &self,
+        target: &Target,
+        addr: SocketAddr,
+        req: Request<RequestBody>,
+    ) -> Result<(Response<Incoming>, Option<Checkin>), SendFailure> {
+        let tls = self.tls(target.transport);
+        let (wire, server_name) = match (target.scheme, target.protocol) {
+            (Scheme::Https, _) => {
+                let name = self.server_name(target);
+                let name = if tls.verify {
+                    name
+                } else {
+                    connect::sni_only(name)
+                };
+                (Wire::Tls, name)
+            }
+            (Scheme::Http, AppProtocol::H2c) => (Wire::H2c, None),
+            (Scheme::Http, AppProtocol::Http) => (Wire::Plain, None),
+        };
+        let dial = Dial {
+            key: PoolKey {
+                addr,
+                wire,
+                identity: target.transport,
+                server_name,
+            },
+            scheme: target.scheme,
+            tls: Some(&tls.http),
+            timeouts: self.inner.dial,
+        };
+        self.inner.pool.send(dial, req).await
     }
 
     /// Opens one unpooled connection to `addr` for `target`, for upgraded requests: TCP
