@@ -191,7 +191,7 @@ impl ProxyConfig {
         &self.inner.rewrite
     }
 
-    /// The backend transport (pooled clients and the dialer).
+    /// The backend transport (connection pool and dialer).
     pub fn transport(&self) -> &Transport {
         &self.inner.transport
     }
@@ -415,7 +415,7 @@ impl ProxyConfigBuilder {
         self.balancer(crate::balance::Balancer::new(config))
     }
 
-    /// Builds the configuration and its transport (TLS configurations and pooled clients;
+    /// Builds the configuration and its transport (TLS configurations and connection pool;
     /// no connection is opened). Fails when a TLS input is unusable.
     pub fn build(self) -> Result<ProxyConfig, TlsError> {
         let transport = Transport::new(&self.tls, &self.timeouts, &self.pool)?;

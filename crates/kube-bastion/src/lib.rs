@@ -9,7 +9,7 @@
 //! * [`forward`]: the pipeline of one request and the context handed to the
 //!   balancing, upgrade and rewriting modules;
 //! * [`headers`]: header rules (hop-by-hop, credentials, `X-Forwarded-*`, CORS);
-//! * [`transport`]: pooled hyper clients, the dialer and rustls;
+//! * [`transport`]: the backend connection pool, the dialer and rustls;
 //! * [`body`]: [`ProxyBody`], the streamed response body.
 //!
 //! See `docs/architecture.md` in the repository for the path of a request through these
