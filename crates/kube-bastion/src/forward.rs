@@ -60,15 +60,57 @@ pub struct ProxyContext {
     pub request: ProxyRequest,
     /// The resolved target.
     pub target: Target,
-    /// The approved endpoints, in resolution order (ready candidates first); never empty.
-    pub endpoints: Vec<Endpoint>,
     /// The client address, when the host provided it.
     pub peer: Option<SocketAddr>,
     /// The `Host` the client addressed (its `Host` header or HTTP/2 `:authority`).
     pub client_host: Option<HeaderValue>,
+    /// The addresses approved for candidates that name a host (resolved once, each
+    /// checked). IP candidates need no entry: their endpoint is computed from the
+    /// candidate, so a Service with many endpoints costs nothing per request here.
+    resolved: Vec<Endpoint>,
 }
 
 impl ProxyContext {
+    /// The endpoint to dial for candidate `candidate` (an index into
+    /// [`Target::candidates`]): its IP and dial port, or for a candidate naming a host the
+    /// first address the name resolved to. `None` for an index out of range.
+    pub fn endpoint(&self, candidate: usize) -> Option<Endpoint> {
+        let c = self.target.candidates.get(candidate)?;
+        match &c.host {
+            Host::Ip(ip) => Some(Endpoint {
+                addr: SocketAddr::new(*ip, c.dial_port(self.target.scheme)),
+                candidate,
+            }),
+            Host::Name(_) => self
+                .resolved
+                .iter()
+                .find(|e| e.candidate == candidate)
+                .cloned(),
+        }
+    }
+
+    /// Every approved endpoint, in resolution order (ready candidates first; a candidate
+    /// naming a host gives one endpoint per address it resolved to).
+    pub fn endpoints(&self) -> impl Iterator<Item = Endpoint> + '_ {
+        let scheme = self.target.scheme;
+        self.target
+            .candidates
+            .iter()
+            .enumerate()
+            .flat_map(move |(i, c)| match &c.host {
+                Host::Ip(ip) => vec![Endpoint {
+                    addr: SocketAddr::new(*ip, c.dial_port(scheme)),
+                    candidate: i,
+                }],
+                Host::Name(_) => self
+                    .resolved
+                    .iter()
+                    .filter(|e| e.candidate == i)
+                    .cloned()
+                    .collect(),
+            })
+    }
+
     /// The candidate behind `endpoint`.
     pub fn candidate(&self, endpoint: &Endpoint) -> &Candidate {
         &self.target.candidates[endpoint.candidate]
@@ -199,7 +241,7 @@ where
     };
 
     // 5. destination checks
-    let endpoints = approve(&config, &target).await?;
+    let resolved = approve(&config, &target).await?;
 
     let ctx = ProxyContext {
         peer: config.peer_addr(&parts),
@@ -207,7 +249,7 @@ where
         config,
         request: preq,
         target,
-        endpoints,
+        resolved,
     };
 
     // 6. upgrades, redirects, forwarding
@@ -240,46 +282,40 @@ where
     }
 }
 
-/// Turns candidates into dialable endpoints: IPs as resolved (already approved by
-/// resolution), names resolved once and every address checked.
+/// Resolves the candidates that name a host, once, and checks every address they resolved
+/// to; IP candidates were approved by resolution and need nothing here. Service candidates
+/// are always IPs (EndpointSlice and Endpoints addresses), so a Service is never scanned:
+/// this step stays O(1) however many endpoints it has.
 async fn approve(config: &ProxyConfig, target: &Target) -> Result<Vec<Endpoint>, Status> {
-    let mut endpoints = Vec::with_capacity(target.candidates.len());
-    for (i, c) in target.candidates.iter().enumerate() {
-        let port = c.dial_port(target.scheme);
-        match &c.host {
-            Host::Ip(ip) => endpoints.push(Endpoint {
-                addr: SocketAddr::new(*ip, port),
-                candidate: i,
-            }),
-            Host::Name(name) => {
-                let lookup = tokio::net::lookup_host((name.as_str(), port));
-                let addrs = match tokio::time::timeout(config.timeouts().connect, lookup).await {
-                    Ok(Ok(addrs)) => addrs,
-                    Ok(Err(e)) => return Err(Status::bad_request(format!("lookup {name}: {e}"))),
-                    Err(_) => return Err(Status::bad_request(format!("lookup {name}: timeout"))),
-                };
-                let mut ips: Vec<IpAddr> = addrs.map(|a| a.ip()).collect();
-                ips.dedup();
-                config.destination_policy().check_resolved(&ips)?;
-                endpoints.extend(ips.into_iter().map(|ip| Endpoint {
-                    addr: SocketAddr::new(ip, port),
-                    candidate: i,
-                }));
-            }
-        }
+    let mut resolved = Vec::new();
+    if target.service.is_some() {
+        return Ok(resolved);
     }
-    if endpoints.is_empty() {
+    let mut named = 0;
+    for (i, c) in target.candidates.iter().enumerate() {
+        let Host::Name(name) = &c.host else {
+            continue;
+        };
+        named += 1;
+        let port = c.dial_port(target.scheme);
+        let lookup = tokio::net::lookup_host((name.as_str(), port));
+        let addrs = match tokio::time::timeout(config.timeouts().connect, lookup).await {
+            Ok(Ok(addrs)) => addrs,
+            Ok(Err(e)) => return Err(Status::bad_request(format!("lookup {name}: {e}"))),
+            Err(_) => return Err(Status::bad_request(format!("lookup {name}: timeout"))),
+        };
+        let mut ips: Vec<IpAddr> = addrs.map(|a| a.ip()).collect();
+        ips.dedup();
+        config.destination_policy().check_resolved(&ips)?;
+        resolved.extend(ips.into_iter().map(|ip| Endpoint {
+            addr: SocketAddr::new(ip, port),
+            candidate: i,
+        }));
+    }
+    if named == target.candidates.len() && resolved.is_empty() {
         return Err(Status::service_unavailable("no endpoints available"));
     }
-    Ok(endpoints)
-}
-
-/// The first approved endpoint of candidate `candidate` (index into `ctx.endpoints`).
-pub(crate) fn endpoint_of(ctx: &ProxyContext, candidate: usize) -> Option<usize> {
-    match ctx.endpoints.get(candidate) {
-        Some(e) if e.candidate == candidate => Some(candidate),
-        _ => ctx.endpoints.iter().position(|e| e.candidate == candidate),
-    }
+    Ok(resolved)
 }
 
 /// Rewrites `Location` and HTML links of the response back under `ctx.request.prefix()`
@@ -518,11 +554,11 @@ where
     let mut body = OutgoingBody::new(body, attempts.max_attempts() > 1);
     let mut last_error: Option<SendError> = None;
     while let Some(attempt) = attempts.next() {
-        let Some(index) = endpoint_of(&ctx, attempt.index()) else {
+        let Some(endpoint) = ctx.endpoint(attempt.index()) else {
             continue;
         };
+        let endpoint = &endpoint;
         let mut handle = attempt.start().await.map_err(|e| e.to_status())?;
-        let endpoint = &ctx.endpoints[index];
         span.record("endpoint", tracing::field::display(endpoint.addr));
 
         let mut out = Request::new(body.for_attempt());

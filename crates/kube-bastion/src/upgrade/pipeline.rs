@@ -8,7 +8,7 @@ use http_body::Body;
 use super::{UpgradeError, UpgradeRequest, prepare, proxy_upgrade, restore_upgrade_headers};
 use crate::balance::FailureKind;
 use crate::body::ProxyBody;
-use crate::forward::{ProxyContext, endpoint_of};
+use crate::forward::ProxyContext;
 use crate::headers;
 use crate::transport::ConnectError;
 use crate::{Plan, Status};
@@ -53,11 +53,11 @@ where
     let mut attempts = ctx.config.balancer().plan(&ctx.target, ctx.peer_ip());
     let mut last_error: Option<ConnectError> = None;
     while let Some(attempt) = attempts.next() {
-        let Some(index) = endpoint_of(&ctx, attempt.index()) else {
+        let Some(endpoint) = ctx.endpoint(attempt.index()) else {
             continue;
         };
+        let endpoint = &endpoint;
         let handle = attempt.start().await.map_err(|e| e.to_status())?;
-        let endpoint = &ctx.endpoints[index];
         span.record("endpoint", tracing::field::display(endpoint.addr));
         let stream = match transport.connect_raw(&ctx.target, endpoint.addr).await {
             Ok(stream) => stream,
