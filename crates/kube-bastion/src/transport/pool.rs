@@ -192,7 +192,13 @@ impl Pool {
         let slot = self.inner.slot(&dial.key);
         // Pooled connections first; one found closed before the request left gives the
         // request back, and the next one (or a new connection) is tried.
-        while let Some(conn) = slot.checkout() {
+        // Each pooled connection is tried at most once (a failed HTTP/1.1 one is not given
+        // back, a failed HTTP/2 one is forgotten), so this ends; the bound is a backstop.
+        let mut tries = self.inner.settings.max_idle_per_endpoint.saturating_add(2);
+        while tries > 0
+            && let Some(conn) = slot.checkout()
+        {
+            tries -= 1;
             match self.exchange(conn, &slot, &dial, req).await {
                 Exchange::Done(res, checkin) => return Ok((with_addr(res, addr), checkin)),
                 Exchange::Failed(e) => return Err(SendFailure::Exchange(e)),
@@ -221,7 +227,8 @@ impl Pool {
                     Ok(res) => Exchange::Done(res, None),
                     Err(mut e) => match e.take_message() {
                         Some(back) => {
-                            slot.forget_http2(&sender);
+                            // Going away: later requests get a new connection.
+                            slot.forget_http2();
                             Exchange::Unsent(back)
                         }
                         None => Exchange::Failed(e.into_error()),
@@ -461,11 +468,8 @@ impl Slot {
         }
     }
 
-    fn forget_http2(&self, sender: &http2::SendRequest<RequestBody>) {
-        let mut state = lock(&self.state);
-        if sender.is_closed() || state.http2.as_ref().is_some_and(|s| s.sender.is_closed()) {
-            state.http2 = None;
-        }
+    fn forget_http2(&self) {
+        lock(&self.state).http2 = None;
     }
 }
 
