@@ -10,7 +10,8 @@ use kube_bastion_core::{Candidate, Status, Target};
 
 use super::handle::RequestHandle;
 use super::limit::Overloaded;
-use super::state::{Endpoint, Pick, Table, ready_count};
+use super::state::EndpointKey;
+use super::table::{Pick, Table, ready_count};
 use super::{BalancePolicy, Core, ServiceState};
 
 /// How an attempt failed, for [`Attempts::may_retry`].
@@ -119,7 +120,11 @@ pub struct Attempt<'a> {
     candidate: &'a Candidate,
     index: usize,
     number: usize,
-    endpoint: Option<Arc<Endpoint>>,
+    default_port: u16,
+    /// The Service's state and the slot the choice found for this endpoint (`None` for
+    /// targets without a Service). The endpoint's state itself is fetched by
+    /// [`start`](Self::start): choosing does not touch it.
+    service: Option<(Arc<ServiceState>, Option<u32>)>,
 }
 
 impl<'a> Attempts<'a> {
@@ -228,11 +233,12 @@ impl<'a> Attempts<'a> {
         }
     }
 
-    fn pick(&mut self, service: &ServiceState) -> Option<(usize, Arc<Endpoint>)> {
+    fn pick(&mut self, service: &ServiceState) -> Option<(usize, Option<u32>)> {
         let candidates = &self.target.candidates;
         let config = &self.core.config;
         let info = self.target.service.as_ref();
         let mut table = service.lock_table();
+        table.bind(self.target.candidates.as_arc());
         if self.tried.is_empty() {
             service.stats.set_candidates(candidates.len());
             self.refresh_policy(service, &mut table);
@@ -257,11 +263,10 @@ impl<'a> Attempts<'a> {
                 .affinity
                 .lookup(client, candidates, self.default_port, now)
         {
-            let state = table.get(candidates, index, self.default_port);
-            let healthy = !state.is_some_and(|e| e.is_ejected(now));
+            let (slot, ejected) = table.state_at(candidates, index, self.default_port, now);
             let tier_ok = index < self.ready || self.ready == 0;
-            if healthy && tier_ok && !self.tried.contains(&index) {
-                chosen = Some((index, state.cloned()));
+            if !ejected && tier_ok && !self.tried.contains(&index) {
+                chosen = Some((index, slot));
             }
         }
         let chosen = match chosen {
@@ -285,7 +290,7 @@ impl<'a> Attempts<'a> {
             }
         };
         let index = chosen.0;
-        let endpoint = table.track(
+        let slot = table.track(
             chosen,
             candidates,
             self.default_port,
@@ -293,11 +298,13 @@ impl<'a> Attempts<'a> {
             self.core,
         );
         if let Some((client, timeout)) = affinity {
-            table
-                .affinity
-                .record(client, &endpoint.key, index, now, timeout);
+            let key = match slot.and_then(|slot| table.key(slot)) {
+                Some(key) => key.clone(),
+                None => EndpointKey::of(&candidates[index], self.default_port),
+            };
+            table.affinity.record(client, &key, index, now, timeout);
         }
-        Some((index, endpoint))
+        Some((index, slot))
     }
 }
 
@@ -313,17 +320,18 @@ impl<'a> Iterator for Attempts<'a> {
             None => Some((self.tried.len(), None)),
             Some(state) => self
                 .pick(state)
-                .map(|(index, endpoint)| (index, Some(endpoint))),
+                .map(|(index, slot)| (index, Some((Arc::clone(state), slot)))),
         };
         self.service = service;
-        let (index, endpoint) = picked?;
+        let (index, service) = picked?;
         self.tried.push(index);
         Some(Attempt {
             core: self.core,
             candidate: &self.target.candidates[index],
             index,
             number: self.tried.len(),
-            endpoint,
+            default_port: self.default_port,
+            service,
         })
     }
 }
@@ -348,17 +356,24 @@ impl<'a> Attempt<'a> {
     /// configured (waiting in the bounded queue if allowed) and counts the request in
     /// flight. Call it before dialling, so that connects count as load too.
     pub async fn start(&self) -> Result<RequestHandle, Overloaded> {
-        let Some(endpoint) = &self.endpoint else {
+        let Some((service, slot)) = &self.service else {
             return Ok(RequestHandle::untracked());
         };
-        let slot = match (&endpoint.limiter, &self.core.config.concurrency_limit) {
+        let endpoint = service.lock_table().endpoint_for(
+            *slot,
+            self.candidate,
+            self.default_port,
+            &service.stats,
+            self.core,
+        );
+        let permit = match (&endpoint.limiter, &self.core.config.concurrency_limit) {
             (Some(limiter), Some(limit)) => Some(limiter.acquire(limit, &endpoint.key).await?),
             _ => None,
         };
         Ok(RequestHandle::tracked(
             Arc::clone(self.core),
-            Arc::clone(endpoint),
-            slot,
+            endpoint,
+            permit,
         ))
     }
 }
@@ -379,10 +394,7 @@ impl fmt::Debug for Attempt<'_> {
         f.debug_struct("Attempt")
             .field("index", &self.index)
             .field("number", &self.number)
-            .field(
-                "endpoint",
-                &self.endpoint.as_ref().map(|e| e.key.to_string()),
-            )
+            .field("endpoint", &self.candidate.authority())
             .finish_non_exhaustive()
     }
 }

@@ -162,7 +162,6 @@ impl Endpoint {
         let mut health = self.lock_health();
         if !health.removed {
             health.removed = true;
-            self.set_removed();
             if health.counted {
                 health.counted = false;
                 self.service.release_ejection();

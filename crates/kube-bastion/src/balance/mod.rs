@@ -16,10 +16,21 @@
 //! * ClientIP session affinity with `timeoutSeconds`, as kube-proxy does;
 //! * an optional per-endpoint concurrency cap with a bounded queue ([`ConcurrencyLimit`]).
 //!
-//! Choosing is O(1) in the number of candidates (two sampled indices, their state found
-//! through a position cache or a hash probe by address), and the state follows the cluster: endpoints that leave the candidate list are
-//! dropped by an incremental sweep, idle Services by a periodic one, and a balancer-wide
-//! bound caps the whole ([`BalancerConfig::max_tracked_endpoints`]).
+//! Choosing is O(1) in the number of candidates and touches neither the candidate list nor
+//! the endpoints' state objects in the usual case. Each Service's table is bound to the
+//! candidate list it last saw, by identity (resolution shares one
+//! [`Candidates`](kube_bastion_core::Candidates) list per snapshot, so a pointer comparison
+//! tells that nothing changed), and maps candidate positions to small slot numbers; the
+//! figures a policy compares (requests in flight, end of an ejection, latency estimate) live
+//! in dense 32-byte cells indexed by slot. A sample is then one 8-byte map entry and one
+//! cell, and the two samples of power-of-two-choices are independent loads. A new list is
+//! mapped lazily, position by position, by address, so the state follows each endpoint
+//! wherever the list puts it; the request's share of the state (an `Arc` the request holds
+//! until it completes) is fetched when the attempt starts, not when it is chosen. Endpoints
+//! that leave the candidate list are dropped by an incremental sweep, idle Services by a
+//! periodic one, and a balancer-wide bound caps the whole
+//! ([`BalancerConfig::max_tracked_endpoints`]). `docs/balancing.md` has the details and
+//! `docs/benchmarks.md` the costs.
 //!
 //! ```
 //! use std::net::{IpAddr, Ipv4Addr};
@@ -66,6 +77,7 @@ mod health;
 mod limit;
 mod policy;
 mod state;
+mod table;
 
 #[cfg(test)]
 mod tests;
@@ -91,7 +103,8 @@ pub use limit::{ConcurrencyLimit, OverloadReason, Overloaded};
 pub use policy::{BALANCER_ANNOTATION, BalancePolicy, UnknownPolicy};
 
 use clock::{Timeline, nanos};
-use state::{EndpointKey, ServiceStats, Table};
+use state::{EndpointKey, ServiceStats};
+use table::Table;
 
 /// Balancer settings. Every field has a default; see each.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -752,3 +752,137 @@ fn an_endpoint_that_leaves_and_returns_starts_afresh() {
     assert_eq!(back.consecutive_failures, 0);
     assert_eq!(balancer.tracked_endpoints(), 3);
 }
+
+#[test]
+fn state_follows_the_address_when_the_list_is_reordered_or_rebuilt() {
+    let (balancer, _) = balancer(config(BalancePolicy::LeastRequest));
+    let first = target(ready(1..=4));
+    let mut held = Vec::new();
+    for _ in 0..8 {
+        held.push(block_on(balancer.plan(&first, None).next().unwrap().start()).unwrap());
+    }
+    let before: Vec<u32> = (1..=4)
+        .map(|n| balancer.endpoint(&key(), addr(n)).unwrap().in_flight)
+        .collect();
+    assert_eq!(before.iter().sum::<u32>(), 8);
+    // A new list (a new allocation) with the same endpoints in reverse order, plus a fifth:
+    // the state is found by address, whatever position the list gives it.
+    let reversed = target(ready([5, 4, 3, 2, 1]));
+    let mut chosen = [0u32; 5];
+    for _ in 0..20 {
+        let attempt = balancer.plan(&reversed, None).next().unwrap();
+        chosen[attempt.index()] += 1;
+        held.push(block_on(attempt.start()).unwrap());
+    }
+    assert_eq!(
+        balancer.endpoint(&key(), addr(5)).unwrap().in_flight,
+        chosen[0]
+    );
+    for n in 1..=4u32 {
+        assert_eq!(
+            balancer.endpoint(&key(), addr(n)).unwrap().in_flight,
+            before[n as usize - 1] + chosen[5 - n as usize],
+            "endpoint {n}"
+        );
+    }
+    // And LeastRequest evened the load out: the newcomer caught up with the others.
+    let in_flight: Vec<u32> = (1..=5)
+        .map(|n| balancer.endpoint(&key(), addr(n)).unwrap().in_flight)
+        .collect();
+    let others_min = in_flight[..4].iter().min().unwrap();
+    assert!(in_flight[4] + 1 >= *others_min, "{in_flight:?}");
+    let spread = in_flight.iter().max().unwrap() - in_flight.iter().min().unwrap();
+    assert!(spread <= 3, "{in_flight:?}");
+    // Going back to the first list (and to a copy of it) finds the same state again.
+    let copy = target(ready(1..=4));
+    for list in [&first, &copy, &first] {
+        let attempt = balancer.plan(list, None).next().unwrap();
+        let handle = block_on(attempt.start()).unwrap();
+        let n = attempt.index() as u32 + 1;
+        assert_eq!(handle.endpoint(), Some(addr(n)));
+        held.push(handle);
+    }
+    let total: u32 = (1..=5)
+        .map(|n| balancer.endpoint(&key(), addr(n)).unwrap().in_flight)
+        .sum();
+    assert_eq!(total, 31);
+    drop(held);
+    for n in 1..=5 {
+        assert_eq!(balancer.endpoint(&key(), addr(n)).unwrap().in_flight, 0);
+    }
+}
+
+#[test]
+fn a_departed_endpoint_still_in_flight_never_shares_counts_with_a_newcomer() {
+    let (balancer, _) = balancer(config(BalancePolicy::RoundRobin));
+    let old = target(ready(1..=2));
+    let attempt = balancer.plan(&old, None).next().unwrap();
+    assert_eq!(attempt.index(), 0);
+    let long = block_on(attempt.start()).unwrap();
+    assert_eq!(long.endpoint(), Some(addr(1)));
+    // Endpoint 1 leaves while its request is in flight; endpoints 3 to 5 arrive. Many
+    // choices later its state is dropped, and newcomers take slots.
+    let new = target(ready(2..=5));
+    for _ in 0..100 {
+        pick_and_complete(&balancer, &new, None);
+    }
+    assert!(balancer.endpoint(&key(), addr(1)).is_none());
+    assert_eq!(balancer.tracked_endpoints(), 4);
+    // Requests in flight on the newcomers are theirs alone.
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(block_on(balancer.plan(&new, None).next().unwrap().start()).unwrap());
+    }
+    for n in 2..=5 {
+        assert_eq!(balancer.endpoint(&key(), addr(n)).unwrap().in_flight, 1);
+    }
+    // The departed endpoint's request ends: nobody else's count moves.
+    long.success();
+    for n in 2..=5 {
+        assert_eq!(balancer.endpoint(&key(), addr(n)).unwrap().in_flight, 1);
+    }
+    drop(held);
+    // Its slot is reused later without carrying anything over.
+    let again = target(ready(6..=9));
+    for _ in 0..200 {
+        pick_and_complete(&balancer, &again, None);
+    }
+    assert_eq!(balancer.tracked_endpoints(), 4);
+    for n in 6..=9 {
+        let state = balancer.endpoint(&key(), addr(n)).unwrap();
+        assert_eq!(state.in_flight, 0);
+        assert!(!state.ejected);
+    }
+}
+
+#[test]
+fn a_new_list_per_request_is_balanced_like_a_shared_one() {
+    // Resolution copies the list when a deny CIDR filters it: every request then brings a
+    // new allocation. Choices must still see the state (LeastRequest keeps levels even).
+    let (balancer, _) = balancer(config(BalancePolicy::LeastRequest));
+    let mut held = Vec::new();
+    for _ in 0..300 {
+        let fresh = target(ready(1..=3));
+        let attempt = balancer.plan(&fresh, None).next().unwrap();
+        held.push(block_on(attempt.start()).unwrap());
+    }
+    let in_flight: Vec<u32> = (1..=3)
+        .map(|n| balancer.endpoint(&key(), addr(n)).unwrap().in_flight)
+        .collect();
+    assert_eq!(in_flight.iter().sum::<u32>(), 300);
+    let spread = in_flight.iter().max().unwrap() - in_flight.iter().min().unwrap();
+    assert!(spread <= 2, "{in_flight:?}");
+}
+
+#[test]
+fn the_same_address_twice_in_one_list_shares_one_state() {
+    let (balancer, _) = balancer(config(BalancePolicy::RoundRobin));
+    let target = target(ready([1, 2, 1]));
+    let mut held = Vec::new();
+    for _ in 0..6 {
+        held.push(block_on(balancer.plan(&target, None).next().unwrap().start()).unwrap());
+    }
+    assert_eq!(balancer.tracked_endpoints(), 2);
+    assert_eq!(balancer.endpoint(&key(), addr(1)).unwrap().in_flight, 4);
+    assert_eq!(balancer.endpoint(&key(), addr(2)).unwrap().in_flight, 2);
+}

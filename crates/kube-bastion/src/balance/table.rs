@@ -1,0 +1,679 @@
+//! A Service's table: which endpoints have state, where their hot cells are, and the O(1)
+//! choice among candidates.
+//!
+//! The table keeps its endpoints in *slots*: dense, parallel arrays indexed by a small
+//! number (the endpoint's state, its address, the sweep epoch it was last seen in) and hot
+//! cells 256 to a chunk ([`Hot`](super::state::Hot)). An address → slot hash map finds an
+//! endpoint by address.
+//!
+//! Choosing reads no candidate and no endpoint allocation in the usual case. The table is
+//! bound to one candidate list, by identity: it keeps a [`Weak`] of the list's shared
+//! allocation ([`Candidates`](kube_bastion_core::Candidates)), so the allocation cannot be
+//! reused by another list while it is compared, and a *position map* from candidate
+//! position to slot (or "no state"), each entry stamped with the binding's *generation*. An
+//! entry of the current generation is trusted as is: a sample costs the 8-byte entry (the
+//! map of 100,000 positions is 800 KB) and the endpoint's 32-byte hot cell, and the two
+//! samples of power-of-two-choices are independent loads. An entry of an older generation is
+//! checked (the candidate's address against the slot's, else a hash probe by address) and
+//! stamped again, so a new list is mapped lazily, one position at a time as choices and the
+//! sweep reach it; binding a new list only bumps the generation (O(1), plus growing the map
+//! when the list grew). Removing an endpoint bumps it too, so that no trusted entry ever
+//! names a slot that changed hands.
+//!
+//! Endpoints that left the cluster view are found by an incremental sweep (a few positions
+//! per choice are marked as present; when the sweep has walked the whole list, unmarked
+//! entries are dropped), so the table follows the candidate list in amortised O(1). A walk
+//! starts only when the table holds more entries than there are candidates (addresses are
+//! unique, so some left) or an endpoint is ejected. A dropped endpoint's slot is reused once
+//! no request holds the endpoint any more (until then its cell keeps counting that request).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+
+use foldhash::fast::RandomState;
+use kube_bastion_core::{Candidate, EndpointState};
+use rand::Rng;
+use rand::rngs::SmallRng;
+
+use super::Core;
+use super::affinity::AffinityTable;
+use super::limit::Limiter;
+use super::policy::BalancePolicy;
+use super::state::{CHUNK, Chunk, Endpoint, EndpointKey, Hot, ServiceStats, new_chunk};
+
+/// Samples a policy draws before it falls back to a scan (only reached when most
+/// candidates are excluded or ejected).
+const SAMPLES: usize = 8;
+
+/// Candidates the membership sweep visits per choice.
+const SWEEP_STEP: usize = 2;
+
+/// Slot number meaning "no state" in the position map.
+const NO_STATE: u32 = u32::MAX;
+
+/// One entry of the position map.
+#[derive(Clone, Copy, Debug)]
+struct Position {
+    /// The slot of the endpoint at this position, or [`NO_STATE`].
+    slot: u32,
+    /// The binding generation this entry was checked in.
+    generation: u32,
+}
+
+impl Position {
+    /// Never trusted (generations start at 1).
+    const UNKNOWN: Self = Self {
+        slot: NO_STATE,
+        generation: 0,
+    };
+}
+
+/// A choice: the candidate index and the slot of its state, when it has some.
+pub(crate) type Chosen = (usize, Option<u32>);
+
+/// What choosing needs to know besides the table.
+#[derive(Debug)]
+pub(crate) struct Pick<'a> {
+    pub(crate) candidates: &'a [Candidate],
+    /// Candidates `[0, ready)` are ready, the rest serving-terminating.
+    pub(crate) ready: usize,
+    pub(crate) default_port: u16,
+    /// Indices already tried by this request.
+    pub(crate) excluded: &'a [usize],
+    pub(crate) now: u64,
+    pub(crate) policy: BalancePolicy,
+    pub(crate) decay_ns: f64,
+    /// Estimate for endpoints never measured: the Service's typical latency, else the
+    /// configured default.
+    pub(crate) unmeasured_rtt_ns: f64,
+    /// Per-endpoint concurrency cap.
+    pub(crate) cap: Option<u32>,
+}
+
+/// How many of `candidates` are ready (the core orders ready ones first). O(1) when all
+/// are ready, O(log n) otherwise.
+pub(crate) fn ready_count(candidates: &[Candidate]) -> usize {
+    match candidates.last() {
+        None => 0,
+        Some(last) if last.state == EndpointState::Ready => candidates.len(),
+        Some(_) => candidates.partition_point(|c| c.state == EndpointState::Ready),
+    }
+}
+
+/// The mutable state of one Service, behind its mutex.
+#[derive(Debug)]
+pub(crate) struct Table {
+    /// Address → slot, for every endpoint with state.
+    index: HashMap<EndpointKey, u32, RandomState>,
+    /// By slot: the endpoint (`None`: a free or retired slot).
+    endpoints: Vec<Option<Arc<Endpoint>>>,
+    /// By slot: its address, dense, to check a position without touching the endpoint.
+    keys: Vec<Option<EndpointKey>>,
+    /// By slot: the sweep epoch in which it was last seen among the candidates.
+    seen: Vec<u64>,
+    /// Hot cells: slot `s` is `chunks[s / CHUNK][s % CHUNK]`.
+    chunks: Vec<Chunk>,
+    /// Slots ready for reuse.
+    free: Vec<u32>,
+    /// Slots of dropped endpoints still held by requests: reused once they are not.
+    retired: Vec<(u32, Arc<Endpoint>)>,
+    /// The candidate list the position map is bound to.
+    list: Option<Weak<[Candidate]>>,
+    /// The binding generation: entries of the position map stamped with it are trusted.
+    generation: u32,
+    /// Candidate position → slot, in the bound list.
+    positions: Vec<Position>,
+    rng: SmallRng,
+    rr_next: usize,
+    sweep_cursor: usize,
+    sweep_epoch: u64,
+    sweep_len: usize,
+    sweep_restarted: bool,
+    /// ClientIP affinity.
+    pub(crate) affinity: AffinityTable,
+    /// The annotation value the policy was parsed from.
+    pub(crate) annotation: Option<Box<str>>,
+    /// The Service's effective policy.
+    pub(crate) policy: BalancePolicy,
+}
+
+impl Table {
+    pub(crate) fn new(rng: SmallRng, policy: BalancePolicy, affinity_capacity: usize) -> Self {
+        Self {
+            index: HashMap::default(),
+            endpoints: Vec::new(),
+            keys: Vec::new(),
+            seen: Vec::new(),
+            chunks: Vec::new(),
+            free: Vec::new(),
+            retired: Vec::new(),
+            list: None,
+            generation: 1,
+            positions: Vec::new(),
+            rng,
+            rr_next: 0,
+            sweep_cursor: 0,
+            sweep_epoch: 1,
+            sweep_len: 0,
+            sweep_restarted: false,
+            affinity: AffinityTable::new(affinity_capacity),
+            annotation: None,
+            policy,
+        }
+    }
+
+    /// Binds the position map to `list` unless it is bound to it already: O(1) (a pointer
+    /// comparison), plus growing the map when the new list is longer than any before.
+    pub(crate) fn bind(&mut self, list: &Arc<[Candidate]>) {
+        if let Some(bound) = &self.list
+            && std::ptr::addr_eq(bound.as_ptr(), Arc::as_ptr(list))
+        {
+            return;
+        }
+        self.list = Some(Arc::downgrade(list));
+        self.next_generation();
+        self.positions.resize(list.len(), Position::UNKNOWN);
+    }
+
+    /// Distrusts every entry of the position map.
+    fn next_generation(&mut self) {
+        if self.generation == u32::MAX {
+            // Once per 4 billion list changes: forget the map rather than trust an entry of
+            // the generation that wrapped around.
+            self.positions.fill(Position::UNKNOWN);
+            self.generation = 1;
+        } else {
+            self.generation += 1;
+        }
+    }
+
+    /// The hot cell of `slot`.
+    fn hot(&self, slot: u32) -> &Hot {
+        let slot = slot as usize;
+        &self.chunks[slot / CHUNK][slot % CHUNK]
+    }
+
+    /// The slot of the endpoint at position `index` of `candidates` (the bound list), if
+    /// it has state: from the position map when its entry is current, else checked and
+    /// stamped.
+    #[inline]
+    fn slot_at(
+        &mut self,
+        candidates: &[Candidate],
+        index: usize,
+        default_port: u16,
+    ) -> Option<u32> {
+        if let Some(entry) = self.positions.get(index)
+            && entry.generation == self.generation
+        {
+            return (entry.slot != NO_STATE).then_some(entry.slot);
+        }
+        self.map_position(candidates, index, default_port)
+    }
+
+    /// [`slot_at`](Self::slot_at) for an entry not checked in this generation.
+    #[cold]
+    fn map_position(
+        &mut self,
+        candidates: &[Candidate],
+        index: usize,
+        default_port: u16,
+    ) -> Option<u32> {
+        let candidate = candidates.get(index)?;
+        let hint = self
+            .positions
+            .get(index)
+            .map(|entry| entry.slot)
+            .filter(|&slot| slot != NO_STATE);
+        let slot = match hint {
+            Some(slot)
+                if self
+                    .keys
+                    .get(slot as usize)
+                    .and_then(Option::as_ref)
+                    .is_some_and(|key| key.matches(candidate, default_port)) =>
+            {
+                Some(slot)
+            }
+            _ => self
+                .index
+                .get(&EndpointKey::of(candidate, default_port))
+                .copied(),
+        };
+        self.stamp(index, slot.unwrap_or(NO_STATE));
+        slot
+    }
+
+    /// Records that position `index` of the bound list holds `slot`.
+    fn stamp(&mut self, index: usize, slot: u32) {
+        let generation = self.generation;
+        if let Some(entry) = self.positions.get_mut(index) {
+            *entry = Position { slot, generation };
+        }
+    }
+
+    fn endpoint(&self, slot: u32) -> Option<&Arc<Endpoint>> {
+        self.endpoints.get(slot as usize)?.as_ref()
+    }
+
+    /// The state of the endpoint at `index` of the bound list, if tracked, and whether it
+    /// is ejected at `now`.
+    pub(crate) fn state_at(
+        &mut self,
+        candidates: &[Candidate],
+        index: usize,
+        default_port: u16,
+        now: u64,
+    ) -> (Option<u32>, bool) {
+        let slot = self.slot_at(candidates, index, default_port);
+        let ejected = slot.is_some_and(|slot| self.hot(slot).is_ejected(now));
+        (slot, ejected)
+    }
+
+    /// The state of `key`, if tracked.
+    pub(crate) fn by_key(&self, key: &EndpointKey) -> Option<&Arc<Endpoint>> {
+        self.endpoint(*self.index.get(key)?)
+    }
+
+    /// Makes sure the chosen endpoint has state (creating it when missing) and returns its
+    /// slot; `None` when the balancer-wide bound is reached (the request will account on
+    /// state that is not kept). Touches neither the candidate nor the endpoint when the
+    /// choice came from the position map.
+    pub(crate) fn track(
+        &mut self,
+        (index, known): Chosen,
+        candidates: &[Candidate],
+        default_port: u16,
+        service: &Arc<ServiceStats>,
+        core: &Core,
+    ) -> Option<u32> {
+        let slot = match known {
+            Some(slot) => slot,
+            None => {
+                let key = EndpointKey::of(&candidates[index], default_port);
+                let slot = match self.index.get(&key) {
+                    // Known under another position (the same address twice in one list).
+                    Some(&slot) => slot,
+                    None => self.create(key, service, core)?,
+                };
+                self.stamp(index, slot);
+                slot
+            }
+        };
+        if self.sweep_cursor > 0 {
+            // A walk is running: the chosen endpoint is present.
+            self.seen[slot as usize] = self.sweep_epoch;
+        }
+        Some(slot)
+    }
+
+    /// The state a request to `candidate` accounts on, given the slot its choice returned:
+    /// that slot's endpoint while it still holds this address, else the state found by
+    /// address or created now (the table changed between the choice and the start), else,
+    /// beyond the balancer-wide bound, state that is not kept.
+    pub(crate) fn endpoint_for(
+        &mut self,
+        slot: Option<u32>,
+        candidate: &Candidate,
+        default_port: u16,
+        service: &Arc<ServiceStats>,
+        core: &Core,
+    ) -> Arc<Endpoint> {
+        if let Some(slot) = slot
+            && let Some(endpoint) = self.endpoint(slot)
+            && endpoint.key.matches(candidate, default_port)
+        {
+            return Arc::clone(endpoint);
+        }
+        let key = EndpointKey::of(candidate, default_port);
+        let slot = match self.index.get(&key) {
+            Some(&slot) => Some(slot),
+            None => self.create(key.clone(), service, core),
+        };
+        if let Some(endpoint) = slot.and_then(|slot| self.endpoint(slot)) {
+            return Arc::clone(endpoint);
+        }
+        let limiter = core.config.concurrency_limit.as_ref().map(Limiter::new);
+        Arc::new(Endpoint::new(
+            key,
+            Arc::clone(service),
+            new_chunk(1),
+            0,
+            limiter,
+        ))
+    }
+
+    /// The key a slot holds.
+    pub(crate) fn key(&self, slot: u32) -> Option<&EndpointKey> {
+        self.keys.get(slot as usize)?.as_ref()
+    }
+
+    /// State for `key` in a new slot, unless the balancer-wide bound is reached.
+    fn create(
+        &mut self,
+        key: EndpointKey,
+        service: &Arc<ServiceStats>,
+        core: &Core,
+    ) -> Option<u32> {
+        let bound = core.config.max_tracked_endpoints;
+        let room = self.free.len() + (NO_STATE as usize).saturating_sub(self.endpoints.len());
+        let admitted = room > 0
+            && core
+                .tracked
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                    (n < bound).then_some(n + 1)
+                })
+                .is_ok();
+        if !admitted {
+            return None;
+        }
+        let slot = self.allocate();
+        let at = slot as usize;
+        let chunk = Arc::clone(&self.chunks[at / CHUNK]);
+        chunk[at % CHUNK].reset();
+        let limiter = core.config.concurrency_limit.as_ref().map(Limiter::new);
+        let endpoint = Arc::new(Endpoint::new(
+            key.clone(),
+            Arc::clone(service),
+            chunk,
+            at % CHUNK,
+            limiter,
+        ));
+        self.endpoints[at] = Some(endpoint);
+        self.keys[at] = Some(key.clone());
+        self.seen[at] = self.sweep_epoch;
+        self.index.insert(key, slot);
+        Some(slot)
+    }
+
+    /// A free slot (reused, or a new one, with a new chunk of cells every [`CHUNK`]).
+    fn allocate(&mut self) -> u32 {
+        if let Some(slot) = self.free.pop() {
+            return slot;
+        }
+        let slot = self.endpoints.len();
+        if slot.is_multiple_of(CHUNK) {
+            self.chunks.push(new_chunk(CHUNK));
+        }
+        self.endpoints.push(None);
+        self.keys.push(None);
+        self.seen.push(0);
+        // `track` checked there is room below NO_STATE.
+        slot as u32
+    }
+
+    /// Drops every entry (the Service is forgotten); returns how many there were.
+    pub(crate) fn clear(&mut self) -> usize {
+        let count = self.index.len();
+        for endpoint in self.endpoints.drain(..).flatten() {
+            endpoint.mark_removed();
+        }
+        self.index.clear();
+        self.keys.clear();
+        self.seen.clear();
+        self.chunks.clear();
+        self.free.clear();
+        self.retired.clear();
+        self.positions.clear();
+        self.list = None;
+        self.next_generation();
+        count
+    }
+
+    /// Whether any tracked endpoint has requests in flight.
+    pub(crate) fn busy(&self) -> bool {
+        self.endpoints.iter().flatten().any(|e| e.in_flight() > 0)
+    }
+
+    /// Advances the membership sweep by a few candidates (when a walk is needed, see
+    /// below); when it has walked the whole list, drops the entries not seen during the walk.
+    pub(crate) fn sweep_step(
+        &mut self,
+        candidates: &[Candidate],
+        default_port: u16,
+        tracked: &AtomicUsize,
+        ejected: bool,
+    ) {
+        if self.index.is_empty() {
+            self.sweep_cursor = 0;
+            return;
+        }
+        let len = candidates.len();
+        // Keys are unique, so a table larger than the candidate list holds departed
+        // endpoints; an ejected one may have departed too. Otherwise the table is bounded by
+        // the list already and a walk is not needed: start one only when needed, and finish
+        // it once started.
+        if self.sweep_cursor == 0 && self.index.len() <= len && !ejected {
+            return;
+        }
+        if len != self.sweep_len {
+            // The list changed under the walk: restart it once per epoch so that entries
+            // that moved are not missed; marks already made stay valid.
+            if !self.sweep_restarted {
+                self.sweep_cursor = 0;
+                self.sweep_restarted = true;
+            }
+            self.sweep_len = len;
+        }
+        let epoch = self.sweep_epoch;
+        for _ in 0..SWEEP_STEP {
+            if self.sweep_cursor >= len {
+                break;
+            }
+            if let Some(slot) = self.slot_at(candidates, self.sweep_cursor, default_port) {
+                self.seen[slot as usize] = epoch;
+            }
+            self.sweep_cursor += 1;
+        }
+        if self.sweep_cursor >= len {
+            self.end_walk(tracked);
+        }
+    }
+
+    /// Drops the endpoints not seen during the walk that just ended.
+    fn end_walk(&mut self, tracked: &AtomicUsize) {
+        let epoch = self.sweep_epoch;
+        let mut removed = 0;
+        for slot in 0..self.endpoints.len() {
+            let Some(endpoint) = &self.endpoints[slot] else {
+                continue;
+            };
+            let seen = self.seen[slot];
+            // Busy endpoints get one more walk: their in-flight count matters.
+            if seen == epoch || (seen + 1 == epoch && endpoint.in_flight() > 0) {
+                continue;
+            }
+            if let Some(endpoint) = self.endpoints[slot].take() {
+                self.keys[slot] = None;
+                self.index.remove(&endpoint.key);
+                endpoint.mark_removed();
+                self.retired.push((slot as u32, endpoint));
+                removed += 1;
+            }
+        }
+        // Slots whose endpoint no request holds any more can take a new endpoint: nothing
+        // else can reach their cell.
+        let free = &mut self.free;
+        self.retired.retain(|(slot, endpoint)| {
+            let held = Arc::strong_count(endpoint) > 1;
+            if !held {
+                free.push(*slot);
+            }
+            held
+        });
+        if removed > 0 {
+            // Positions of the current generation may name the slots just dropped.
+            self.next_generation();
+            let _ = tracked.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                Some(n.saturating_sub(removed))
+            });
+        }
+        self.sweep_epoch += 1;
+        self.sweep_cursor = 0;
+        self.sweep_restarted = false;
+    }
+
+    /// Chooses a candidate: ready ones not ejected, then serving-terminating ones not
+    /// ejected, then (everything else being ejected or tried) ejected ready ones, then
+    /// ejected serving-terminating ones. `None` when every candidate is excluded.
+    pub(crate) fn choose(&mut self, pick: &Pick<'_>) -> Option<Chosen> {
+        let n = pick.candidates.len();
+        let tiers = [(0, pick.ready.min(n)), (pick.ready.min(n), n)];
+        for allow_ejected in [false, true] {
+            for (lo, hi) in tiers {
+                if lo < hi
+                    && let Some(chosen) = self.choose_in(pick, lo, hi, allow_ejected)
+                {
+                    return Some(chosen);
+                }
+            }
+        }
+        None
+    }
+
+    /// `None`: candidate `index` is not a choice (tried, or ejected); `Some(slot)`: a
+    /// choice, with the slot of its state when it has some.
+    #[inline]
+    fn viable(
+        &mut self,
+        pick: &Pick<'_>,
+        index: usize,
+        allow_ejected: bool,
+    ) -> Option<Option<u32>> {
+        if pick.excluded.contains(&index) {
+            return None;
+        }
+        let slot = self.slot_at(pick.candidates, index, pick.default_port);
+        if !allow_ejected
+            && let Some(slot) = slot
+            && self.hot(slot).is_ejected(pick.now)
+        {
+            return None;
+        }
+        Some(slot)
+    }
+
+    /// The first viable candidate of `[lo, hi)` from `start` on, wrapping around.
+    fn scan(
+        &mut self,
+        pick: &Pick<'_>,
+        lo: usize,
+        hi: usize,
+        start: usize,
+        allow_ejected: bool,
+    ) -> Option<Chosen> {
+        let len = hi - lo;
+        (0..len).map(|k| lo + (start + k) % len).find_map(|index| {
+            self.viable(pick, index, allow_ejected)
+                .map(|slot| (index, slot))
+        })
+    }
+
+    fn choose_in(
+        &mut self,
+        pick: &Pick<'_>,
+        lo: usize,
+        hi: usize,
+        allow_ejected: bool,
+    ) -> Option<Chosen> {
+        let len = hi - lo;
+        match pick.policy {
+            BalancePolicy::RoundRobin => {
+                for _ in 0..len.min(SAMPLES) {
+                    let index = lo + self.rr_next % len;
+                    self.rr_next = self.rr_next.wrapping_add(1);
+                    if let Some(slot) = self.viable(pick, index, allow_ejected) {
+                        return Some((index, slot));
+                    }
+                }
+                let start = self.rr_next % len;
+                let found = self.scan(pick, lo, hi, start, allow_ejected);
+                if let Some((index, _)) = &found {
+                    self.rr_next = index - lo + 1;
+                }
+                found
+            }
+            BalancePolicy::Random => {
+                for _ in 0..SAMPLES {
+                    let index = lo + self.rng.random_range(0..len);
+                    if let Some(slot) = self.viable(pick, index, allow_ejected) {
+                        return Some((index, slot));
+                    }
+                }
+                let start = self.rng.random_range(0..len);
+                self.scan(pick, lo, hi, start, allow_ejected)
+            }
+            BalancePolicy::LeastRequest | BalancePolicy::PeakEwma => {
+                let mut first = None;
+                if len >= 2 {
+                    // The usual case: two distinct samples, both viable. Neither lookup
+                    // depends on the other, so their cache misses overlap.
+                    let a = lo + self.rng.random_range(0..len);
+                    let mut b = lo + self.rng.random_range(0..len - 1);
+                    if b >= a {
+                        b += 1;
+                    }
+                    let state_a = self.viable(pick, a, allow_ejected);
+                    let state_b = self.viable(pick, b, allow_ejected);
+                    if let (Some(state_a), Some(state_b)) = (state_a, state_b) {
+                        return Some(self.lighter(pick, (a, state_a), (b, state_b)));
+                    }
+                    first = state_a.map(|s| (a, s)).or(state_b.map(|s| (b, s)));
+                }
+                if first.is_none() {
+                    for _ in 0..SAMPLES {
+                        let index = lo + self.rng.random_range(0..len);
+                        if let Some(slot) = self.viable(pick, index, allow_ejected) {
+                            first = Some((index, slot));
+                            break;
+                        }
+                    }
+                }
+                let Some((a, state_a)) = first else {
+                    let start = self.rng.random_range(0..len);
+                    return self.scan(pick, lo, hi, start, allow_ejected);
+                };
+                if len == 1 {
+                    return Some((a, state_a));
+                }
+                for _ in 0..SAMPLES {
+                    let mut index = lo + self.rng.random_range(0..len - 1);
+                    if index >= a {
+                        index += 1;
+                    }
+                    if let Some(slot) = self.viable(pick, index, allow_ejected) {
+                        return Some(self.lighter(pick, (a, state_a), (index, slot)));
+                    }
+                }
+                Some((a, state_a))
+            }
+        }
+    }
+
+    /// Of two choices, the one with the lower load (the first on a tie).
+    fn lighter(&self, pick: &Pick<'_>, a: Chosen, b: Chosen) -> Chosen {
+        let load_a = load(pick, a.1.map(|slot| self.hot(slot)));
+        let load_b = load(pick, b.1.map(|slot| self.hot(slot)));
+        if load_b < load_a { b } else { a }
+    }
+}
+
+/// The load of a candidate for the power-of-two-choices policies: endpoints at their cap
+/// come last, then in-flight requests (LeastRequest) or latency estimate × (in flight + 1)
+/// (PeakEwma).
+fn load(pick: &Pick<'_>, hot: Option<&Hot>) -> (bool, f64) {
+    let in_flight = hot.map_or(0, Hot::in_flight);
+    let at_cap = pick.cap.is_some_and(|cap| in_flight >= cap);
+    let cost = match pick.policy {
+        BalancePolicy::PeakEwma => {
+            let estimate = hot
+                .and_then(|hot| hot.estimate(pick.now, pick.decay_ns))
+                .unwrap_or(pick.unmeasured_rtt_ns)
+                .max(1_000.0);
+            estimate * f64::from(in_flight + 1)
+        }
+        _ => f64::from(in_flight),
+    };
+    (at_cap, cost)
+}
