@@ -254,7 +254,9 @@ where
 
     // 6. upgrades, redirects, forwarding
     if ctx.request.is_upgrade() {
-        return crate::upgrade::serve(ctx, Request::from_parts(parts, body)).await;
+        // Boxed: the upgrade future is large and would otherwise size (and be copied with)
+        // every ordinary request's future.
+        return Box::pin(crate::upgrade::serve(ctx, Request::from_parts(parts, body))).await;
     }
     match ctx.request.plan() {
         Plan::Redirect { location } => {

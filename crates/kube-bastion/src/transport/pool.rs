@@ -205,7 +205,9 @@ impl Pool {
                 Exchange::Unsent(back) => req = back,
             }
         }
-        let conn = self.connect(&dial, &slot).await?;
+        // Boxed: dialing (TCP, TLS, HTTP/2 handshakes) is a large future that most
+        // requests never run; inline it would be copied with every request's future.
+        let conn = Box::pin(self.connect(&dial, &slot)).await?;
         match self.exchange(conn, &slot, &dial, req).await {
             Exchange::Done(res, checkin) => Ok((with_addr(res, addr), checkin)),
             Exchange::Failed(e) => Err(SendFailure::Exchange(e)),
