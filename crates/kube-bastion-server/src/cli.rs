@@ -219,6 +219,10 @@ pub(crate) struct ServeArgs {
     /// Log format; the level comes from RUST_LOG (default `info`).
     #[arg(long = "log-format", value_enum, default_value_t = LogFormat::Text)]
     pub(crate) log_format: LogFormat,
+    /// Worker threads of the async runtime. 0 runs everything on the main thread (tokio's
+    /// current-thread runtime: one core, the least CPU per request). Default: one per CPU.
+    #[arg(long = "worker-threads", value_name = "N")]
+    pub(crate) worker_threads: Option<usize>,
 }
 
 /// Which `Host` header backends receive.

@@ -39,10 +39,16 @@ fn main() -> ExitCode {
         },
         None => {
             init_tracing(cli.serve.log_format);
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
+            let mut builder = match cli.serve.worker_threads {
+                Some(0) => tokio::runtime::Builder::new_current_thread(),
+                Some(n) => {
+                    let mut builder = tokio::runtime::Builder::new_multi_thread();
+                    builder.worker_threads(n);
+                    builder
+                }
+                None => tokio::runtime::Builder::new_multi_thread(),
+            };
+            let runtime = match builder.enable_all().build() {
                 Ok(runtime) => runtime,
                 Err(err) => return fail(&format!("cannot start the async runtime: {err}")),
             };

@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::support::{Server, TempDir, kubectl, run_ok};
+use crate::support::{Server, TempDir, get, kubectl, run_ok};
 
 fn json(text: &str) -> serde_json::Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
@@ -329,5 +329,35 @@ async fn web_app_redirect_and_cookie_stay_under_the_prefix() {
         welcome.body.contains(&format!("href=\"{prefix}/\"")),
         "{}",
         welcome.body
+    );
+}
+
+#[tokio::test]
+async fn current_thread_runtime_proxies_services_and_upgrades() {
+    // `--worker-threads 0`: proxy, demo backends and the cluster watcher share one thread.
+    let server = Server::demo(&["--worker-threads", "0"]);
+    for _ in 0..3 {
+        let reply = get(
+            &server,
+            "/api/v1/namespaces/demo/services/echo:http/proxy/one",
+        )
+        .await;
+        assert_eq!(reply.status, 200);
+        assert_eq!(reply.json()["path"], "/one");
+    }
+    let url = format!(
+        "{}/api/v1/namespaces/demo/services/web:http/proxy/ws",
+        server.url.replacen("http://", "ws://", 1)
+    );
+    let (mut ws, response) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("upgrade");
+    assert_eq!(response.status(), 101);
+    let greeting = ws.next().await.unwrap().unwrap();
+    assert!(
+        greeting
+            .into_text()
+            .unwrap()
+            .starts_with("connected to web-")
     );
 }
