@@ -1,6 +1,8 @@
 //! The cost of choosing an endpoint: `Balancer::plan(..).next()` among 10, 1,000 and
 //! 100,000 candidates for every policy, plus a full request's accounting (choice, start,
-//! completion). The choice must stay flat in the candidate count.
+//! completion). The choice must stay flat in the candidate count. One more row per size
+//! measures the worst case for the balancer's position map: a different list allocation
+//! (same endpoints) at every choice, as when a deny CIDR makes resolution copy the list.
 //!
 //! `cargo bench --locked --bench balance -- --warm-up-time 1 --measurement-time 3`
 
@@ -63,6 +65,30 @@ fn choose(c: &mut Criterion) {
                 },
             );
         }
+        // The list changes at every choice: two allocations of the same endpoints, in turn.
+        // Every choice rebinds the Service's position map and checks its samples by address.
+        let twin = Target {
+            candidates: target.candidates.iter().cloned().collect(),
+            ..target.clone()
+        };
+        let lists = [&target, &twin];
+        let balancer = Balancer::new(BalancerConfig::default().with_seed(1));
+        for i in 0..5 * n as usize {
+            black_box(balancer.plan(lists[i % 2], None).next().map(|a| a.index()));
+        }
+        let mut turn = 0usize;
+        group.bench_function(
+            BenchmarkId::new("peak-ewma-new-list-every-choice", n),
+            |b| {
+                b.iter(|| {
+                    turn += 1;
+                    balancer
+                        .plan(black_box(lists[turn % 2]), None)
+                        .next()
+                        .map(|a| a.index())
+                })
+            },
+        );
         // Baselines measured in the same run: kube-apiserver's choice at best (one random
         // index, no state), and the same reading the chosen candidate's address, the memory
         // access any choice pays at least once.
@@ -98,7 +124,29 @@ fn request(c: &mut Criterion) {
         .expect("runtime");
     let mut group = c.benchmark_group("balance/request");
     let target = target(1_000);
+    let large = self::target(100_000);
     for policy in [BalancePolicy::Random, BalancePolicy::PeakEwma] {
+        // The same among 100,000 candidates: the start fetches the chosen endpoint's state,
+        // which the choice did not touch.
+        let balancer = Balancer::new(BalancerConfig::default().with_policy(policy).with_seed(1));
+        for _ in 0..500_000 {
+            let attempt = balancer.plan(&large, None).next().expect("candidate");
+            runtime.block_on(attempt.start()).expect("no cap").success();
+        }
+        group.bench_function(
+            BenchmarkId::new(policy.as_str(), "choose+start+complete/100000"),
+            |b| {
+                b.iter(|| {
+                    let attempt = balancer
+                        .plan(black_box(&large), None)
+                        .next()
+                        .expect("candidate");
+                    let handle = runtime.block_on(attempt.start()).expect("no cap");
+                    handle.success();
+                })
+            },
+        );
+
         let balancer = Balancer::new(BalancerConfig::default().with_policy(policy).with_seed(1));
         let affinity = ServiceInfo {
             client_ip_affinity_seconds: Some(10_800),

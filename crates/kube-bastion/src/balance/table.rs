@@ -49,6 +49,9 @@ const SAMPLES: usize = 8;
 /// Candidates the membership sweep visits per choice.
 const SWEEP_STEP: usize = 2;
 
+/// Slots the sweep's dropping pass visits per choice (two sequential reads each).
+const DROP_STEP: usize = 16;
+
 /// Slot number meaning "no state" in the position map.
 const NO_STATE: u32 = u32::MAX;
 
@@ -130,6 +133,10 @@ pub(crate) struct Table {
     sweep_epoch: u64,
     sweep_len: usize,
     sweep_restarted: bool,
+    /// The dropping pass that follows a walk: the next slot to look at.
+    dropping: Option<usize>,
+    /// The Service was forgotten: no new state (a late attempt accounts without keeping any).
+    forgotten: bool,
     /// ClientIP affinity.
     pub(crate) affinity: AffinityTable,
     /// The annotation value the policy was parsed from.
@@ -157,6 +164,8 @@ impl Table {
             sweep_epoch: 1,
             sweep_len: 0,
             sweep_restarted: false,
+            dropping: None,
+            forgotten: false,
             affinity: AffinityTable::new(affinity_capacity),
             annotation: None,
             policy,
@@ -359,6 +368,7 @@ impl Table {
         let bound = core.config.max_tracked_endpoints;
         let room = self.free.len() + (NO_STATE as usize).saturating_sub(self.endpoints.len());
         let admitted = room > 0
+            && !self.forgotten
             && core
                 .tracked
                 .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
@@ -418,6 +428,9 @@ impl Table {
         self.positions.clear();
         self.list = None;
         self.next_generation();
+        self.sweep_cursor = 0;
+        self.dropping = None;
+        self.forgotten = true;
         count
     }
 
@@ -427,7 +440,9 @@ impl Table {
     }
 
     /// Advances the membership sweep by a few candidates (when a walk is needed, see
-    /// below); when it has walked the whole list, drops the entries not seen during the walk.
+    /// below); once it has walked the whole list, a dropping pass visits the slots a few at
+    /// a time and drops the entries not seen during the walk. No choice does more than a
+    /// few steps of either.
     pub(crate) fn sweep_step(
         &mut self,
         candidates: &[Candidate],
@@ -435,6 +450,10 @@ impl Table {
         tracked: &AtomicUsize,
         ejected: bool,
     ) {
+        if let Some(cursor) = self.dropping {
+            self.drop_step(cursor, tracked);
+            return;
+        }
         if self.index.is_empty() {
             self.sweep_cursor = 0;
             return;
@@ -467,15 +486,21 @@ impl Table {
             self.sweep_cursor += 1;
         }
         if self.sweep_cursor >= len {
-            self.end_walk(tracked);
+            self.sweep_cursor = 0;
+            self.sweep_restarted = false;
+            self.dropping = Some(0);
         }
     }
 
-    /// Drops the endpoints not seen during the walk that just ended.
-    fn end_walk(&mut self, tracked: &AtomicUsize) {
+    /// One step of the dropping pass from slot `cursor`: drops the endpoints not seen
+    /// during the walk that just ended; at the end of the slots, starts a new epoch.
+    fn drop_step(&mut self, mut cursor: usize, tracked: &AtomicUsize) {
         let epoch = self.sweep_epoch;
+        let end = cursor.saturating_add(DROP_STEP).min(self.endpoints.len());
         let mut removed = 0;
-        for slot in 0..self.endpoints.len() {
+        while cursor < end {
+            let slot = cursor;
+            cursor += 1;
             let Some(endpoint) = &self.endpoints[slot] else {
                 continue;
             };
@@ -492,6 +517,18 @@ impl Table {
                 removed += 1;
             }
         }
+        if removed > 0 {
+            // Entries of the position map checked in this generation may name the slots
+            // just dropped.
+            self.next_generation();
+            let _ = tracked.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                Some(n.saturating_sub(removed))
+            });
+        }
+        if cursor < self.endpoints.len() {
+            self.dropping = Some(cursor);
+            return;
+        }
         // Slots whose endpoint no request holds any more can take a new endpoint: nothing
         // else can reach their cell.
         let free = &mut self.free;
@@ -502,16 +539,8 @@ impl Table {
             }
             held
         });
-        if removed > 0 {
-            // Positions of the current generation may name the slots just dropped.
-            self.next_generation();
-            let _ = tracked.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                Some(n.saturating_sub(removed))
-            });
-        }
         self.sweep_epoch += 1;
-        self.sweep_cursor = 0;
-        self.sweep_restarted = false;
+        self.dropping = None;
     }
 
     /// Chooses a candidate: ready ones not ejected, then serving-terminating ones not

@@ -886,3 +886,20 @@ fn the_same_address_twice_in_one_list_shares_one_state() {
     assert_eq!(balancer.endpoint(&key(), addr(1)).unwrap().in_flight, 4);
     assert_eq!(balancer.endpoint(&key(), addr(2)).unwrap().in_flight, 2);
 }
+
+#[test]
+fn an_attempt_started_after_its_service_was_forgotten_keeps_no_state() {
+    let (balancer, clock) = balancer(config(BalancePolicy::Random));
+    let target = target(ready(1..=3));
+    let attempt = balancer.plan(&target, None).next().unwrap();
+    assert_eq!(balancer.tracked_endpoints(), 1);
+    clock.advance(balancer.config().service_idle_timeout + Duration::from_secs(1));
+    assert_eq!(balancer.sweep(), 1);
+    assert_eq!(balancer.tracked_endpoints(), 0);
+    // The late start still accounts the request, on state nobody keeps.
+    let handle = block_on(attempt.start()).unwrap();
+    assert_eq!(handle.endpoint(), Some(addr(attempt.index() as u32 + 1)));
+    handle.success();
+    assert_eq!(balancer.tracked_endpoints(), 0);
+    assert_eq!(balancer.tracked_services(), 0);
+}
