@@ -11,12 +11,7 @@ use crate::harness::*;
 #[tokio::test]
 async fn get_reaches_the_pod_with_path_and_raw_query() {
     let (backend, rec) = recording_backend(None).await;
-    let proxy = serve_proxy(
-        config(&[pod_yaml("default", "web", "127.0.0.1")])
-            .build()
-            .unwrap(),
-    )
-    .await;
+    let proxy = web_pod_proxy().await;
 
     let path = pod_path("default", "web", backend.port(), "/some/dir/?b=2&a=%20x");
     let (status, headers, body) = get(proxy, &path).await;
@@ -35,12 +30,7 @@ async fn get_reaches_the_pod_with_path_and_raw_query() {
 #[tokio::test]
 async fn request_bodies_pass_with_length_and_chunked() {
     let (backend, rec) = recording_backend(None).await;
-    let proxy = serve_proxy(
-        config(&[pod_yaml("default", "web", "127.0.0.1")])
-            .build()
-            .unwrap(),
-    )
-    .await;
+    let proxy = web_pod_proxy().await;
     let uri = format!(
         "http://{proxy}{}",
         pod_path("default", "web", backend.port(), "/upload")
@@ -73,12 +63,7 @@ async fn request_bodies_pass_with_length_and_chunked() {
 #[tokio::test]
 async fn bare_proxy_path_redirects_without_contacting_the_backend() {
     let (backend, rec) = recording_backend(None).await;
-    let proxy = serve_proxy(
-        config(&[pod_yaml("default", "web", "127.0.0.1")])
-            .build()
-            .unwrap(),
-    )
-    .await;
+    let proxy = web_pod_proxy().await;
     let path = pod_path("default", "web", backend.port(), "");
     let (status, headers, body) = get(proxy, &format!("{path}?q=1")).await;
     assert_eq!(status, StatusCode::MOVED_PERMANENTLY);
@@ -123,12 +108,7 @@ async fn missing_pod_is_404_status() {
 #[tokio::test]
 async fn http2_client_is_forwarded_as_http1_to_plain_backends() {
     let (backend, rec) = recording_backend(None).await;
-    let proxy = serve_proxy(
-        config(&[pod_yaml("default", "web", "127.0.0.1")])
-            .build()
-            .unwrap(),
-    )
-    .await;
+    let proxy = web_pod_proxy().await;
     let uri = format!(
         "http://{proxy}{}",
         pod_path("default", "web", backend.port(), "/h2")
@@ -189,12 +169,7 @@ async fn trailers_pass_through() {
         },
     )
     .await;
-    let proxy = serve_proxy(
-        config(&[pod_yaml("default", "web", "127.0.0.1")])
-            .build()
-            .unwrap(),
-    )
-    .await;
+    let proxy = web_pod_proxy().await;
     let uri = format!(
         "http://{proxy}{}",
         pod_path("default", "web", backend.port(), "/t")
@@ -233,12 +208,7 @@ async fn idle_pooled_connections_are_reused() {
             });
         }
     });
-    let proxy = serve_proxy(
-        config(&[pod_yaml("default", "web", "127.0.0.1")])
-            .build()
-            .unwrap(),
-    )
-    .await;
+    let proxy = web_pod_proxy().await;
     for _ in 0..5 {
         let (status, _, _) = get(proxy, &pod_path("default", "web", port, "/")).await;
         assert_eq!(status, StatusCode::OK);
@@ -323,12 +293,7 @@ async fn a_pooled_connection_the_backend_closed_is_replaced_without_an_error() {
             });
         }
     });
-    let proxy = serve_proxy(
-        config(&[pod_yaml("default", "web", "127.0.0.1")])
-            .build()
-            .unwrap(),
-    )
-    .await;
+    let proxy = web_pod_proxy().await;
     for round in 0..3 {
         let (status, _, body) = get(proxy, &pod_path("default", "web", port, "/")).await;
         assert_eq!(status, StatusCode::OK, "round {round}");
@@ -337,4 +302,14 @@ async fn a_pooled_connection_the_backend_closed_is_replaced_without_an_error() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert_eq!(conns.load(std::sync::atomic::Ordering::SeqCst), 3);
+}
+
+/// A proxy over pod `default/web` at 127.0.0.1, default configuration.
+async fn web_pod_proxy() -> std::net::SocketAddr {
+    serve_proxy(
+        config(&[pod_yaml("default", "web", "127.0.0.1")])
+            .build()
+            .unwrap(),
+    )
+    .await
 }

@@ -612,6 +612,14 @@ mod tests {
         assert_eq!(req.uri(), "/a?b");
     }
 
+    fn pool(idle_timeout: Duration, max_idle_per_endpoint: usize) -> Pool {
+        Pool::new(PoolSettings {
+            idle_timeout,
+            max_idle_per_endpoint,
+            http2_keep_alive_interval: None,
+        })
+    }
+
     /// A loopback HTTP/1.1 server answering `ok`; counts connections.
     async fn backend() -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -657,11 +665,7 @@ mod tests {
     #[tokio::test]
     async fn sequential_requests_share_one_connection_until_the_idle_timeout() {
         let (addr, conns) = backend().await;
-        let pool = Pool::new(PoolSettings {
-            idle_timeout: Duration::from_millis(60),
-            max_idle_per_endpoint: 4,
-            http2_keep_alive_interval: None,
-        });
+        let pool = pool(Duration::from_millis(60), 4);
         for _ in 0..5 {
             assert_eq!(roundtrip(&pool, addr).await, "ok");
         }
@@ -681,11 +685,7 @@ mod tests {
     #[tokio::test]
     async fn no_idle_connection_is_kept_when_the_cap_is_zero() {
         let (addr, conns) = backend().await;
-        let pool = Pool::new(PoolSettings {
-            idle_timeout: Duration::from_secs(90),
-            max_idle_per_endpoint: 0,
-            http2_keep_alive_interval: None,
-        });
+        let pool = pool(Duration::from_secs(90), 0);
         for _ in 0..3 {
             assert_eq!(roundtrip(&pool, addr).await, "ok");
         }
@@ -698,11 +698,7 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().expect("addr");
         drop(listener);
-        let pool = Pool::new(PoolSettings {
-            idle_timeout: Duration::from_secs(90),
-            max_idle_per_endpoint: 4,
-            http2_keep_alive_interval: None,
-        });
+        let pool = pool(Duration::from_secs(90), 4);
         let err = pool
             .send(dial(addr, Scheme::Http, Wire::Plain), request("/"))
             .await
