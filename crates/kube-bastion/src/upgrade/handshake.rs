@@ -16,15 +16,18 @@ pub(crate) const MAX_HEADERS: usize = 128;
 /// per value) and the blank line. `Host` is written first, as clients do; `host` is used
 /// when `headers` has none.
 ///
-/// `path_and_query` must be an origin-form target (`/` followed by visible ASCII): anything
-/// else would let a crafted path inject into the request line.
+/// `path_and_query` must be an origin-form target: `/` followed by visible ASCII or bytes of
+/// 0x80 and above (a raw UTF-8 query, which the ordinary forwarding path passes on as it
+/// came, as Go does); a space, a control character or DEL would let a crafted path inject
+/// into the request line and is refused.
 pub(crate) fn encode_request_head(
     method: &Method,
     path_and_query: &str,
     host: &str,
     headers: &HeaderMap,
 ) -> Result<Vec<u8>, InvalidTarget> {
-    if !path_and_query.starts_with('/') || !path_and_query.bytes().all(|b| b.is_ascii_graphic()) {
+    let target_byte = |b: u8| b.is_ascii_graphic() || b >= 0x80;
+    if !path_and_query.starts_with('/') || !path_and_query.bytes().all(target_byte) {
         return Err(InvalidTarget);
     }
     if !host.bytes().all(|b| b.is_ascii_graphic()) {
@@ -273,7 +276,15 @@ mod tests {
 
     #[test]
     fn request_head_refuses_injection_in_the_target() {
-        for target in ["/a b", "/a\r\nX-Evil: 1", "a", "", "/\u{e9}"] {
+        for target in [
+            "/a b",
+            "/a\r\nX-Evil: 1",
+            "a",
+            "",
+            "/a\tb",
+            "/a\u{7f}",
+            "/\u{0}",
+        ] {
             assert_eq!(
                 encode_request_head(&Method::GET, target, "h", &HeaderMap::new()),
                 Err(InvalidTarget),
@@ -284,6 +295,18 @@ mod tests {
             encode_request_head(&Method::GET, "/", "h\r\nx: y", &HeaderMap::new()),
             Err(InvalidTarget)
         );
+    }
+
+    #[test]
+    fn request_head_passes_a_raw_utf8_query_byte_for_byte() {
+        let out = encode_request_head(
+            &Method::GET,
+            "/ws?room=\u{e9}t\u{e9}",
+            "h",
+            &HeaderMap::new(),
+        )
+        .unwrap();
+        assert!(out.starts_with("GET /ws?room=\u{e9}t\u{e9} HTTP/1.1\r\n".as_bytes()));
     }
 
     #[test]
