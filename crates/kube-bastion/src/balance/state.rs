@@ -3,8 +3,9 @@
 //! shared by the table and the requests in flight.
 //!
 //! A choice reads only [`Hot`] cells: requests in flight, end of an ejection, latency
-//! estimate and its timestamp. They sit 256 to a chunk, two to a cache line, indexed by the
-//! endpoint's slot in its table, so sampling a candidate costs one cache line of state
+//! estimate and its timestamp. They sit two to a cache line in a few chunks of doubling
+//! size, indexed by the endpoint's slot in its table, so sampling a candidate costs one
+//! cache line of state
 //! instead of a scattered `Endpoint` allocation. An endpoint keeps its cell for life (its
 //! chunk is shared by `Arc`); the table reuses a slot, and so its cell, only once no request
 //! holds the departed endpoint any more.
@@ -171,8 +172,20 @@ impl Hot {
     }
 }
 
-/// Hot cells per chunk: 8 KiB, two cells per cache line.
-pub(crate) const CHUNK: usize = 256;
+/// Cells in a table's first chunk; each further chunk doubles (16, 32, 64, ... cells), so
+/// a small Service costs 512 bytes of cells and a large one's cells sit in a few large,
+/// contiguous allocations (the largest for 100,000 endpoints holds 65,536 cells, 2 MiB).
+pub(crate) const FIRST_CHUNK: usize = 16;
+
+/// Where slot `slot`'s cell is: (chunk number, place in the chunk). Chunk `k` holds slots
+/// `[16 (2^k - 1), 16 (2^(k+1) - 1))`.
+#[inline]
+pub(crate) fn cell_of(slot: usize) -> (usize, usize) {
+    let shifted = slot + FIRST_CHUNK;
+    let chunk = (usize::BITS - 1 - shifted.leading_zeros()) as usize
+        - FIRST_CHUNK.trailing_zeros() as usize;
+    (chunk, shifted - (FIRST_CHUNK << chunk))
+}
 
 /// A chunk of hot cells, shared by the table and its endpoints.
 pub(crate) type Chunk = Arc<[Hot]>;
@@ -287,5 +300,29 @@ impl Endpoint {
     pub(crate) fn stored_estimate(&self) -> Option<f64> {
         let bits = self.hot().rtt_bits.load(Ordering::Acquire);
         (bits != NO_SAMPLE).then(|| f64::from_bits(bits))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_map_to_doubling_chunks_without_gaps() {
+        assert_eq!(cell_of(0), (0, 0));
+        assert_eq!(cell_of(15), (0, 15));
+        assert_eq!(cell_of(16), (1, 0));
+        assert_eq!(cell_of(47), (1, 31));
+        assert_eq!(cell_of(48), (2, 0));
+        let mut expected = (0, 0);
+        for slot in 0..200_000 {
+            assert_eq!(cell_of(slot), expected, "slot {slot}");
+            expected.1 += 1;
+            if expected.1 == FIRST_CHUNK << expected.0 {
+                expected = (expected.0 + 1, 0);
+            }
+        }
+        assert_eq!(std::mem::size_of::<Hot>(), 32);
+        assert_eq!(std::mem::align_of::<Hot>(), 32);
     }
 }

@@ -40,7 +40,9 @@ use super::Core;
 use super::affinity::AffinityTable;
 use super::limit::Limiter;
 use super::policy::BalancePolicy;
-use super::state::{CHUNK, Chunk, Endpoint, EndpointKey, Hot, ServiceStats, new_chunk};
+use super::state::{
+    Chunk, Endpoint, EndpointKey, FIRST_CHUNK, Hot, ServiceStats, cell_of, new_chunk,
+};
 
 /// Samples a policy draws before it falls back to a scan (only reached when most
 /// candidates are excluded or ejected).
@@ -115,7 +117,7 @@ pub(crate) struct Table {
     keys: Vec<Option<EndpointKey>>,
     /// By slot: the sweep epoch in which it was last seen among the candidates.
     seen: Vec<u64>,
-    /// Hot cells: slot `s` is `chunks[s / CHUNK][s % CHUNK]`.
+    /// Hot cells, in chunks of doubling size: see [`cell_of`].
     chunks: Vec<Chunk>,
     /// Slots ready for reuse.
     free: Vec<u32>,
@@ -200,7 +202,8 @@ impl Table {
     /// The hot cell of `slot`.
     fn hot(&self, slot: u32) -> &Hot {
         let slot = slot as usize;
-        &self.chunks[slot / CHUNK][slot % CHUNK]
+        let (chunk, cell) = cell_of(slot);
+        &self.chunks[chunk][cell]
     }
 
     /// The slot of the endpoint at position `index` of `candidates` (the bound list), if
@@ -380,14 +383,15 @@ impl Table {
         }
         let slot = self.allocate();
         let at = slot as usize;
-        let chunk = Arc::clone(&self.chunks[at / CHUNK]);
-        chunk[at % CHUNK].reset();
+        let (chunk, cell) = cell_of(at);
+        let chunk = Arc::clone(&self.chunks[chunk]);
+        chunk[cell].reset();
         let limiter = core.config.concurrency_limit.as_ref().map(Limiter::new);
         let endpoint = Arc::new(Endpoint::new(
             key.clone(),
             Arc::clone(service),
             chunk,
-            at % CHUNK,
+            cell,
             limiter,
         ));
         self.endpoints[at] = Some(endpoint);
@@ -397,14 +401,15 @@ impl Table {
         Some(slot)
     }
 
-    /// A free slot (reused, or a new one, with a new chunk of cells every [`CHUNK`]).
+    /// A free slot (reused, or a new one, with a new chunk of cells when the last is full).
     fn allocate(&mut self) -> u32 {
         if let Some(slot) = self.free.pop() {
             return slot;
         }
         let slot = self.endpoints.len();
-        if slot.is_multiple_of(CHUNK) {
-            self.chunks.push(new_chunk(CHUNK));
+        let (chunk, cell) = cell_of(slot);
+        if cell == 0 && chunk == self.chunks.len() {
+            self.chunks.push(new_chunk(FIRST_CHUNK << chunk));
         }
         self.endpoints.push(None);
         self.keys.push(None);
