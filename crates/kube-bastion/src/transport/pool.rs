@@ -9,7 +9,9 @@
 //! HTTP/1.1 connections are handed out one request at a time: a connection goes back to the
 //! pool as soon as hyper reports it ready for the next request (often right after the
 //! response head, when the whole small body was read with it), else when the response body
-//! has been read to its end. A body dropped before its end takes its connection with it.
+//! has been read to its end; one still sending its request body then (the backend answered
+//! early) joins the idle list only once hyper reports it ready, so no request ever waits
+//! behind another one's upload. A body dropped before its end takes its connection with it.
 //! HTTP/2 connections (ALPN `h2`, or h2c) are shared by every request to the key.
 //!
 //! A request sent on a pooled connection that turns out to be closed before any byte of
@@ -365,8 +367,24 @@ impl PoolInner {
         }
     }
 
-    fn checkin(self: &Arc<Self>, slot: &Slot, sender: http1::SendRequest<RequestBody>) {
+    fn checkin(self: &Arc<Self>, slot: &Arc<Slot>, mut sender: http1::SendRequest<RequestBody>) {
         if sender.is_closed() || self.settings.max_idle_per_endpoint == 0 {
+            return;
+        }
+        if !sender.is_ready() {
+            // Still busy (the request body is still being sent after an early response):
+            // it joins the idle list only once ready, so no request ever waits behind it.
+            let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+                return;
+            };
+            let (pool, slot) = (Arc::downgrade(self), Arc::clone(slot));
+            runtime.spawn(async move {
+                if sender.ready().await.is_ok()
+                    && let Some(pool) = pool.upgrade()
+                {
+                    pool.checkin(&slot, sender);
+                }
+            });
             return;
         }
         {
@@ -537,6 +555,7 @@ fn with_addr(mut res: Response<Incoming>, addr: SocketAddr) -> Response<Incoming
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::transport::BoxError;
     use http_body_util::{BodyExt, Empty, Full};
     use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -691,6 +710,73 @@ mod tests {
         }
         assert_eq!(pool.idle(), 0);
         assert_eq!(conns.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn a_connection_still_sending_its_request_body_is_not_lent_to_another_request() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        // The backend answers as soon as it has the head and reads the body afterwards.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let conns = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = Arc::clone(&conns);
+        tokio::spawn(async move {
+            while let Ok((mut tcp, _)) = listener.accept().await {
+                counted.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    let mut seen = Vec::new();
+                    loop {
+                        while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                            match tcp.read(&mut buf).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => seen.extend_from_slice(&buf[..n]),
+                            }
+                        }
+                        seen.clear();
+                        let reply = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                        if tcp.write_all(reply).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        let pool = pool(Duration::from_secs(90), 4);
+        // An upload that goes on after its response has ended.
+        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(1);
+        let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv()
+                .await
+                .map(|b| (Ok::<_, BoxError>(http_body::Frame::data(b)), rx))
+        });
+        let mut upload = Request::new(http_body_util::StreamBody::new(stream).boxed_unsync());
+        *upload.method_mut() = http::Method::POST;
+        *upload.uri_mut() = Uri::from_static("/upload");
+        tx.send(Bytes::from_static(b"first part"))
+            .await
+            .expect("send");
+        let (res, checkin) = pool
+            .send(dial(addr, Scheme::Http, Wire::Plain), upload)
+            .await
+            .expect("sent");
+        assert_eq!(
+            res.into_body().collect().await.expect("body").to_bytes(),
+            "ok"
+        );
+        if let Some(checkin) = checkin {
+            checkin.finish();
+        }
+        // The first connection is busy with the upload: the next request gets a new one
+        // instead of waiting for the upload to end.
+        let next = tokio::time::timeout(Duration::from_secs(10), roundtrip(&pool, addr))
+            .await
+            .expect("not held behind the unfinished upload");
+        assert_eq!(next, "ok");
+        assert_eq!(conns.load(Ordering::SeqCst), 2);
+        drop(tx);
     }
 
     #[tokio::test]
