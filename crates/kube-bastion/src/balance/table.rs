@@ -3,8 +3,9 @@
 //!
 //! The table keeps its endpoints in *slots*: dense, parallel arrays indexed by a small
 //! number (the endpoint's state, its address, the sweep epoch it was last seen in) and hot
-//! cells 256 to a chunk ([`Hot`](super::state::Hot)). An address → slot hash map finds an
-//! endpoint by address.
+//! cells ([`Hot`](super::state::Hot)) in a few chunks of doubling size (16, 32, 64, ...
+//! cells), so a large Service's cells are a few contiguous allocations. An address → slot
+//! hash map finds an endpoint by address.
 //!
 //! Choosing reads no candidate and no endpoint allocation in the usual case. The table is
 //! bound to one candidate list, by identity: it keeps a [`Weak`] of the list's shared
@@ -332,9 +333,12 @@ impl Table {
         service: &Arc<ServiceStats>,
         core: &Core,
     ) -> Arc<Endpoint> {
+        // The slot's address is checked in the dense array, not in the endpoint.
         if let Some(slot) = slot
+            && self
+                .key(slot)
+                .is_some_and(|key| key.matches(candidate, default_port))
             && let Some(endpoint) = self.endpoint(slot)
-            && endpoint.key.matches(candidate, default_port)
         {
             return Arc::clone(endpoint);
         }
