@@ -1,14 +1,14 @@
-//! Per-endpoint state: the hot figures a choice reads ([`Hot`], 32 bytes, kept in dense
-//! chunks owned by the Service's table) and the rest ([`Endpoint`]: address, health, cap),
-//! shared by the table and the requests in flight.
+//! Per-endpoint state: the hot figures a choice reads ([`Hot`], 16 bytes, kept in dense
+//! chunks owned by the Service's table) and the rest ([`Endpoint`]: address, health, cap,
+//! exact end of an ejection), shared by the table and the requests in flight.
 //!
-//! A choice reads only [`Hot`] cells: requests in flight, end of an ejection, latency
-//! estimate and its timestamp. They sit two to a cache line in a few chunks of doubling
-//! size, indexed by the endpoint's slot in its table, so sampling a candidate costs one
-//! cache line of state
-//! instead of a scattered `Endpoint` allocation. An endpoint keeps its cell for life (its
-//! chunk is shared by `Arc`); the table reuses a slot, and so its cell, only once no request
-//! holds the departed endpoint any more.
+//! A choice reads only [`Hot`] cells: requests in flight, whether an ejection is recorded,
+//! latency estimate and its timestamp. They sit four to a cache line in a few chunks of
+//! doubling size, indexed by the endpoint's slot in its table, so sampling a candidate
+//! costs a quarter of a cache line of state instead of a scattered `Endpoint` allocation
+//! (an ejected endpoint also costs a read of its exact ejection end). An endpoint keeps its
+//! cell for life (its chunk is shared by `Arc`); the table reuses a slot, and so its cell,
+//! only once no request holds the departed endpoint any more.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -20,7 +20,7 @@ use kube_bastion_core::{Candidate, Host};
 use super::health::Health;
 use super::limit::Limiter;
 
-/// `rtt_bits` value meaning "no latency observed yet".
+/// `typical_rtt_bits` value meaning "no latency observed yet".
 const NO_SAMPLE: u64 = u64::MAX;
 
 /// Where an endpoint lives: the state key.
@@ -115,16 +115,36 @@ impl ServiceStats {
     }
 }
 
-/// The figures a choice reads, updated lock-free by the requests in flight. 32 bytes,
-/// aligned so that one never straddles a cache line.
+/// `rtt_bits` value meaning "no latency observed yet" (a NaN pattern no `f32` arithmetic
+/// on latencies produces).
+const NO_RTT: u32 = u32::MAX;
+
+/// Bit of [`Hot`]'s state word set while the endpoint has an ejection end recorded (the
+/// exact instant is in [`Endpoint`], read only when this bit is set).
+const EJECTED: u32 = 1 << 31;
+
+/// Mask of the in-flight count in [`Hot`]'s state word.
+const IN_FLIGHT: u32 = EJECTED - 1;
+
+/// The figures a choice reads, updated lock-free by the requests in flight. 16 bytes,
+/// aligned so that four share a cache line and none straddles two.
+///
+/// Only the latency estimate is narrowed: it is kept as an `f32` (24 bits of mantissa, a
+/// relative rounding of at most 6e-8, and rounding is monotonic, so two estimates never swap
+/// order; they can only become equal when they differ by less than that). Its timestamp
+/// stays in exact timeline nanoseconds, so the decay is computed as before and cannot be
+/// misjudged after any wrap-around. The end of an ejection does not fit: a 32-bit instant
+/// wraps (after 49 days in milliseconds), and a stale end that was never cleared would then
+/// read as a future one. So the cell keeps one bit, "an ejection end is recorded", in the
+/// word of the in-flight count, and the exact 64-bit end lives in the endpoint, read only
+/// when the bit is set (ejected endpoints, and those on probation until their next success).
 #[derive(Debug)]
-#[repr(align(32))]
+#[repr(align(16))]
 pub(crate) struct Hot {
-    in_flight: AtomicU32,
-    /// Ejected until this timeline instant (0: not ejected).
-    ejected_until: AtomicU64,
-    /// Peak-EWMA latency estimate in nanoseconds (`f64` bits), or [`NO_SAMPLE`].
-    rtt_bits: AtomicU64,
+    /// Requests in flight (low 31 bits) and the [`EJECTED`] bit.
+    state: AtomicU32,
+    /// Peak-EWMA latency estimate in nanoseconds (`f32` bits), or [`NO_RTT`].
+    rtt_bits: AtomicU32,
     /// When the estimate was last updated (timeline nanoseconds).
     rtt_at: AtomicU64,
 }
@@ -132,49 +152,72 @@ pub(crate) struct Hot {
 impl Default for Hot {
     fn default() -> Self {
         Self {
-            in_flight: AtomicU32::new(0),
-            ejected_until: AtomicU64::new(0),
-            rtt_bits: AtomicU64::new(NO_SAMPLE),
+            state: AtomicU32::new(0),
+            rtt_bits: AtomicU32::new(NO_RTT),
             rtt_at: AtomicU64::new(0),
         }
     }
 }
 
+/// A latency in nanoseconds as stored in a cell: the nearest `f32` (rounding is
+/// monotonic: `a <= b` implies `narrow(a) <= narrow(b)`), never [`NO_RTT`].
+fn narrow(rtt_ns: f64) -> u32 {
+    // Latencies are positive and far below f32::MAX (3.4e38 ns); `as` saturates anyway.
+    let narrowed = (rtt_ns.max(0.0) as f32).to_bits();
+    if narrowed == NO_RTT { 0 } else { narrowed }
+}
+
+/// A stored latency back in nanoseconds, `None` for [`NO_RTT`].
+fn widen(bits: u32) -> Option<f64> {
+    (bits != NO_RTT).then(|| f64::from(f32::from_bits(bits)))
+}
+
 impl Hot {
     /// Back to a fresh endpoint's figures (before a slot is reused; nothing else holds it).
     pub(crate) fn reset(&self) {
-        self.in_flight.store(0, Ordering::Release);
-        self.ejected_until.store(0, Ordering::Release);
-        self.rtt_bits.store(NO_SAMPLE, Ordering::Release);
+        self.state.store(0, Ordering::Release);
+        self.rtt_bits.store(NO_RTT, Ordering::Release);
         self.rtt_at.store(0, Ordering::Release);
     }
 
     /// Requests in flight.
     pub(crate) fn in_flight(&self) -> u32 {
-        self.in_flight.load(Ordering::Acquire)
+        self.state.load(Ordering::Acquire) & IN_FLIGHT
     }
 
-    /// Whether it is ejected at `now`.
-    pub(crate) fn is_ejected(&self, now: u64) -> bool {
-        self.ejected_until.load(Ordering::Acquire) > now
+    /// Whether an ejection end is recorded for this endpoint: when not, it is not ejected;
+    /// when it is, [`Endpoint::is_ejected`] tells.
+    pub(crate) fn maybe_ejected(&self) -> bool {
+        self.state.load(Ordering::Acquire) & EJECTED != 0
     }
 
     /// The latency estimate at `now`: the stored peak EWMA decayed towards zero for the
     /// time nothing was observed (so an idle endpoint is eventually tried again).
     pub(crate) fn estimate(&self, now: u64, decay_ns: f64) -> Option<f64> {
-        let bits = self.rtt_bits.load(Ordering::Acquire);
-        if bits == NO_SAMPLE {
-            return None;
-        }
-        let stored = f64::from_bits(bits);
+        let stored = widen(self.rtt_bits.load(Ordering::Acquire))?;
         let idle = now.saturating_sub(self.rtt_at.load(Ordering::Acquire)) as f64;
         Some(stored * (-idle / decay_ns).exp())
+    }
+
+    /// One more request in flight. The count cannot reach the [`EJECTED`] bit: that would
+    /// take 2^31 requests in flight to one endpoint.
+    fn enter(&self) {
+        self.state.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// One request fewer in flight (never below zero, the [`EJECTED`] bit untouched).
+    fn leave(&self) {
+        let _ = self
+            .state
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |word| {
+                Some((word & EJECTED) | (word & IN_FLIGHT).saturating_sub(1))
+            });
     }
 }
 
 /// Cells in a table's first chunk; each further chunk doubles (16, 32, 64, ... cells), so
-/// a small Service costs 512 bytes of cells and a large one's cells sit in a few large,
-/// contiguous allocations (the largest for 100,000 endpoints holds 65,536 cells, 2 MiB).
+/// a small Service costs 256 bytes of cells and a large one's cells sit in a few large,
+/// contiguous allocations (the largest for 100,000 endpoints holds 65,536 cells, 1 MiB).
 pub(crate) const FIRST_CHUNK: usize = 16;
 
 /// Where slot `slot`'s cell is: (chunk number, place in the chunk). Chunk `k` holds slots
@@ -207,6 +250,9 @@ pub(crate) struct Endpoint {
     cell: usize,
     /// Last time a request was sent to it.
     last_used: AtomicU64,
+    /// Ejected until this timeline instant (0: not ejected); its cell's [`EJECTED`] bit is
+    /// set while this is not 0.
+    ejected_until: AtomicU64,
     health: Mutex<Health>,
     /// Concurrency cap, when configured.
     pub(crate) limiter: Option<Limiter>,
@@ -228,6 +274,7 @@ impl Endpoint {
             chunk,
             cell,
             last_used: AtomicU64::new(0),
+            ejected_until: AtomicU64::new(0),
             health: Mutex::new(Health::default()),
             limiter,
         }
@@ -249,18 +296,13 @@ impl Endpoint {
 
     /// One more request in flight, sent at `now`.
     pub(crate) fn enter(&self, now: u64) {
-        self.hot().in_flight.fetch_add(1, Ordering::AcqRel);
+        self.hot().enter();
         self.last_used.store(now, Ordering::Relaxed);
     }
 
     /// One request fewer in flight (called exactly once per [`enter`](Self::enter)).
     pub(crate) fn leave(&self) {
-        let _ = self
-            .hot()
-            .in_flight
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                Some(n.saturating_sub(1))
-            });
+        self.hot().leave();
     }
 
     pub(crate) fn last_used(&self) -> u64 {
@@ -268,11 +310,27 @@ impl Endpoint {
     }
 
     pub(crate) fn ejected_until(&self) -> u64 {
-        self.hot().ejected_until.load(Ordering::Acquire)
+        self.ejected_until.load(Ordering::Acquire)
     }
 
+    /// Whether it is ejected at `now` (exact: the 64-bit end, when its cell says one is
+    /// recorded).
+    pub(crate) fn is_ejected(&self, now: u64) -> bool {
+        self.hot().maybe_ejected() && self.ejected_until() > now
+    }
+
+    /// Records the end of an ejection (`0`: none). Called with the health lock held, so
+    /// writers do not interleave; a choice reading the bit set and then the end sees the
+    /// end written before the bit (or `0` once cleared).
     pub(crate) fn set_ejected_until(&self, until: u64) {
-        self.hot().ejected_until.store(until, Ordering::Release);
+        let state = &self.hot().state;
+        if until == 0 {
+            state.fetch_and(!EJECTED, Ordering::AcqRel);
+            self.ejected_until.store(0, Ordering::Release);
+        } else {
+            self.ejected_until.store(until, Ordering::Release);
+            state.fetch_or(EJECTED, Ordering::AcqRel);
+        }
     }
 
     /// Folds a latency sample into the peak EWMA: a sample above the current estimate
@@ -285,21 +343,20 @@ impl Endpoint {
             None => sample_ns,
             Some(current) if sample_ns > current => sample_ns,
             Some(_) => {
-                let stored = f64::from_bits(hot.rtt_bits.load(Ordering::Acquire));
+                let stored = widen(hot.rtt_bits.load(Ordering::Acquire)).unwrap_or(sample_ns);
                 let elapsed = now.saturating_sub(hot.rtt_at.load(Ordering::Acquire)) as f64;
                 let keep = (-elapsed / decay_ns).exp();
                 stored * keep + sample_ns * (1.0 - keep)
             }
         };
-        hot.rtt_bits.store(next.to_bits(), Ordering::Release);
+        hot.rtt_bits.store(narrow(next), Ordering::Release);
         hot.rtt_at.store(now, Ordering::Release);
         self.service.observe_typical(sample_ns);
     }
 
     /// The stored estimate without decay (for snapshots).
     pub(crate) fn stored_estimate(&self) -> Option<f64> {
-        let bits = self.hot().rtt_bits.load(Ordering::Acquire);
-        (bits != NO_SAMPLE).then(|| f64::from_bits(bits))
+        widen(self.hot().rtt_bits.load(Ordering::Acquire))
     }
 }
 
@@ -322,7 +379,118 @@ mod tests {
                 expected = (expected.0 + 1, 0);
             }
         }
-        assert_eq!(std::mem::size_of::<Hot>(), 32);
-        assert_eq!(std::mem::align_of::<Hot>(), 32);
+        assert_eq!(std::mem::size_of::<Hot>(), 16);
+        assert_eq!(std::mem::align_of::<Hot>(), 16);
+    }
+}
+
+#[cfg(test)]
+mod narrow_tests {
+    use super::*;
+
+    fn endpoint() -> Endpoint {
+        let key = EndpointKey::Addr(SocketAddr::from(([10, 0, 0, 1], 8080)));
+        Endpoint::new(key, Arc::new(ServiceStats::new()), new_chunk(1), 0, None)
+    }
+
+    #[test]
+    fn narrowed_latencies_round_to_nearest_and_keep_their_order() {
+        // Round numbers of milliseconds below 2^24 ns times a power of two are exact.
+        for ms in [1u64, 2, 5, 10, 20, 50, 100, 500] {
+            let ns = (ms * 1_000_000) as f64;
+            assert_eq!(widen(narrow(ns)), Some(ns), "{ms} ms");
+        }
+        let mut values = vec![0.0, 1.0, 999.5, 1_000.0, 1_000.25];
+        let mut x = 1.5_f64;
+        while x < 1e15 {
+            values.push(x);
+            values.push(x + 1.0);
+            x *= 1.37;
+        }
+        values.sort_by(f64::total_cmp);
+        let mut previous = 0.0;
+        for &value in &values {
+            let back = widen(narrow(value)).expect("a sample");
+            // Nearest f32: half an ulp of 24 bits at most.
+            assert!(
+                (back - value).abs() <= value * f64::from(f32::EPSILON) / 2.0,
+                "{value} read back as {back}"
+            );
+            assert!(back >= previous, "{value} read back below a smaller value");
+            previous = back;
+        }
+        // Nothing a computation yields is read as "no sample".
+        for odd in [f64::NAN, f64::INFINITY, -1.0, f64::MAX] {
+            assert_ne!(narrow(odd), NO_RTT, "{odd}");
+        }
+        assert_eq!(widen(NO_RTT), None);
+    }
+
+    #[test]
+    fn in_flight_count_and_ejection_bit_do_not_disturb_each_other() {
+        let endpoint = endpoint();
+        let hot = endpoint.hot();
+        for _ in 0..3 {
+            endpoint.enter(1);
+        }
+        endpoint.set_ejected_until(50);
+        assert_eq!(hot.in_flight(), 3);
+        assert!(hot.maybe_ejected());
+        for _ in 0..4 {
+            endpoint.leave();
+        }
+        assert_eq!(hot.in_flight(), 0, "leave never goes below zero");
+        assert!(hot.maybe_ejected(), "leave keeps the ejection bit");
+        endpoint.enter(2);
+        endpoint.set_ejected_until(0);
+        assert!(!hot.maybe_ejected());
+        assert_eq!(hot.in_flight(), 1);
+        endpoint.set_ejected_until(70);
+        hot.reset();
+        assert!(!hot.maybe_ejected());
+        assert_eq!(hot.in_flight(), 0);
+    }
+
+    #[test]
+    fn ejection_is_judged_on_the_exact_end_past_any_32_bit_wrap() {
+        let endpoint = endpoint();
+        assert!(!endpoint.is_ejected(1));
+        endpoint.set_ejected_until(1_000);
+        assert!(endpoint.is_ejected(999));
+        assert!(!endpoint.is_ejected(1_000));
+        // An end that was never cleared stays in the past whatever time it is: a 32-bit
+        // instant would read it as a future one again after 2^32 units.
+        assert!(!endpoint.is_ejected(1_000 + (1 << 32)));
+        assert!(!endpoint.is_ejected(u64::MAX));
+        let until = (5 << 32) + 7;
+        endpoint.set_ejected_until(until);
+        assert!(endpoint.is_ejected(7));
+        assert!(endpoint.is_ejected(until - 1));
+        assert!(!endpoint.is_ejected(until));
+        assert_eq!(endpoint.ejected_until(), until);
+        endpoint.set_ejected_until(0);
+        assert!(!endpoint.is_ejected(7));
+        assert_eq!(endpoint.ejected_until(), 0);
+    }
+
+    #[test]
+    fn decay_uses_exact_nanoseconds_past_any_32_bit_wrap() {
+        let endpoint = endpoint();
+        let decay_ns = 10e9;
+        let start = (3 << 32) + 11;
+        endpoint.observe_rtt(8e6, start, decay_ns);
+        let hot = endpoint.hot();
+        assert_eq!(hot.estimate(start, decay_ns), Some(8e6));
+        // 2^32 ns (4.3 s) later the estimate has decayed: a 32-bit timestamp in nanoseconds
+        // would read the same instant again.
+        let later = hot
+            .estimate(start + (1 << 32), decay_ns)
+            .expect("an estimate");
+        let expected = 8e6 * (-((1u64 << 32) as f64) / decay_ns).exp();
+        assert!(
+            (later - expected).abs() < 1e-6 * expected,
+            "{later} {expected}"
+        );
+        assert_eq!(endpoint.stored_estimate(), Some(8e6));
     }
 }

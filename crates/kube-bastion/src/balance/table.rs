@@ -12,13 +12,14 @@
 //! allocation ([`Candidates`](kube_bastion_core::Candidates)), so the allocation cannot be
 //! reused by another list while it is compared, and a *position map* from candidate
 //! position to slot (or "no state"), each entry stamped with the binding's *generation*. An
-//! entry of the current generation is trusted as is: a sample costs the 8-byte entry (the
-//! map of 100,000 positions is 800 KB) and the endpoint's 32-byte hot cell, and the two
+//! entry of the current generation is trusted as is: a sample costs the 4-byte entry (the
+//! map of 100,000 positions is 400 KB) and the endpoint's 16-byte hot cell, and the two
 //! samples of power-of-two-choices are independent loads. An entry of an older generation is
 //! checked (the candidate's address against the slot's, else a hash probe by address) and
 //! stamped again, so a new list is mapped lazily, one position at a time as choices and the
 //! sweep reach it; binding a new list only bumps the generation (O(1), plus growing the map
-//! when the list grew). Removing an endpoint bumps it too, so that no trusted entry ever
+//! when the list grew, and clearing its tags once per 4,095 bumps: an entry holds its generation in
+//! 12 bits, see [`Position`]). Removing an endpoint bumps it too, so that no trusted entry ever
 //! names a slot that changed hands.
 //!
 //! Endpoints that left the cluster view are found by an incremental sweep (a few positions
@@ -55,24 +56,50 @@ const SWEEP_STEP: usize = 2;
 /// Slots the sweep's dropping pass visits per choice (two sequential reads each).
 const DROP_STEP: usize = 16;
 
-/// Slot number meaning "no state" in the position map.
-const NO_STATE: u32 = u32::MAX;
+/// Bits of a position-map entry that hold the generation tag (the rest hold the slot).
+const TAG_BITS: u32 = 12;
 
-/// One entry of the position map.
-#[derive(Clone, Copy, Debug)]
-struct Position {
-    /// The slot of the endpoint at this position, or [`NO_STATE`].
-    slot: u32,
-    /// The binding generation this entry was checked in.
-    generation: u32,
-}
+/// The largest generation tag; tags run from 1 to this (0: never trusted).
+const LAST_TAG: u32 = (1 << TAG_BITS) - 1;
+
+/// Slot number meaning "no state" in the position map: the largest the 20 slot bits of an
+/// entry hold. A table holds at most this many endpoints (1,048,575), slots `0..NO_STATE`;
+/// beyond, requests account on state that is not kept.
+const NO_STATE: u32 = u32::MAX >> TAG_BITS;
+
+/// One entry of the position map, 4 bytes: the slot of the endpoint at this position (or
+/// [`NO_STATE`]) in the high 20 bits, and in the low 12 the tag of the binding generation
+/// the entry was checked in. The tag is the generation itself: generations run from 1 to
+/// [`LAST_TAG`], and every tag of the map is cleared when they start again at 1, so an
+/// entry whose tag equals the current generation was checked in it (once per 4,095 list
+/// changes, one sequential pass over the map, instead of a second word per entry).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Position(u32);
 
 impl Position {
     /// Never trusted (generations start at 1).
-    const UNKNOWN: Self = Self {
-        slot: NO_STATE,
-        generation: 0,
-    };
+    const UNKNOWN: Self = Self::new(NO_STATE, 0);
+
+    /// `slot` (at most [`NO_STATE`]) checked in generation `tag` (at most [`LAST_TAG`]).
+    const fn new(slot: u32, tag: u32) -> Self {
+        debug_assert!(slot <= NO_STATE && tag <= LAST_TAG);
+        Self((slot << TAG_BITS) | (tag & LAST_TAG))
+    }
+
+    /// The slot, or [`NO_STATE`].
+    const fn slot(self) -> u32 {
+        self.0 >> TAG_BITS
+    }
+
+    /// The generation it was checked in.
+    const fn tag(self) -> u32 {
+        self.0 & LAST_TAG
+    }
+
+    /// The same slot, as a hint of generation 0 (never trusted).
+    const fn distrusted(self) -> Self {
+        Self(self.0 & !LAST_TAG)
+    }
 }
 
 /// A choice: the candidate index and the slot of its state, when it has some.
@@ -126,7 +153,8 @@ pub(crate) struct Table {
     retired: Vec<(u32, Arc<Endpoint>)>,
     /// The candidate list the position map is bound to.
     list: Option<Weak<[Candidate]>>,
-    /// The binding generation: entries of the position map stamped with it are trusted.
+    /// The binding generation (1 to [`LAST_TAG`]): entries of the position map stamped with
+    /// it are trusted.
     generation: u32,
     /// Candidate position → slot, in the bound list.
     positions: Vec<Position>,
@@ -190,10 +218,14 @@ impl Table {
 
     /// Distrusts every entry of the position map.
     fn next_generation(&mut self) {
-        if self.generation == u32::MAX {
-            // Once per 4 billion list changes: forget the map rather than trust an entry of
-            // the generation that wrapped around.
-            self.positions.fill(Position::UNKNOWN);
+        if self.generation == LAST_TAG {
+            // Once per 4,095 list changes: distrust every entry rather than trust one of the
+            // generation that wrapped around. Slots stay as hints (a hint is checked against
+            // the candidate's address before use), so a list that changes at every choice
+            // does not fall back to hash probes after the wipe.
+            for entry in &mut self.positions {
+                *entry = entry.distrusted();
+            }
             self.generation = 1;
         } else {
             self.generation += 1;
@@ -218,9 +250,10 @@ impl Table {
         default_port: u16,
     ) -> Option<u32> {
         if let Some(entry) = self.positions.get(index)
-            && entry.generation == self.generation
+            && entry.tag() == self.generation
         {
-            return (entry.slot != NO_STATE).then_some(entry.slot);
+            let slot = entry.slot();
+            return (slot != NO_STATE).then_some(slot);
         }
         self.map_position(candidates, index, default_port)
     }
@@ -237,7 +270,7 @@ impl Table {
         let hint = self
             .positions
             .get(index)
-            .map(|entry| entry.slot)
+            .map(|entry| entry.slot())
             .filter(|&slot| slot != NO_STATE);
         let slot = match hint {
             Some(slot)
@@ -260,10 +293,20 @@ impl Table {
 
     /// Records that position `index` of the bound list holds `slot`.
     fn stamp(&mut self, index: usize, slot: u32) {
-        let generation = self.generation;
-        if let Some(entry) = self.positions.get_mut(index) {
-            *entry = Position { slot, generation };
+        let entry = Position::new(slot.min(NO_STATE), self.generation);
+        if let Some(place) = self.positions.get_mut(index) {
+            *place = entry;
         }
+    }
+
+    /// Whether the endpoint in `slot` is ejected at `now`: its cell tells when it is not
+    /// (the usual case); when an ejection is recorded, its exact end tells.
+    #[inline]
+    fn is_ejected(&self, slot: u32, now: u64) -> bool {
+        self.hot(slot).maybe_ejected()
+            && self
+                .endpoint(slot)
+                .is_some_and(|endpoint| endpoint.is_ejected(now))
     }
 
     fn endpoint(&self, slot: u32) -> Option<&Arc<Endpoint>> {
@@ -280,7 +323,7 @@ impl Table {
         now: u64,
     ) -> (Option<u32>, bool) {
         let slot = self.slot_at(candidates, index, default_port);
-        let ejected = slot.is_some_and(|slot| self.hot(slot).is_ejected(now));
+        let ejected = slot.is_some_and(|slot| self.is_ejected(slot, now));
         (slot, ejected)
     }
 
@@ -585,7 +628,7 @@ impl Table {
         let slot = self.slot_at(pick.candidates, index, pick.default_port);
         if !allow_ejected
             && let Some(slot) = slot
-            && self.hot(slot).is_ejected(pick.now)
+            && self.is_ejected(slot, pick.now)
         {
             return None;
         }
@@ -714,4 +757,49 @@ fn load(pick: &Pick<'_>, hot: Option<&Hot>) -> (bool, f64) {
         _ => f64::from(in_flight),
     };
     (at_cap, cost)
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::SeedableRng;
+
+    use super::*;
+
+    #[test]
+    fn position_entries_pack_slot_and_generation_in_four_bytes() {
+        assert_eq!(std::mem::size_of::<Position>(), 4);
+        for slot in [0, 1, 99_999, NO_STATE - 1, NO_STATE] {
+            for tag in [0, 1, 2_048, LAST_TAG] {
+                let entry = Position::new(slot, tag);
+                assert_eq!((entry.slot(), entry.tag()), (slot, tag));
+            }
+        }
+        assert_eq!(NO_STATE, (1 << 20) - 1);
+        assert_eq!(LAST_TAG, 4_095);
+        assert_eq!(Position::UNKNOWN.slot(), NO_STATE);
+        assert_eq!(Position::UNKNOWN.tag(), 0);
+    }
+
+    #[test]
+    fn an_entry_is_never_trusted_after_its_generation_wrapped_around() {
+        let rng = SmallRng::seed_from_u64(7);
+        let mut table = Table::new(rng, BalancePolicy::PeakEwma, 16);
+        table.positions = vec![Position::new(3, 1), Position::new(4, 1)];
+        assert_eq!(table.generation, 1);
+        for expected in 2..=LAST_TAG {
+            table.next_generation();
+            assert_eq!(table.generation, expected);
+            assert!(table.positions.iter().all(|entry| entry.tag() != expected));
+        }
+        // Generation 1 again: the entries stamped in the first generation 1 are no longer
+        // trusted; their slots stay as hints (checked against the address before use).
+        table.next_generation();
+        assert_eq!(table.generation, 1);
+        assert_eq!(table.positions, [Position::new(3, 0), Position::new(4, 0)]);
+        table.stamp(1, 9);
+        assert_eq!(table.positions[1], Position::new(9, 1));
+        // A slot beyond the packed range is never recorded as another slot.
+        table.stamp(0, u32::MAX);
+        assert_eq!(table.positions[0].slot(), NO_STATE);
+    }
 }
