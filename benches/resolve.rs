@@ -1,6 +1,7 @@
 //! Target resolution against an in-memory cluster of 1,000 and 10,000 Services with ten
 //! ready endpoints each (one EndpointSlice per service, one pod per endpoint), and of one
-//! Service with 100,000 endpoints (the candidate list is shared, not copied, per request).
+//! Service with 100,000 endpoints (the candidate list is shared, not copied, per request; also
+//! under a deny CIDR, where the filtered copy is made once per snapshot).
 //!
 //! `cargo bench --locked --bench resolve -- --warm-up-time 1 --measurement-time 3`
 
@@ -15,7 +16,9 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube_bastion_core::{ClusterSnapshot, Object, ProxyRequest, ResolveOptions, Route, resolve};
+use kube_bastion_core::{
+    ClusterSnapshot, DestinationPolicy, Object, ProxyRequest, ResolveOptions, Route, resolve,
+};
 
 const ENDPOINTS_PER_SERVICE: usize = 10;
 const NAMESPACES: usize = 100;
@@ -297,6 +300,22 @@ fn bench_big_service(c: &mut Criterion) {
         BenchmarkId::new("resolve/service_port_number_one_service", ENDPOINTS),
         &request,
         |b, r| b.iter(|| resolve(black_box(&snapshot), black_box(r), &options)),
+    );
+    // The same under a policy that filters (a deny CIDR refusing one endpoint): the
+    // filtered copy is made by the first request of the snapshot and shared afterwards.
+    let deny = ResolveOptions {
+        policy: DestinationPolicy::kube_default().deny("10.0.0.0/32".parse().expect("cidr")),
+        ..ResolveOptions::default()
+    };
+    let filtered = resolve(&snapshot, &request, &deny).expect("resolves");
+    assert!(filtered.candidates.len() < ENDPOINTS);
+    c.bench_with_input(
+        BenchmarkId::new(
+            "resolve/service_port_number_one_service_deny_cidr",
+            ENDPOINTS,
+        ),
+        &request,
+        |b, r| b.iter(|| resolve(black_box(&snapshot), black_box(r), &deny)),
     );
 }
 

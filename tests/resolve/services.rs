@@ -581,16 +581,24 @@ fn the_candidate_list_is_shared_from_the_snapshot_unless_the_policy_filters_it()
     let second = resolve_with(&ResolveOptions::default());
     assert!(first.same_list(&second));
     assert_eq!(first.len(), 2);
-    // A deny CIDR filters: a new list per request, with only what the policy admits.
-    let deny = ResolveOptions {
-        policy: DestinationPolicy::kube_default().deny("10.0.0.0/24".parse().expect("cidr")),
+    // A deny CIDR filters: a copy with only what the policy admits, made once per snapshot
+    // and policy and then shared by every request under that policy.
+    let deny = |cidr: &str| ResolveOptions {
+        policy: DestinationPolicy::kube_default().deny(cidr.parse().expect("cidr")),
         ..ResolveOptions::default()
     };
-    let filtered = resolve_with(&deny);
-    assert!(!filtered.same_list(&resolve_with(&deny)));
+    let filtered = resolve_with(&deny("10.0.0.0/24"));
+    assert!(filtered.same_list(&resolve_with(&deny("10.0.0.0/24"))));
     assert!(!filtered.same_list(&first));
     assert_eq!(filtered.len(), 1);
     assert_eq!(filtered[0].host, Host::Ip("10.0.1.1".parse().expect("ip")));
+    // Another policy never gets that copy: its own list, then the first policy's again.
+    let other = resolve_with(&deny("10.0.1.0/24"));
+    assert_eq!(other.len(), 1);
+    assert_eq!(other[0].host, Host::Ip("10.0.0.1".parse().expect("ip")));
+    let again = resolve_with(&deny("10.0.0.0/24"));
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].host, Host::Ip("10.0.1.1".parse().expect("ip")));
 }
 
 #[test]

@@ -512,9 +512,14 @@ fn resolve_service(
         None => id.port(),
     };
 
-    let backends = match view.service_backends(namespace, name) {
-        Some(backends) => backends,
-        None => Arc::new(ServiceBackends::compute(view, namespace, name)),
+    // Backends the view keeps (a snapshot's) are shared by requests: their filtered lists
+    // are worth caching. Backends computed for this request alone are not.
+    let (backends, kept) = match view.service_backends(namespace, name) {
+        Some(backends) => (backends, true),
+        None => (
+            Arc::new(ServiceBackends::compute(view, namespace, name)),
+            false,
+        ),
     };
     match backends.source {
         Source::Missing => return Err(Status::not_found("endpoints", name)),
@@ -525,7 +530,7 @@ fn resolve_service(
     }
     let group = backends.ports.iter().find(|p| &*p.name == port_name);
     let candidates = group
-        .map(|g| g.candidates(&options.policy))
+        .map(|g| g.candidates(&options.policy, kept))
         .unwrap_or_default();
     if candidates.is_empty() {
         return Err(no_endpoints(raw_id));
@@ -759,6 +764,51 @@ struct PortBackends {
     ready_global: bool,
     /// Every serving-while-terminating candidate passes it.
     terminating_global: bool,
+    /// The last list a filtering policy produced.
+    filtered: Filtered,
+}
+
+/// The last policy-filtered copy of a port's candidates, with the policy that made it, so a
+/// policy that filters (deny CIDRs, or addresses outside kube-apiserver's rule admitted by
+/// allow CIDRs) copies a Service's list once per snapshot instead of once per request, and
+/// every request gets the same shared list (which the balancer binds its state to). Keyed
+/// by the policy itself, compared by value. Not part of the backends' identity: clones
+/// start empty and any two compare equal.
+#[derive(Default)]
+struct Filtered(arc_swap::ArcSwapOption<(DestinationPolicy, Candidates)>);
+
+impl Filtered {
+    fn get(&self, policy: &DestinationPolicy) -> Option<Candidates> {
+        let cached = self.0.load();
+        match cached.as_deref() {
+            Some((made_by, list)) if made_by == policy => Some(list.clone()),
+            _ => None,
+        }
+    }
+
+    fn put(&self, policy: &DestinationPolicy, list: &Candidates) {
+        self.0.store(Some(Arc::new((policy.clone(), list.clone()))));
+    }
+}
+
+impl Clone for Filtered {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+impl PartialEq for Filtered {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Filtered {}
+
+impl fmt::Debug for Filtered {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Filtered")
+    }
 }
 
 impl PortBackends {
@@ -771,6 +821,7 @@ impl PortBackends {
             terminating: Candidates::default(),
             ready_global: true,
             terminating_global: true,
+            filtered: Filtered::default(),
         }
     }
 
@@ -810,9 +861,25 @@ impl PortBackends {
     /// The ready candidates the policy admits; only when there is none, the serving-while-
     /// terminating ones it admits. Without deny CIDRs, a list whose every address is global
     /// unicast is shared as it is (O(1), whatever its length); otherwise the admitted
-    /// candidates are copied into a new list.
-    fn candidates(&self, policy: &DestinationPolicy) -> Candidates {
+    /// candidates are copied into a new list, once per policy when `cache` (the backends
+    /// are a snapshot's, shared by requests): later requests share that copy.
+    fn candidates(&self, policy: &DestinationPolicy, cache: bool) -> Candidates {
         let no_deny = policy.denied().is_empty();
+        if no_deny && self.ready_global && !self.ready.is_empty() {
+            return self.ready.clone();
+        }
+        if !cache {
+            return self.filter(policy, no_deny);
+        }
+        if let Some(list) = self.filtered.get(policy) {
+            return list;
+        }
+        let list = self.filter(policy, no_deny);
+        self.filtered.put(policy, &list);
+        list
+    }
+
+    fn filter(&self, policy: &DestinationPolicy, no_deny: bool) -> Candidates {
         let admitted = |list: &Candidates, global: bool| -> Candidates {
             if no_deny && global {
                 return list.clone();
