@@ -97,17 +97,23 @@ impl ProxyContext {
             .candidates
             .iter()
             .enumerate()
-            .flat_map(move |(i, c)| match &c.host {
-                Host::Ip(ip) => vec![Endpoint {
-                    addr: SocketAddr::new(*ip, c.dial_port(scheme)),
-                    candidate: i,
-                }],
-                Host::Name(_) => self
+            .flat_map(move |(i, c)| {
+                let (own, named) = match &c.host {
+                    Host::Ip(ip) => (
+                        Some(Endpoint {
+                            addr: SocketAddr::new(*ip, c.dial_port(scheme)),
+                            candidate: i,
+                        }),
+                        false,
+                    ),
+                    Host::Name(_) => (None, true),
+                };
+                let resolved = self
                     .resolved
                     .iter()
-                    .filter(|e| e.candidate == i)
-                    .cloned()
-                    .collect(),
+                    .filter(move |e| named && e.candidate == i)
+                    .cloned();
+                own.into_iter().chain(resolved)
             })
     }
 
@@ -642,4 +648,82 @@ where
         Some(SendError::Other(e)) => attempts.exhausted(&e),
         Some(other) => other.into_status(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{AppProtocol, EndpointState, MemoryCluster, Route, Scheme, TransportKind};
+
+    fn context() -> ProxyContext {
+        let config = ProxyConfig::builder(Arc::new(MemoryCluster::new()))
+            .build()
+            .expect("config");
+        let uri: Uri = "/api/v1/nodes/n1/proxy/".parse().expect("uri");
+        let Route::Proxy(request) = ProxyRequest::route(&Method::GET, &uri, &HeaderMap::new())
+        else {
+            panic!("a proxy route");
+        };
+        let candidate = |host: Host, port: Option<u16>| Candidate {
+            host,
+            port,
+            pod: None,
+            state: EndpointState::Ready,
+        };
+        let name = |n: &str| Host::Name(n.to_owned());
+        let ip = |s: &str| Host::Ip(s.parse().expect("ip"));
+        ProxyContext {
+            config,
+            request,
+            target: Target {
+                scheme: Scheme::Https,
+                scheme_explicit: false,
+                protocol: AppProtocol::Http,
+                transport: TransportKind::Generic,
+                candidates: vec![
+                    candidate(ip("10.0.0.1"), Some(8443)),
+                    candidate(name("node.example"), Some(10250)),
+                    candidate(ip("10.0.0.2"), None),
+                ]
+                .into(),
+                service: None,
+                tls_server_name: None,
+            },
+            peer: None,
+            client_host: None,
+            resolved: vec![
+                Endpoint {
+                    addr: "192.0.2.7:10250".parse().expect("addr"),
+                    candidate: 1,
+                },
+                Endpoint {
+                    addr: "192.0.2.8:10250".parse().expect("addr"),
+                    candidate: 1,
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn ip_endpoints_are_computed_and_names_use_their_resolved_addresses() {
+        let ctx = context();
+        let addr = |s: &str| -> SocketAddr { s.parse().expect("addr") };
+        let endpoint = |i: usize| ctx.endpoint(i).map(|e| (e.addr, e.candidate));
+        assert_eq!(endpoint(0), Some((addr("10.0.0.1:8443"), 0)));
+        assert_eq!(endpoint(1), Some((addr("192.0.2.7:10250"), 1)));
+        // No port: the scheme's default.
+        assert_eq!(endpoint(2), Some((addr("10.0.0.2:443"), 2)));
+        assert_eq!(endpoint(3), None);
+        let all: Vec<(SocketAddr, usize)> =
+            ctx.endpoints().map(|e| (e.addr, e.candidate)).collect();
+        assert_eq!(
+            all,
+            [
+                (addr("10.0.0.1:8443"), 0),
+                (addr("192.0.2.7:10250"), 1),
+                (addr("192.0.2.8:10250"), 1),
+                (addr("10.0.0.2:443"), 2),
+            ]
+        );
+    }
 }
