@@ -31,6 +31,25 @@ fn meta(namespace: Option<&str>, name: &str) -> ObjectMeta {
     }
 }
 
+/// A ready EndpointSlice endpoint at `address`, referring to pod `namespace/pod_name`.
+fn ready_endpoint(namespace: &str, pod_name: String, address: String) -> Endpoint {
+    Endpoint {
+        addresses: vec![address],
+        conditions: Some(EndpointConditions {
+            ready: Some(true),
+            serving: Some(true),
+            terminating: Some(false),
+        }),
+        target_ref: Some(ObjectReference {
+            kind: Some("Pod".into()),
+            namespace: Some(namespace.into()),
+            name: Some(pod_name),
+            ..ObjectReference::default()
+        }),
+        ..Endpoint::default()
+    }
+}
+
 fn ip(index: usize) -> String {
     format!(
         "10.{}.{}.{}",
@@ -93,21 +112,7 @@ fn cluster(services: usize) -> ClusterSnapshot {
                     ..PodStatus::default()
                 }),
             }));
-            endpoints.push(Endpoint {
-                addresses: vec![address],
-                conditions: Some(EndpointConditions {
-                    ready: Some(true),
-                    serving: Some(true),
-                    terminating: Some(false),
-                }),
-                target_ref: Some(ObjectReference {
-                    kind: Some("Pod".into()),
-                    namespace: Some(namespace.clone()),
-                    name: Some(pod_name),
-                    ..ObjectReference::default()
-                }),
-                ..Endpoint::default()
-            });
+            endpoints.push(ready_endpoint(&namespace, pod_name, address));
         }
         let mut slice_meta = meta(Some(&namespace), &format!("{name}-abcde"));
         slice_meta.labels = Some(BTreeMap::from([(
@@ -252,21 +257,7 @@ fn big_service(endpoints: usize) -> ClusterSnapshot {
                 }),
                 ..Pod::default()
             }));
-            slice_endpoints.push(Endpoint {
-                addresses: vec![address],
-                conditions: Some(EndpointConditions {
-                    ready: Some(true),
-                    serving: Some(true),
-                    terminating: Some(false),
-                }),
-                target_ref: Some(ObjectReference {
-                    kind: Some("Pod".into()),
-                    namespace: Some(namespace.into()),
-                    name: Some(pod_name),
-                    ..ObjectReference::default()
-                }),
-                ..Endpoint::default()
-            });
+            slice_endpoints.push(ready_endpoint(namespace, pod_name, address));
         }
         let mut slice_meta = meta(Some(namespace), &format!("{name}-{slice_number:05}"));
         slice_meta.labels = Some(BTreeMap::from([(
