@@ -62,6 +62,14 @@ fn key() -> ServiceKey {
     ServiceKey::new("default", "web", "http")
 }
 
+/// Requests in flight on endpoint `n` of the test Service (which must have state).
+fn in_flight_on(balancer: &Balancer, n: u32) -> u32 {
+    balancer
+        .endpoint(&key(), addr(n))
+        .expect("endpoint state")
+        .in_flight
+}
+
 fn balancer(config: BalancerConfig) -> (Balancer, ManualClock) {
     let clock = ManualClock::new();
     (Balancer::with_clock(config, Arc::new(clock.clone())), clock)
@@ -133,16 +141,14 @@ fn least_request_keeps_in_flight_counts_level() {
         let attempt = balancer.plan(&target, None).next().unwrap();
         held.push(block_on(attempt.start()).unwrap());
     }
-    let in_flight: Vec<u32> = (1..=3)
-        .map(|n| balancer.endpoint(&key(), addr(n)).unwrap().in_flight)
-        .collect();
+    let in_flight: Vec<u32> = (1..=3).map(|n| in_flight_on(&balancer, n)).collect();
     assert_eq!(in_flight.iter().sum::<u32>(), 300);
     let spread = in_flight.iter().max().unwrap() - in_flight.iter().min().unwrap();
     // The most loaded endpoint is only chosen on a tie, so the spread stays tiny.
     assert!(spread <= 2, "{in_flight:?}");
     drop(held);
     for n in 1..=3 {
-        assert_eq!(balancer.endpoint(&key(), addr(n)).unwrap().in_flight, 0);
+        assert_eq!(in_flight_on(&balancer, n), 0);
     }
 }
 
@@ -202,9 +208,7 @@ fn peak_ewma_spreads_concurrent_load_over_equal_endpoints() {
         let attempt = balancer.plan(&target, None).next().unwrap();
         held.push(block_on(attempt.start()).unwrap());
     }
-    let in_flight: Vec<u32> = (1..=4)
-        .map(|n| balancer.endpoint(&key(), addr(n)).unwrap().in_flight)
-        .collect();
+    let in_flight: Vec<u32> = (1..=4).map(|n| in_flight_on(&balancer, n)).collect();
     // Equal (unmeasured) latency: the cost is driven by the in-flight count alone.
     assert!(
         in_flight.iter().all(|&n| (90..=110).contains(&n)),
@@ -761,9 +765,7 @@ fn state_follows_the_address_when_the_list_is_reordered_or_rebuilt() {
     for _ in 0..8 {
         held.push(block_on(balancer.plan(&first, None).next().unwrap().start()).unwrap());
     }
-    let before: Vec<u32> = (1..=4)
-        .map(|n| balancer.endpoint(&key(), addr(n)).unwrap().in_flight)
-        .collect();
+    let before: Vec<u32> = (1..=4).map(|n| in_flight_on(&balancer, n)).collect();
     assert_eq!(before.iter().sum::<u32>(), 8);
     // A new list (a new allocation) with the same endpoints in reverse order, plus a fifth:
     // the state is found by address, whatever position the list gives it.
@@ -780,15 +782,13 @@ fn state_follows_the_address_when_the_list_is_reordered_or_rebuilt() {
     );
     for n in 1..=4u32 {
         assert_eq!(
-            balancer.endpoint(&key(), addr(n)).unwrap().in_flight,
+            in_flight_on(&balancer, n),
             before[n as usize - 1] + chosen[5 - n as usize],
             "endpoint {n}"
         );
     }
     // And LeastRequest evened the load out: the newcomer caught up with the others.
-    let in_flight: Vec<u32> = (1..=5)
-        .map(|n| balancer.endpoint(&key(), addr(n)).unwrap().in_flight)
-        .collect();
+    let in_flight: Vec<u32> = (1..=5).map(|n| in_flight_on(&balancer, n)).collect();
     let others_min = in_flight[..4].iter().min().unwrap();
     assert!(in_flight[4] + 1 >= *others_min, "{in_flight:?}");
     let spread = in_flight.iter().max().unwrap() - in_flight.iter().min().unwrap();
@@ -802,13 +802,11 @@ fn state_follows_the_address_when_the_list_is_reordered_or_rebuilt() {
         assert_eq!(handle.endpoint(), Some(addr(n)));
         held.push(handle);
     }
-    let total: u32 = (1..=5)
-        .map(|n| balancer.endpoint(&key(), addr(n)).unwrap().in_flight)
-        .sum();
+    let total: u32 = (1..=5).map(|n| in_flight_on(&balancer, n)).sum();
     assert_eq!(total, 31);
     drop(held);
     for n in 1..=5 {
-        assert_eq!(balancer.endpoint(&key(), addr(n)).unwrap().in_flight, 0);
+        assert_eq!(in_flight_on(&balancer, n), 0);
     }
 }
 
@@ -834,12 +832,12 @@ fn a_departed_endpoint_still_in_flight_never_shares_counts_with_a_newcomer() {
         held.push(block_on(balancer.plan(&new, None).next().unwrap().start()).unwrap());
     }
     for n in 2..=5 {
-        assert_eq!(balancer.endpoint(&key(), addr(n)).unwrap().in_flight, 1);
+        assert_eq!(in_flight_on(&balancer, n), 1);
     }
     // The departed endpoint's request ends: nobody else's count moves.
     long.success();
     for n in 2..=5 {
-        assert_eq!(balancer.endpoint(&key(), addr(n)).unwrap().in_flight, 1);
+        assert_eq!(in_flight_on(&balancer, n), 1);
     }
     drop(held);
     // Its slot is reused later without carrying anything over.
@@ -866,9 +864,7 @@ fn a_new_list_per_request_is_balanced_like_a_shared_one() {
         let attempt = balancer.plan(&fresh, None).next().unwrap();
         held.push(block_on(attempt.start()).unwrap());
     }
-    let in_flight: Vec<u32> = (1..=3)
-        .map(|n| balancer.endpoint(&key(), addr(n)).unwrap().in_flight)
-        .collect();
+    let in_flight: Vec<u32> = (1..=3).map(|n| in_flight_on(&balancer, n)).collect();
     assert_eq!(in_flight.iter().sum::<u32>(), 300);
     let spread = in_flight.iter().max().unwrap() - in_flight.iter().min().unwrap();
     assert!(spread <= 2, "{in_flight:?}");
