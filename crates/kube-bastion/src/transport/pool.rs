@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use foldhash::fast::RandomState;
 use http::header::{HOST, HeaderValue};
 use http::uri::PathAndQuery;
@@ -497,29 +497,30 @@ impl Slot {
 /// (with a `Host` header when the request has none, as Go and hyper-util add one), absolute
 /// for HTTP/2 (hyper takes `:scheme` and `:authority` from it).
 fn set_form(req: &mut Request<RequestBody>, http2: bool, dial: &Dial<'_>) {
-    let path = req
-        .uri()
-        .path_and_query()
-        .cloned()
-        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    // Only a change of form needs the path; the usual HTTP/1.1 request keeps its URI.
+    let path = |req: &Request<RequestBody>| {
+        req.uri()
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"))
+    };
     if http2 {
         *req.version_mut() = Version::HTTP_2;
         if req.uri().scheme().is_none() {
-            let mut uri = BytesMut::with_capacity(64 + path.as_str().len());
-            uri.put_slice(dial.scheme.as_str().as_bytes());
-            uri.put_slice(b"://");
-            let mut authority = Vec::with_capacity(47);
-            crate::headers::push_socket_addr(&mut authority, dial.key.addr);
-            uri.put_slice(&authority);
-            uri.put_slice(path.as_str().as_bytes());
-            if let Ok(uri) = Uri::from_maybe_shared(uri.freeze()) {
+            let path = path(req);
+            let mut uri = Vec::with_capacity(64 + path.as_str().len());
+            uri.extend_from_slice(dial.scheme.as_str().as_bytes());
+            uri.extend_from_slice(b"://");
+            crate::headers::push_socket_addr(&mut uri, dial.key.addr);
+            uri.extend_from_slice(path.as_str().as_bytes());
+            if let Ok(uri) = Uri::from_maybe_shared(Bytes::from(uri)) {
                 *req.uri_mut() = uri;
             }
         }
     } else {
         *req.version_mut() = Version::HTTP_11;
         if req.uri().scheme().is_some() {
-            *req.uri_mut() = Uri::from(path);
+            *req.uri_mut() = Uri::from(path(req));
         }
         if !req.headers().contains_key(HOST)
             && let Some(host) = host_header(dial.key.addr, dial.scheme)
