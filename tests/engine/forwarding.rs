@@ -313,3 +313,52 @@ async fn web_pod_proxy() -> std::net::SocketAddr {
     )
     .await
 }
+
+#[tokio::test]
+async fn h2c_requests_share_one_backend_connection() {
+    let conns = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let c = conns.clone();
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            c.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(|req: http::Request<_>| async move {
+                    assert_eq!(req.version(), Version::HTTP_2);
+                    Ok::<_, std::convert::Infallible>(http::Response::new(full("x")))
+                });
+                let _ =
+                    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
+                        .await;
+            });
+        }
+    });
+    let docs = [
+        pod_yaml("default", "web-0", "127.0.0.1"),
+        service_yaml(
+            "default",
+            "grpc",
+            80,
+            Some("kubernetes.io/h2c"),
+            &[("web-0", "127.0.0.1", port)],
+        ),
+    ];
+    let proxy = serve_proxy(config(&docs).build().unwrap()).await;
+    for _ in 0..4 {
+        let (status, _, body) = get(
+            proxy,
+            "/api/v1/namespaces/default/services/grpc:http/proxy/x",
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body, "x");
+    }
+    assert_eq!(
+        conns.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "one shared HTTP/2 connection"
+    );
+}
