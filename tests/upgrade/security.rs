@@ -116,7 +116,9 @@ async fn cve_2018_1002105_pipelined_follow_up_never_reaches_the_backend() {
     })
     .await;
     let received = String::from_utf8_lossy(&log.received(0)).into_owned();
-    assert!(!received.contains("/pods"), "{received}");
+    // The follow-up request line (the upgrade's own X-Forwarded-Uri names `/pods/` too).
+    assert!(!received.contains("GET /pods"), "{received}");
+    assert_eq!(received.matches(" HTTP/1.1\r\n").count(), 1, "{received}");
     assert_eq!(log.connections(), 1);
 }
 
@@ -307,4 +309,134 @@ async fn garbage_answer_is_a_500_with_the_parse_error() {
         message.starts_with("invalid upgrade response: malformed HTTP response"),
         "{message}"
     );
+}
+
+/// Sends a raw upgrade request with `extra` header lines to the pod `web` at `port` and
+/// returns everything the proxy answered before closing (or until the head when it is a
+/// 101).
+async fn raw_upgrade(proxy: std::net::SocketAddr, port: u16, extra: &str) -> String {
+    let mut client = TcpStream::connect(proxy).await.unwrap();
+    let request = format!(
+        "GET {} HTTP/1.1\r\nHost: {proxy}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n{extra}\r\n",
+        pod_proxy(port, "/ws?x=1")
+    );
+    client.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = soon("the answer head", client.read(&mut buf)).await.unwrap();
+        if n == 0 {
+            break;
+        }
+        answer.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+const SWITCH_TO_WEBSOCKET: &[u8] =
+    b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n";
+
+/// kubectl and client-go carry the bearer token in a WebSocket subprotocol entry; it is a
+/// credential like `Authorization` and never reaches the backend, whatever else the
+/// request carries. The other subprotocols do.
+#[tokio::test]
+async fn websocket_bearer_token_subprotocol_never_reaches_the_backend() {
+    let (backend, log) = raw_backend(SWITCH_TO_WEBSOCKET.to_vec()).await;
+    let proxy = pod_proxy_server().await;
+    let answer = raw_upgrade(
+        proxy,
+        backend.port(),
+        "Authorization: Bearer other-secret\r\nSec-WebSocket-Protocol: \
+         base64url.bearer.authorization.k8s.io.czNjcmV0LXRva2Vu, v4.channel.k8s.io\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 101"), "{answer}");
+    let received = String::from_utf8_lossy(&log.received(0)).to_ascii_lowercase();
+    assert!(!received.contains("base64url.bearer"), "{received}");
+    assert!(!received.contains("czNjcmV0LXRva2Vu".to_ascii_lowercase().as_str()));
+    assert!(!received.contains("other-secret"), "{received}");
+    assert!(
+        received.contains("\r\nsec-websocket-protocol: v4.channel.k8s.io\r\n"),
+        "{received}"
+    );
+
+    // The token as the only subprotocol: the header goes entirely.
+    let (backend, log) = raw_backend(SWITCH_TO_WEBSOCKET.to_vec()).await;
+    let answer = raw_upgrade(
+        proxy,
+        backend.port(),
+        "Sec-WebSocket-Protocol: base64url.bearer.authorization.k8s.io.czNjcmV0LXRva2Vu\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 101"), "{answer}");
+    let received = String::from_utf8_lossy(&log.received(0)).to_ascii_lowercase();
+    assert!(!received.contains("sec-websocket-protocol"), "{received}");
+}
+
+/// A `101` that names no protocol, or one the client did not ask for, opens no tunnel:
+/// the client gets a 500 Status and the backend connection is closed.
+#[tokio::test]
+async fn a_101_not_matching_the_request_opens_no_tunnel() {
+    let proxy = pod_proxy_server().await;
+    let cases: [(&[u8], &str); 3] = [
+        (
+            b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n\r\n",
+            "invalid upgrade response: backend tried to switch protocol \"\" when \
+             \"websocket\" was requested",
+        ),
+        (
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: \r\n\r\n",
+            "invalid upgrade response: backend tried to switch protocol \"\" when \
+             \"websocket\" was requested",
+        ),
+        (
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: SPDY/3.1\r\n\r\n",
+            "invalid upgrade response: backend tried to switch protocol \"SPDY/3.1\" when \
+             \"websocket\" was requested",
+        ),
+    ];
+    for (answer, message) in cases {
+        let (backend, log) = raw_backend(answer.to_vec()).await;
+        let (status, headers, body) =
+            upgrade_attempt(proxy, &pod_proxy(backend.port(), "/"), "websocket").await;
+        assert_eq!(status, 500, "{}", String::from_utf8_lossy(answer));
+        assert_eq!(status_of(&body).2, message);
+        assert!(!headers.contains_key("upgrade"));
+        soon("the backend connection to close", async {
+            while log.connections() == 0 || !log.closed(0) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+    }
+    // A protocol the client named, in another case, is the same protocol.
+    let (backend, _log) = raw_backend(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: WebSocket\r\nConnection: Upgrade\r\n\r\n"
+            .to_vec(),
+    )
+    .await;
+    let answer = raw_upgrade(proxy, backend.port(), "").await;
+    assert!(answer.starts_with("HTTP/1.1 101"), "{answer}");
+}
+
+/// The client's `X-Forwarded-Uri` is replaced on upgrades as on every other request.
+#[tokio::test]
+async fn client_forwarded_uri_is_replaced_on_upgrades() {
+    let (backend, log) = raw_backend(SWITCH_TO_WEBSOCKET.to_vec()).await;
+    let proxy = pod_proxy_server().await;
+    let answer = raw_upgrade(
+        proxy,
+        backend.port(),
+        "X-Forwarded-Uri: /api/v1/namespaces/kube-system/pods/evil/proxy/\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 101"), "{answer}");
+    let received = String::from_utf8_lossy(&log.received(0)).to_ascii_lowercase();
+    let expected = format!(
+        "\r\nx-forwarded-uri: {}\r\n",
+        pod_proxy(backend.port(), "/ws")
+    );
+    assert!(received.contains(&expected), "{received}");
+    assert_eq!(received.matches("x-forwarded-uri").count(), 1, "{received}");
 }

@@ -7,8 +7,10 @@
 //!
 //! 1. hop-by-hop headers and every header named in `Connection` are removed
 //!    ([`remove_hop_by_hop`]); `Te` survives only as `Te: trailers`;
-//! 2. credentials are removed: `Authorization`, `Impersonate-*`, `X-Remote-*` and the
-//!    configured names and prefixes ([`strip_credentials`]);
+//! 2. credentials are removed: `Authorization`, `Impersonate-*`, `X-Remote-*`, the bearer
+//!    token kubectl and browsers put in `Sec-WebSocket-Protocol`
+//!    (`base64url.bearer.authorization.k8s.io.<token>`, the other protocols are kept) and
+//!    the configured names and prefixes ([`strip_credentials`]);
 //! 3. the peer IP is appended to `X-Forwarded-For` ([`append_forwarded_for`]);
 //! 4. `X-Forwarded-Uri` is set from the plan (always overwriting the client's value);
 //! 5. `Host` is the client's (or the target authority, see [`HostHeader`]).
@@ -93,6 +95,44 @@ const CORS: [HeaderName; 4] = [
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 /// `X-Forwarded-Uri`.
 pub const X_FORWARDED_URI: HeaderName = HeaderName::from_static("x-forwarded-uri");
+
+/// The `Sec-WebSocket-Protocol` entry prefix under which kube-apiserver accepts a bearer
+/// token from WebSocket clients that cannot set `Authorization`
+/// (`base64url.bearer.authorization.k8s.io.<unpadded base64url token>`). Such an entry is
+/// a credential: it never reaches a backend.
+pub const WEBSOCKET_TOKEN_PROTOCOL_PREFIX: &str = "base64url.bearer.authorization.k8s.io.";
+
+/// Removes the bearer-token entries ([`WEBSOCKET_TOKEN_PROTOCOL_PREFIX`]) from every
+/// `Sec-WebSocket-Protocol` value, keeping the other protocols in order; the header goes
+/// when nothing else is left. kube-apiserver matches the prefix case-sensitively after
+/// trimming spaces, and so does this.
+pub fn strip_websocket_token(headers: &mut HeaderMap) {
+    let prefix = WEBSOCKET_TOKEN_PROTOCOL_PREFIX.as_bytes();
+    let is_token = |t: &[u8]| t.starts_with(prefix);
+    let carries_token = headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .any(|v| v.as_bytes().split(|b| *b == b',').any(|t| is_token(t.trim_ascii())));
+    if !carries_token {
+        return;
+    }
+    let kept: Vec<HeaderValue> = headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|value| {
+            let rest: Vec<&[u8]> = tokens(value).filter(|t| !is_token(t)).collect();
+            if rest.is_empty() {
+                return None;
+            }
+            // Tokens of a valid value joined by ", " are still a valid value.
+            HeaderValue::from_bytes(&rest.join(&b", "[..])).ok()
+        })
+        .collect();
+    headers.remove(header::SEC_WEBSOCKET_PROTOCOL);
+    for value in kept {
+        headers.append(header::SEC_WEBSOCKET_PROTOCOL, value);
+    }
+}
 
 fn starts_with_ignore_case(name: &str, prefix: &str) -> bool {
     name.len() >= prefix.len()
@@ -259,11 +299,24 @@ pub fn remove_connection_tokens(headers: &mut HeaderMap) {
     }
 }
 
-/// Removes credential headers: `Authorization`, `Impersonate-*`, `X-Remote-*` and the names
-/// and prefixes configured in `options`.
+/// Removes credential headers: `Authorization`, `Impersonate-*`, `X-Remote-*`, the names
+/// and prefixes configured in `options`, and the bearer-token entries of
+/// `Sec-WebSocket-Protocol` ([`strip_websocket_token`]).
 pub fn strip_credentials(headers: &mut HeaderMap, options: &HeaderOptions) {
     // Fast path: nothing to do for the common request without credentials.
-    if !headers.keys().any(|n| options.is_credential(n)) {
+    let mut websocket = false;
+    let mut credential = false;
+    for name in headers.keys() {
+        if name == header::SEC_WEBSOCKET_PROTOCOL {
+            websocket = true;
+        } else if options.is_credential(name) {
+            credential = true;
+        }
+    }
+    if websocket {
+        strip_websocket_token(headers);
+    }
+    if !credential {
         return;
     }
     let names: Vec<HeaderName> = headers
@@ -427,6 +480,41 @@ mod tests {
         strip_credentials(&mut h, &opts);
         assert_eq!(h.len(), 1, "{h:?}");
         assert_eq!(h["cookie"], "session=1");
+    }
+
+    #[test]
+    fn websocket_bearer_token_protocol_is_a_credential() {
+        let opts = HeaderOptions::default();
+        let mut h = map(&[
+            (
+                "sec-websocket-protocol",
+                b"base64url.bearer.authorization.k8s.io.czNjcmV0, v5.channel.k8s.io",
+            ),
+            ("sec-websocket-protocol", b"v4.channel.k8s.io"),
+            ("authorization", b"Bearer other"),
+        ]);
+        strip_credentials(&mut h, &opts);
+        let left: Vec<_> = h.get_all("sec-websocket-protocol").iter().collect();
+        assert_eq!(left, ["v5.channel.k8s.io", "v4.channel.k8s.io"]);
+        assert!(!h.contains_key("authorization"));
+
+        let mut only = map(&[(
+            "sec-websocket-protocol",
+            b" base64url.bearer.authorization.k8s.io.czNjcmV0 ",
+        )]);
+        strip_credentials(&mut only, &opts);
+        assert!(only.is_empty(), "{only:?}");
+
+        // The prefix is matched as kube-apiserver matches it: case-sensitively.
+        let mut other = map(&[(
+            "sec-websocket-protocol",
+            b"Base64url.Bearer.authorization.k8s.io.x, chat",
+        )]);
+        strip_credentials(&mut other, &opts);
+        assert_eq!(
+            other["sec-websocket-protocol"],
+            "Base64url.Bearer.authorization.k8s.io.x, chat"
+        );
     }
 
     #[test]

@@ -21,7 +21,8 @@
 //!
 //! Idle connections are closed after [`PoolOptions::idle_timeout`](crate::PoolOptions) by a
 //! reaper task that runs while the pool lives, waking every quarter of the timeout (at
-//! least every 5 ms, at most every 5 s).
+//! least every 5 ms, at most every 5 s). It starts with the pool's first key, so shared
+//! HTTP/2 connections and the keys of endpoints that never connected are reaped too.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -362,6 +363,11 @@ impl PoolInner {
                     state: Mutex::default(),
                 });
                 slots.insert(key.clone(), Arc::clone(&slot));
+                drop(slots);
+                // Every key gets reaped, whatever comes of it: a shared HTTP/2 connection
+                // never passes through `checkin`, and a key whose dials all fail holds no
+                // connection at all.
+                self.ensure_reaper();
                 slot
             }
         }
@@ -794,5 +800,72 @@ mod tests {
             matches!(err, SendFailure::Connect(ConnectError::Tcp { addr: a, .. }) if a == addr),
             "{err:?}"
         );
+    }
+
+    /// Polls until the pool holds no key, for up to five seconds.
+    async fn wait_for_no_keys(pool: &Pool) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if lock(&pool.inner.slots).is_empty() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        false
+    }
+
+    #[tokio::test]
+    async fn the_key_of_an_endpoint_that_never_connected_is_reaped() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        drop(listener);
+        let pool = pool(Duration::from_millis(40), 4);
+        for _ in 0..3 {
+            let _ = pool
+                .send(dial(addr, Scheme::Http, Wire::Plain), request("/"))
+                .await
+                .expect_err("refused");
+        }
+        assert!(wait_for_no_keys(&pool).await, "the refused key stays");
+    }
+
+    #[tokio::test]
+    async fn an_idle_shared_http2_connection_is_reaped() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (closed_tx, mut closed_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let closed = closed_tx.clone();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(|_req| async {
+                        Ok::<_, std::convert::Infallible>(Response::new(Full::new(
+                            Bytes::from_static(b"h2"),
+                        )))
+                    });
+                    let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(tcp), svc)
+                        .await;
+                    let _ = closed.send(());
+                });
+            }
+        });
+        let pool = pool(Duration::from_millis(40), 4);
+        let (res, checkin) = pool
+            .send(dial(addr, Scheme::Http, Wire::H2c), request("/"))
+            .await
+            .expect("sent");
+        assert!(checkin.is_none(), "HTTP/2 connections are shared, not lent");
+        assert_eq!(
+            res.into_body().collect().await.expect("body").to_bytes(),
+            "h2"
+        );
+        assert!(wait_for_no_keys(&pool).await, "the idle HTTP/2 key stays");
+        // Forgetting the sender closes the connection: the backend sees it end.
+        tokio::time::timeout(Duration::from_secs(5), closed_rx.recv())
+            .await
+            .expect("the idle HTTP/2 connection was closed");
     }
 }

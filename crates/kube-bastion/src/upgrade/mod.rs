@@ -241,6 +241,14 @@ pub enum UpgradeError {
     InvalidStatus(u16),
     /// The backend switched to a protocol that is not allowed (500).
     ResponseProtocolNotAllowed(String),
+    /// The backend's `101` names no protocol in `Upgrade`, or one the client did not ask
+    /// for (500): no tunnel is opened, as Go's `httputil.ReverseProxy` refuses it.
+    ResponseProtocolMismatch {
+        /// The client's `Upgrade` protocols, comma-separated.
+        requested: String,
+        /// The backend's `Upgrade` value (empty when it sent none).
+        answered: String,
+    },
 }
 
 impl fmt::Display for UpgradeError {
@@ -269,6 +277,14 @@ impl fmt::Display for UpgradeError {
             UpgradeError::ResponseProtocolNotAllowed(p) => {
                 write!(f, "invalid upgrade response: protocol {p:?} is not allowed")
             }
+            UpgradeError::ResponseProtocolMismatch {
+                requested,
+                answered,
+            } => write!(
+                f,
+                "invalid upgrade response: backend tried to switch protocol {answered:?} when \
+                 {requested:?} was requested"
+            ),
         }
     }
 }
@@ -290,7 +306,8 @@ impl UpgradeError {
             | UpgradeError::InvalidTarget
             | UpgradeError::Handshake(_)
             | UpgradeError::InvalidStatus(_)
-            | UpgradeError::ResponseProtocolNotAllowed(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            | UpgradeError::ResponseProtocolNotAllowed(_)
+            | UpgradeError::ResponseProtocolMismatch { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -379,7 +396,9 @@ pub fn is_extended_connect(parts: &http::request::Parts) -> bool {
 /// Given the client's headers and the headers prepared for the backend by ordinary
 /// forwarding (credentials stripped, `X-Forwarded-For` appended, hop-by-hop removed), this
 /// puts back `Connection: Upgrade`, every `Upgrade` value, and any `Sec-WebSocket-*` or
-/// `X-Stream-Protocol-Version` header the client sent.
+/// `X-Stream-Protocol-Version` header the client sent, except the bearer-token entries of
+/// `Sec-WebSocket-Protocol` ([`headers::strip_websocket_token`](crate::headers::strip_websocket_token)),
+/// which are credentials.
 pub fn restore_upgrade_headers(client: &HeaderMap, forwarded: &mut HeaderMap) {
     forwarded.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
     forwarded.remove(UPGRADE);
@@ -396,6 +415,7 @@ pub fn restore_upgrade_headers(client: &HeaderMap, forwarded: &mut HeaderMap) {
             }
         }
     }
+    crate::headers::strip_websocket_token(forwarded);
 }
 
 /// Something held for as long as a backend connection of an upgrade is in use (the whole
@@ -539,6 +559,29 @@ where
                 return UpgradeError::ResponseProtocolNotAllowed(
                     String::from_utf8_lossy(token).into_owned(),
                 )
+                .into_response();
+            }
+            // The 101 must name a protocol, and only ones the client asked for: a backend
+            // that switches to anything else (or says nothing) gets no tunnel.
+            let matches = {
+                let mut answered = upgrade_tokens(&response_head.headers).peekable();
+                answered.peek().is_some()
+                    && answered.all(|t| {
+                        upgrade_tokens(&request.headers).any(|r| r.eq_ignore_ascii_case(t))
+                    })
+            };
+            if !matches {
+                let join = |headers: &HeaderMap| {
+                    let tokens: Vec<_> = upgrade_tokens(headers)
+                        .map(String::from_utf8_lossy)
+                        .collect();
+                    tokens.join(", ")
+                };
+                tracing::debug!("refused a 101 for a protocol the client did not ask for");
+                return UpgradeError::ResponseProtocolMismatch {
+                    requested: join(&request.headers),
+                    answered: join(&response_head.headers),
+                }
                 .into_response();
             }
             let open = options.shutdown.track();

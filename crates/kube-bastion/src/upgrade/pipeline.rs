@@ -14,7 +14,8 @@ use crate::transport::ConnectError;
 use crate::{Plan, Status};
 
 /// Serves one upgrade request: checks it, prepares the backend headers as for any request
-/// (hop-by-hop removed, credentials stripped, `X-Forwarded-For` appended, `Host` chosen)
+/// (hop-by-hop removed, credentials stripped, `X-Forwarded-For` appended, `X-Forwarded-Uri`
+/// set, `Host` chosen)
 /// plus the upgrade headers, dials endpoints in the balancer's order until one connects (a
 /// connect failure moves on to the next, as the balancer allows; nothing was sent), then
 /// lets [`proxy_upgrade`] speak to it, holding the balancer's handle for as long as the
@@ -29,20 +30,27 @@ where
     let options = ctx.config.upgrade_options();
     let (mut parts, _body) = req.into_parts();
     let client = prepare(&mut parts, options).map_err(|e| e.to_status())?;
-    let path_and_query = match ctx.request.plan() {
-        Plan::Forward { path_and_query, .. } => path_and_query,
+    let (path_and_query, forwarded_uri) = match ctx.request.plan() {
+        Plan::Forward {
+            path_and_query,
+            forwarded_uri,
+        } => (path_and_query, forwarded_uri),
         // The core never plans a redirect for an upgrade.
         Plan::Redirect { .. } => {
             return Err(Status::internal("upgrade request planned as a redirect"));
         }
     };
 
+    // The rules of every forwarded request (the client's `X-Forwarded-Uri` replaced too);
+    // `Host` is set per endpoint below.
     let mut prepared: HeaderMap = parts.headers.clone();
-    headers::remove_hop_by_hop(&mut prepared);
-    headers::strip_credentials(&mut prepared, ctx.config.headers());
-    if let Some(peer) = ctx.peer_ip() {
-        headers::append_forwarded_for(&mut prepared, peer);
-    }
+    headers::prepare_request(
+        &mut prepared,
+        ctx.config.headers(),
+        ctx.peer_ip(),
+        &forwarded_uri,
+        None,
+    );
     restore_upgrade_headers(&parts.headers, &mut prepared);
 
     let transport = ctx.config.transport();
