@@ -41,12 +41,18 @@ pub struct DestinationPolicy {
 /// refuses, with who serves there. Link-local ones are refused by the kube rule already;
 /// they are listed so an allow CIDR can never re-admit them.
 pub const CLOUD_METADATA: [(&str, &str); 8] = [
-    ("169.254.169.254/32", "AWS, GCP, Azure, OpenStack, Oracle, DigitalOcean metadata"),
+    (
+        "169.254.169.254/32",
+        "AWS, GCP, Azure, OpenStack, Oracle, DigitalOcean metadata",
+    ),
     ("169.254.170.2/32", "AWS ECS task metadata and credentials"),
     ("169.254.169.123/32", "AWS time sync"),
     ("fd00:ec2::254/128", "AWS instance metadata over IPv6"),
     ("fd00:ec2::23/128", "AWS time sync over IPv6"),
-    ("168.63.129.16/32", "Azure WireServer (host agent, extension settings)"),
+    (
+        "168.63.129.16/32",
+        "Azure WireServer (host agent, extension settings)",
+    ),
     ("100.100.100.200/32", "Alibaba Cloud metadata"),
     ("169.254.0.23/32", "Tencent Cloud metadata"),
 ];
@@ -147,7 +153,9 @@ impl DestinationPolicy {
     /// [`DestinationPolicy::check_endpoint`].
     pub fn check(&self, ip: IpAddr) -> Result<(), AddressNotAllowed> {
         self.judge(ip, |canonical| {
-            self.endpoints.iter().any(|e| e.ip().to_canonical() == canonical)
+            self.endpoints
+                .iter()
+                .any(|e| e.ip().to_canonical() == canonical)
         })
     }
 
@@ -231,12 +239,7 @@ impl DestinationPolicy {
 /// ```
 pub fn embedded_ipv4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
     let s = ip.segments();
-    let tail = Ipv4Addr::new(
-        (s[6] >> 8) as u8,
-        s[6] as u8,
-        (s[7] >> 8) as u8,
-        s[7] as u8,
-    );
+    let tail = Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
     match s {
         [0, 0, 0, 0, 0, 0, 0, 0 | 1] => None,
         [0, 0, 0, 0, 0, 0, _, _] | [0x64, 0xff9b, 0, 0, 0, 0, _, _] => Some(tail),
@@ -451,9 +454,15 @@ mod tests {
             assert!(kube.allows(ip(open)), "{open}");
             assert!(!preset.allows(ip(open)), "{open}");
         }
-        assert!(!preset.allows(ip("64:ff9b::a83f:8110")), "NAT64 168.63.129.16");
+        assert!(
+            !preset.allows(ip("64:ff9b::a83f:8110")),
+            "NAT64 168.63.129.16"
+        );
         assert!(preset.allows(ip("10.0.0.1")));
-        assert!(preset.allows(ip("169.254.1.1")), "the allow CIDR still works");
+        assert!(
+            preset.allows(ip("169.254.1.1")),
+            "the allow CIDR still works"
+        );
     }
 
     #[test]
@@ -469,7 +478,10 @@ mod tests {
         assert!(endpoint("127.0.0.41:22").is_err());
         assert!(endpoint("127.0.0.1:10250").is_err());
         assert!(endpoint("127.0.0.42:80").is_err(), "deny wins");
-        assert!(endpoint("10.0.0.1:22").is_ok(), "the kube rule needs no allowance");
+        assert!(
+            endpoint("10.0.0.1:22").is_ok(),
+            "the kube rule needs no allowance"
+        );
         // Resolution judges the IP alone: the allowed endpoint's IP passes, others not.
         assert!(policy.allows(ip("127.0.0.41")));
         assert!(!policy.allows(ip("127.0.0.1")));

@@ -165,6 +165,29 @@ impl Status {
         Self::new(504, Some("Timeout"), message)
     }
 
+    /// 429 TooManyRequests `Too many requests, please try again later.` with
+    /// `details.retryAfterSeconds` (`errors.NewTooManyRequests`), for a server over its
+    /// in-flight limit; send `Retry-After` with the same seconds beside it.
+    ///
+    /// ```
+    /// let status = kube_bastion_core::Status::too_many_requests(1);
+    /// assert_eq!(status.code(), 429);
+    /// assert_eq!(status.reason(), Some("TooManyRequests"));
+    /// assert_eq!(status.details().and_then(|d| d.retry_after_seconds), Some(1));
+    /// ```
+    pub fn too_many_requests(retry_after_seconds: u32) -> Self {
+        let mut status = Self::new(
+            429,
+            Some("TooManyRequests"),
+            "Too many requests, please try again later.",
+        );
+        status.0.details = Some(meta::StatusDetails {
+            retry_after_seconds: i32::try_from(retry_after_seconds).ok(),
+            ..meta::StatusDetails::default()
+        });
+        status
+    }
+
     /// The HTTP status code.
     pub fn code(&self) -> u16 {
         self.0

@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::demo::DemoAddresses;
 use ipnet::{IpNet, Ipv4Net};
 use kube_bastion::{DestinationPolicy, KubeletOptions, NodeAddressType, ResolveOptions};
 
@@ -75,6 +77,12 @@ pub(crate) struct ResolutionArgs {
     /// Never proxy to addresses in this CIDR. Repeatable; deny wins over allow.
     #[arg(long = "destination-deny", value_name = "CIDR")]
     pub(crate) destination_deny: Vec<IpNet>,
+    /// Also refuse the cloud metadata and host-agent addresses that are not link-local
+    /// (AWS `fd00:ec2::254`, Azure `168.63.129.16`, Alibaba `100.100.100.200`, ...; the
+    /// whole list is in docs/security.md), whatever --destination-allow says. Turn it on
+    /// wherever the server runs on a cloud instance.
+    #[arg(long = "destination-deny-cloud-metadata")]
+    pub(crate) deny_cloud_metadata: bool,
     /// Comma-separated order of node address types used to reach kubelets
     /// (kube-apiserver's flag).
     #[arg(
@@ -97,6 +105,13 @@ pub(crate) struct DemoArgs {
     #[arg(long = "demo-network", default_value = "127.0.0.0/24", value_name = "CIDR",
           value_parser = parse_demo_network)]
     pub(crate) demo_network: Ipv4Net,
+}
+
+impl DemoArgs {
+    /// Where the demo's backends listen.
+    pub(crate) fn addresses(&self) -> DemoAddresses {
+        DemoAddresses::new(self.demo_network)
+    }
 }
 
 /// Load balancing policy names.
@@ -209,6 +224,12 @@ pub(crate) struct ServeArgs {
     pub(crate) balancer_eject_on_5xx: bool,
     #[command(flatten)]
     pub(crate) proxy: ProxyArgs,
+    #[command(flatten)]
+    pub(crate) limits: LimitArgs,
+    /// Allow the unauthenticated demo cluster on a --listen address other than loopback.
+    /// Without it, the demo refuses to serve anyone but this machine.
+    #[arg(long = "demo-allow-remote")]
+    pub(crate) demo_allow_remote: bool,
     /// Seconds in-flight requests get to finish after SIGTERM or Ctrl-C.
     #[arg(
         long = "shutdown-grace-period",
@@ -223,6 +244,66 @@ pub(crate) struct ServeArgs {
     /// current-thread runtime: one core, the least CPU per request). Default: one per CPU.
     #[arg(long = "worker-threads", value_name = "N")]
     pub(crate) worker_threads: Option<usize>,
+}
+
+/// Limits that keep clients from exhausting the server (defaults in docs/security.md).
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Limits")]
+pub(crate) struct LimitArgs {
+    /// Client connections served at once; one more is closed right after it is accepted.
+    /// Each open connection holds a file descriptor: keep the process's `ulimit -n` above it.
+    #[arg(long = "max-connections", default_value_t = 10_000, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) max_connections: u32,
+    /// Seconds a client gets from connecting to sending its first request head (TLS
+    /// handshake and HTTP/1.1-or-HTTP/2 detection included); the connection is closed after.
+    #[arg(long = "connection-setup-timeout", default_value_t = 10, value_name = "SECONDS",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) setup_timeout: u64,
+    /// Close a client connection (HTTP/1.1 keep-alive or HTTP/2) after this many seconds
+    /// with no request in flight; 0 never does. kube-apiserver's is 90.
+    #[arg(
+        long = "idle-connection-timeout",
+        default_value_t = 90,
+        value_name = "SECONDS"
+    )]
+    pub(crate) idle_timeout: u64,
+    /// Concurrent streams one HTTP/2 client connection may open (kube-apiserver's flag and
+    /// default).
+    #[arg(long = "http2-max-streams-per-connection", default_value_t = 250, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) http2_max_streams: u32,
+    /// Seconds between HTTP/2 keep-alive pings to clients (a ping unanswered for 20 s
+    /// closes the connection); 0 sends none.
+    #[arg(
+        long = "http2-ping-interval",
+        default_value_t = 30,
+        value_name = "SECONDS"
+    )]
+    pub(crate) http2_ping_interval: u64,
+    /// Requests of the read-only API (get, list, discovery, /metrics) answered at once;
+    /// more are answered 429 with `Retry-After: 1`. Proxy requests are long-running and
+    /// exempt, as in kube-apiserver, and so are /healthz, /livez and /readyz. 0: no limit.
+    #[arg(
+        long = "max-requests-inflight",
+        default_value_t = 400,
+        value_name = "N"
+    )]
+    pub(crate) max_requests_inflight: usize,
+}
+
+impl LimitArgs {
+    /// The listener limits these flags describe.
+    pub(crate) fn listener(&self) -> crate::serve::Limits {
+        let seconds = |s: u64| (s > 0).then(|| Duration::from_secs(s));
+        crate::serve::Limits {
+            max_connections: self.max_connections,
+            setup_timeout: Duration::from_secs(self.setup_timeout),
+            idle_timeout: seconds(self.idle_timeout),
+            http2_max_streams: self.http2_max_streams,
+            http2_ping_interval: seconds(self.http2_ping_interval),
+        }
+    }
 }
 
 /// Which `Host` header backends receive.
@@ -320,12 +401,15 @@ pub(crate) struct ProxyArgs {
 }
 
 impl ResolutionArgs {
-    /// The resolution options these flags describe. `allow_loopback` adds the loopback
-    /// networks to the allow list (the demo cluster).
-    pub(crate) fn resolve_options(&self, allow_loopback: bool) -> ResolveOptions {
+    /// The resolution options these flags describe. With the demo cluster's addresses,
+    /// exactly the demo backends' addresses and ports are admitted besides.
+    pub(crate) fn resolve_options(&self, demo: Option<&DemoAddresses>) -> ResolveOptions {
         let mut policy = DestinationPolicy::kube_default();
-        if allow_loopback {
-            policy = policy.allow_loopback();
+        for endpoint in demo.iter().flat_map(|d| d.endpoints()) {
+            policy = policy.allow_endpoint(endpoint);
+        }
+        if self.deny_cloud_metadata {
+            policy = policy.deny_cloud_metadata();
         }
         for net in &self.destination_allow {
             policy = policy.allow(*net);
@@ -419,7 +503,7 @@ mod tests {
     fn defaults_follow_kube_apiserver() {
         let cli = Cli::try_parse_from(["kube-bastion"]).unwrap();
         assert_eq!(cli.serve.listen, "127.0.0.1:8080".parse().unwrap());
-        let options = cli.serve.resolution.resolve_options(false);
+        let options = cli.serve.resolution.resolve_options(None);
         assert_eq!(options, ResolveOptions::default());
     }
 

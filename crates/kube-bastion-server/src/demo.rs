@@ -56,6 +56,20 @@ pub(crate) struct DemoAddresses {
 }
 
 impl DemoAddresses {
+    /// Every address and port a demo backend listens on: all the demo's destination
+    /// policy admits (loopback is otherwise refused, as kube-apiserver refuses it).
+    pub(crate) fn endpoints(&self) -> [SocketAddr; 6] {
+        let [e0, e1, e2] = self.echo;
+        [
+            SocketAddr::from((e0, 8080)),
+            SocketAddr::from((e1, 8080)),
+            SocketAddr::from((e2, 8080)),
+            SocketAddr::from((self.web, 8080)),
+            SocketAddr::from((self.secure, 8443)),
+            SocketAddr::from((self.kubelet, 10250)),
+        ]
+    }
+
     /// The addresses in the /24 `network`.
     pub(crate) fn new(network: Ipv4Net) -> Self {
         let [a, b, c, _] = network.addr().octets();
@@ -358,6 +372,8 @@ pub(crate) async fn start(addresses: DemoAddresses, created: SystemTime) -> Resu
             app,
             std::future::pending(),
             Duration::ZERO,
+            serve::Limits::default(),
+            Arc::default(),
         ));
     }
     Ok(())

@@ -8,7 +8,9 @@
 mod api;
 mod auth;
 mod cli;
+mod connection;
 mod demo;
+mod limit;
 mod metrics;
 mod proxy;
 mod reload;
@@ -83,7 +85,7 @@ async fn run(args: ServeArgs) -> Result<(), String> {
     let metrics = Arc::new(Metrics::default());
     let tokens = match &args.token_auth_file {
         Some(path) => {
-            let file = auth::TokenFile::load(path)
+            let file = kube_bastion::authn::TokenFile::load(path)
                 .map_err(|e| format!("--token-auth-file {}: {e}", path.display()))?;
             tracing::info!(tokens = file.len(), "static token authentication on");
             Some(Arc::new(file))
@@ -95,9 +97,16 @@ async fn run(args: ServeArgs) -> Result<(), String> {
         _ => None,
     };
     let demo_mode = args.clusters.is_empty();
-    let store = if demo_mode {
+    let demo = demo_mode.then(|| args.demo.addresses());
+    if demo_mode && !args.listen.ip().is_loopback() && !args.demo_allow_remote {
+        return Err(format!(
+            "--listen {}: the demo cluster serves anyone who connects, without \
+             authentication; it listens on loopback only unless --demo-allow-remote is given",
+            args.listen
+        ));
+    }
+    let store = if let Some(addresses) = demo {
         let created = SystemTime::now();
-        let addresses = demo::DemoAddresses::new(args.demo.demo_network);
         let objects = demo::objects(&addresses, created)?;
         demo::start(addresses, created).await?;
         Arc::new(Store::new(objects))
@@ -115,7 +124,7 @@ async fn run(args: ServeArgs) -> Result<(), String> {
     let proxy = proxy::layer(
         &args,
         store.cluster(),
-        demo_mode,
+        demo.as_ref(),
         tunnels.clone(),
         balancer.clone(),
     )?;
@@ -134,6 +143,9 @@ async fn run(args: ServeArgs) -> Result<(), String> {
         server_address: client.to_string(),
         balancer,
     });
+    // The in-flight limit wraps the read-only API only: the proxy layer answers its own
+    // requests in front of it (long-running, exempt as in kube-apiserver).
+    let app = limit::in_flight(app, args.limits.max_requests_inflight);
     let app = app.layer(proxy);
     let app = match tokens {
         Some(tokens) => app.layer(axum::middleware::from_fn_with_state(
@@ -182,7 +194,16 @@ async fn run(args: ServeArgs) -> Result<(), String> {
             tunnels.trigger(grace);
         }
     };
-    serve::serve(listener, tls, app, signal, grace).await;
+    serve::serve(
+        listener,
+        tls,
+        app,
+        signal,
+        grace,
+        args.limits.listener(),
+        metrics.connections(),
+    )
+    .await;
     if tunnels.open_tunnels() > 0 {
         tracing::info!(
             open = tunnels.open_tunnels(),

@@ -20,6 +20,7 @@ use kube_bastion::balance::{Balancer, ServiceKey};
 use kube_bastion::{ProxyRequest, Route};
 use tower::{Layer, Service};
 
+use crate::connection::ConnectionStats;
 use crate::store::Inventory;
 
 /// Upper bounds of the latency histogram buckets, in seconds.
@@ -46,23 +47,65 @@ impl Histogram {
     }
 }
 
-/// Labels of one request.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+/// Labels of one request. Every label value comes from a fixed list (the verbs, resources
+/// and subresources this server knows, `other` for anything else), never from the client,
+/// so the number of series is bounded whatever requests arrive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct RequestKey {
-    verb: String,
-    resource: String,
-    subresource: String,
+    verb: &'static str,
+    resource: &'static str,
+    subresource: &'static str,
     code: u16,
+}
+
+/// The label value of anything outside the fixed lists.
+const OTHER: &str = "other";
+
+/// Resources the server serves (the read-only API and the proxy subresources).
+const RESOURCES: [&str; 6] = [
+    "pods",
+    "services",
+    "endpoints",
+    "endpointslices",
+    "nodes",
+    "namespaces",
+];
+
+/// Subresources a label may name.
+const SUBRESOURCES: [&str; 3] = ["proxy", "status", "log"];
+
+/// The label for a client-supplied resource or subresource name: its entry in `known`,
+/// else [`OTHER`].
+fn known(name: &str, list: &[&'static str]) -> &'static str {
+    list.iter().find(|k| **k == name).copied().unwrap_or(OTHER)
+}
+
+/// The verb of a non-resource request: the lowercase method for the standard methods,
+/// [`OTHER`] for extension methods.
+fn method_verb(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "get",
+        Method::HEAD => "head",
+        Method::POST => "post",
+        Method::PUT => "put",
+        Method::PATCH => "patch",
+        Method::DELETE => "delete",
+        Method::OPTIONS => "options",
+        Method::CONNECT => "connect",
+        Method::TRACE => "trace",
+        _ => OTHER,
+    }
 }
 
 /// The metrics registry.
 #[derive(Debug, Default)]
 pub(crate) struct Metrics {
     requests: Mutex<BTreeMap<RequestKey, u64>>,
-    proxy_latency: Mutex<BTreeMap<String, Histogram>>,
+    proxy_latency: Mutex<BTreeMap<&'static str, Histogram>>,
     in_flight: AtomicI64,
     reload_success: AtomicU64,
     reload_failure: AtomicU64,
+    connections: Arc<ConnectionStats>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -80,6 +123,11 @@ fn label(value: &str) -> String {
 }
 
 impl Metrics {
+    /// The listener's connection counters, rendered with the other metrics.
+    pub(crate) fn connections(&self) -> Arc<ConnectionStats> {
+        Arc::clone(&self.connections)
+    }
+
     /// Counts a cluster reload attempt.
     pub(crate) fn reload(&self, ok: bool) {
         if ok {
@@ -91,18 +139,24 @@ impl Metrics {
 
     fn record(&self, info: &RequestInfo, code: u16, seconds: f64) {
         let key = RequestKey {
-            verb: info.verb.clone(),
-            resource: info.resource.clone(),
-            subresource: info.subresource.clone(),
+            verb: info.verb,
+            resource: info.resource,
+            subresource: info.subresource,
             code,
         };
         *lock(&self.requests).entry(key).or_default() += 1;
-        if info.subresource == "proxy" {
+        if info.proxy {
             lock(&self.proxy_latency)
-                .entry(info.resource.clone())
+                .entry(info.resource)
                 .or_default()
                 .observe(seconds);
         }
+    }
+
+    /// Number of request-counter series (for the cardinality tests).
+    #[cfg(test)]
+    fn request_series(&self) -> usize {
+        lock(&self.requests).len()
     }
 
     /// The Prometheus text exposition of every metric.
@@ -116,9 +170,9 @@ impl Metrics {
             let _ = writeln!(
                 out,
                 "kube_bastion_requests_total{{verb=\"{}\",resource=\"{}\",subresource=\"{}\",code=\"{}\"}} {count}",
-                label(&key.verb),
-                label(&key.resource),
-                label(&key.subresource),
+                label(key.verb),
+                label(key.resource),
+                label(key.subresource),
                 key.code
             );
         }
@@ -155,6 +209,23 @@ impl Metrics {
             self.in_flight.load(Ordering::Relaxed),
             self.reload_success.load(Ordering::Relaxed),
             self.reload_failure.load(Ordering::Relaxed),
+        );
+        let c = &self.connections;
+        let _ = write!(
+            out,
+            "# HELP kube_bastion_open_connections Client connections open now.\n\
+             # TYPE kube_bastion_open_connections gauge\n\
+             kube_bastion_open_connections {}\n\
+             # HELP kube_bastion_closed_connections_total Client connections the server closed, \
+             by reason: over --max-connections, setup not finished in time, idle.\n\
+             # TYPE kube_bastion_closed_connections_total counter\n\
+             kube_bastion_closed_connections_total{{reason=\"limit\"}} {}\n\
+             kube_bastion_closed_connections_total{{reason=\"setup-timeout\"}} {}\n\
+             kube_bastion_closed_connections_total{{reason=\"idle\"}} {}\n",
+            c.open.load(Ordering::Relaxed),
+            c.refused.load(Ordering::Relaxed),
+            c.setup_timeouts.load(Ordering::Relaxed),
+            c.idle_closed.load(Ordering::Relaxed),
         );
         out
     }
@@ -274,26 +345,35 @@ pub(crate) fn endpoint_health(inventory: &Inventory, balancer: &Balancer) -> Str
     )
 }
 
-/// What kube-apiserver's request-info parser would call this request.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// What kube-apiserver's request-info parser would call this request, in labels from
+/// fixed lists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct RequestInfo {
-    verb: String,
-    resource: String,
-    subresource: String,
+    verb: &'static str,
+    resource: &'static str,
+    subresource: &'static str,
+    /// A request the proxy layer answers (its latency goes into the histogram).
+    proxy: bool,
 }
 
 /// Classifies a request: proxy requests by the library's own parser (so metrics and
 /// authorization agree), API paths by their shape, anything else as a non-resource URL
-/// whose verb is the lowercase method.
+/// whose verb is the lowercase method. Names outside the server's resources, subresources
+/// and the standard methods become `other`.
 pub(crate) fn classify<B>(request: &Request<B>) -> RequestInfo {
     if let Route::Proxy(proxy) =
         ProxyRequest::route(request.method(), request.uri(), request.headers())
     {
         let attributes = proxy.attributes();
         return RequestInfo {
-            verb: attributes.verb.to_owned(),
-            resource: attributes.resource.to_owned(),
-            subresource: attributes.subresource.to_owned(),
+            verb: if attributes.verb.is_empty() {
+                OTHER
+            } else {
+                attributes.verb
+            },
+            resource: attributes.resource,
+            subresource: attributes.subresource,
+            proxy: true,
         };
     }
     let method = request.method();
@@ -313,9 +393,10 @@ pub(crate) fn classify<B>(request: &Request<B>) -> RequestInfo {
         other => other,
     };
     let nonresource = || RequestInfo {
-        verb: method.as_str().to_ascii_lowercase(),
-        resource: String::new(),
-        subresource: String::new(),
+        verb: method_verb(method),
+        resource: "",
+        subresource: "",
+        proxy: false,
     };
     match rest {
         [resource] => RequestInfo {
@@ -323,10 +404,10 @@ pub(crate) fn classify<B>(request: &Request<B>) -> RequestInfo {
                 "list"
             } else {
                 "create"
-            }
-            .to_owned(),
-            resource: (*resource).to_owned(),
-            subresource: String::new(),
+            },
+            resource: known(resource, &RESOURCES),
+            subresource: "",
+            proxy: false,
         },
         [resource, _name, sub @ ..] => RequestInfo {
             verb: match *method {
@@ -335,10 +416,10 @@ pub(crate) fn classify<B>(request: &Request<B>) -> RequestInfo {
                 Method::PATCH => "patch",
                 Method::DELETE => "delete",
                 _ => "create",
-            }
-            .to_owned(),
-            resource: (*resource).to_owned(),
-            subresource: sub.first().map(|s| (*s).to_owned()).unwrap_or_default(),
+            },
+            resource: known(resource, &RESOURCES),
+            subresource: sub.first().map_or("", |s| known(s, &SUBRESOURCES)),
+            proxy: false,
         },
         _ => nonresource(),
     }
@@ -490,19 +571,60 @@ mod tests {
     #[test]
     fn api_paths_classify_like_request_info() {
         let list = info(Method::GET, "/api/v1/namespaces/demo/pods");
-        assert_eq!(
-            (list.verb.as_str(), list.resource.as_str()),
-            ("list", "pods")
-        );
+        assert_eq!((list.verb, list.resource), ("list", "pods"));
         let get = info(Method::GET, "/api/v1/nodes/n1");
-        assert_eq!((get.verb.as_str(), get.resource.as_str()), ("get", "nodes"));
+        assert_eq!((get.verb, get.resource), ("get", "nodes"));
         let slices = info(Method::GET, "/apis/discovery.k8s.io/v1/endpointslices");
         assert_eq!(slices.resource, "endpointslices");
         let health = info(Method::GET, "/healthz");
+        assert_eq!((health.verb, health.resource), ("get", ""));
+        let proxy = info(Method::GET, "/api/v1/namespaces/demo/pods/echo-0/proxy/x");
         assert_eq!(
-            (health.verb.as_str(), health.resource.as_str()),
-            ("get", "")
+            (proxy.verb, proxy.resource, proxy.subresource),
+            ("get", "pods", "proxy")
         );
+        assert!(proxy.proxy);
+    }
+
+    /// The labels never carry what a client chose: unknown resources, subresources and
+    /// methods become `other`, and proxy-looking paths of unknown resources get no
+    /// histogram.
+    #[test]
+    fn client_chosen_names_become_other() {
+        let weird = info(Method::GET, "/api/v1/x1AAAA/n/proxy");
+        assert_eq!((weird.resource, weird.subresource), ("other", "proxy"));
+        assert!(!weird.proxy);
+        let sub = info(Method::GET, "/api/v1/namespaces/demo/pods/p/zzz");
+        assert_eq!(sub.subresource, "other");
+        let method = Method::from_bytes(b"FOOBARBAZ").unwrap();
+        assert_eq!(info(method.clone(), "/healthz").verb, "other");
+        assert_eq!(
+            info(method, "/api/v1/namespaces/demo/pods/p/proxy/").verb,
+            "other"
+        );
+    }
+
+    /// The cardinality attack of the security review: thousands of requests with fresh
+    /// resource names, subresources and methods leave a bounded number of series.
+    #[test]
+    fn series_stay_bounded_under_client_chosen_names() {
+        let m = Metrics::default();
+        for i in 0..2_000 {
+            let name = format!("x{i}{}", "A".repeat(4096));
+            let method = Method::from_bytes(format!("M{i}").as_bytes()).unwrap();
+            for path in [
+                format!("/api/v1/{name}/n/proxy"),
+                format!("/api/v1/{name}"),
+                format!("/api/v1/namespaces/demo/pods/p/{name}"),
+                format!("/{name}"),
+            ] {
+                m.record(&info(Method::GET, &path), 401, 0.001);
+                m.record(&info(method.clone(), &path), 401, 0.001);
+            }
+        }
+        assert!(m.request_series() <= 8, "{} series", m.request_series());
+        assert!(lock(&m.proxy_latency).is_empty());
+        assert!(m.render().len() < 8 * 1024, "{} bytes", m.render().len());
     }
 
     #[test]
@@ -520,9 +642,10 @@ mod tests {
     fn rendering_has_counters_and_escapes_labels() {
         let m = Metrics::default();
         let i = RequestInfo {
-            verb: "get".into(),
-            resource: "a\"b".into(),
-            subresource: String::new(),
+            verb: "get",
+            resource: "a\"b",
+            subresource: "",
+            proxy: false,
         };
         m.record(&i, 200, 0.01);
         m.record(&i, 200, 0.01);

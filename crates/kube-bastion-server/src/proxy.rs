@@ -15,6 +15,7 @@ use kube_bastion::{
 };
 
 use crate::cli::{BalancerName, HostHeaderName, ServeArgs};
+use crate::demo::DemoAddresses;
 
 fn read(path: &std::path::Path, flag: &str) -> Result<Vec<u8>, String> {
     std::fs::read(path).map_err(|e| format!("{flag} {}: {e}", path.display()))
@@ -95,19 +96,20 @@ fn rewrite_options(args: &ServeArgs) -> RewriteOptions {
     options
 }
 
-/// Builds the proxy layer. `allow_loopback` is set for the demo cluster only; `shutdown`
+/// Builds the proxy layer. `demo` is given for the demo cluster only (its backends are the
+/// only loopback destinations admitted); `shutdown`
 /// is the switch that closes upgraded connections when the server stops; `balancer` keeps
 /// endpoint state (shared with `/metrics`).
 pub(crate) fn layer(
     args: &ServeArgs,
     cluster: Arc<MemoryCluster>,
-    allow_loopback: bool,
+    demo: Option<&DemoAddresses>,
     shutdown: Shutdown,
     balancer: Balancer,
 ) -> Result<ProxyLayer, String> {
     let p = &args.proxy;
     let mut builder = ProxyConfig::builder(cluster)
-        .resolve_options(args.resolution.resolve_options(allow_loopback))
+        .resolve_options(args.resolution.resolve_options(demo))
         .tls(tls_options(args)?)
         .connect_timeout(Duration::from_secs(p.connect_timeout.max(1)))
         .response_header_timeout(seconds(p.response_header_timeout))

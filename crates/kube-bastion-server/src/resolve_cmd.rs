@@ -164,14 +164,17 @@ pub(crate) fn run(args: &ResolveArgs) -> Result<i32, String> {
         .to_ascii_uppercase()
         .parse()
         .map_err(|_| format!("invalid method {:?}", args.method))?;
-    let (objects, allow_loopback) = if args.clusters.is_empty() {
-        let addresses = demo::DemoAddresses::new(args.demo.demo_network);
-        (demo::objects(&addresses, SystemTime::now())?, true)
+    let (objects, demo) = if args.clusters.is_empty() {
+        let addresses = args.demo.addresses();
+        (
+            demo::objects(&addresses, SystemTime::now())?,
+            Some(addresses),
+        )
     } else {
-        (reload::load_files(&args.clusters)?, false)
+        (reload::load_files(&args.clusters)?, None)
     };
     let snapshot = ClusterSnapshot::from_objects(objects);
-    let options = args.resolution.resolve_options(allow_loopback);
+    let options = args.resolution.resolve_options(demo.as_ref());
     let outcome = decide(&snapshot, &options, &method, &args.path, args.upgrade)?;
     let (value, code) = match outcome {
         Outcome::Proceed(v) => (v, 0),

@@ -1,6 +1,7 @@
 //! The listener: plain HTTP (HTTP/1.1 and h2c) or HTTPS (HTTP/2 and HTTP/1.1 by ALPN),
-//! connection upgrades, the peer address for `X-Forwarded-For`, and graceful shutdown that
-//! lets in-flight requests finish.
+//! connection upgrades, the peer address for `X-Forwarded-For`, connection limits
+//! ([`Limits`]: a cap on open connections, setup and idle timeouts, HTTP/2 stream and ping
+//! settings) and graceful shutdown that lets in-flight requests finish.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -8,23 +9,24 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::sync::atomic::Ordering;
+
 use axum::Router;
-use axum::extract::ConnectInfo;
-use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use rustls::ServerConfig;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
-use tower::ServiceExt;
 
-/// How long a client gets to finish a TLS handshake.
-const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a client gets to send a request head.
+use crate::connection::{
+    Activity, ConnectionService, ConnectionStats, Deadlines, OpenGuard, drive,
+};
+
+/// How long a client gets to send a request head (kube-apiserver's `ReadHeaderTimeout` is
+/// 32 s).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The crypto provider every rustls config of this server uses.
@@ -70,23 +72,68 @@ pub(crate) fn load_tls(cert: &Path, key: &Path) -> Result<TlsAcceptor, String> {
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
+/// Connection limits of a listener.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Limits {
+    /// Connections served at once; the next one is closed right after accept.
+    pub(crate) max_connections: u32,
+    /// Time from accept to the first request head (TLS handshake and protocol detection
+    /// included).
+    pub(crate) setup_timeout: Duration,
+    /// No request in flight for this long closes a connection (`None`: never).
+    pub(crate) idle_timeout: Option<Duration>,
+    /// Concurrent streams an HTTP/2 client may open on one connection.
+    pub(crate) http2_max_streams: u32,
+    /// Interval of HTTP/2 keep-alive pings (`None`: none); a ping unanswered for
+    /// [`HTTP2_PING_TIMEOUT`] closes the connection.
+    pub(crate) http2_ping_interval: Option<Duration>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 10_000,
+            setup_timeout: Duration::from_secs(10),
+            idle_timeout: Some(Duration::from_secs(90)),
+            http2_max_streams: 250,
+            http2_ping_interval: Some(Duration::from_secs(30)),
+        }
+    }
+}
+
+/// How long an HTTP/2 keep-alive ping may go unanswered.
+pub(crate) const HTTP2_PING_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// Serves `app` on `listener` until `shutdown` completes, then stops accepting and gives
 /// open connections up to `grace` to finish their in-flight requests.
+///
+/// At most `limits.max_connections` connections are served at once: one accepted beyond
+/// that is closed at once (and counted in `stats`). Each connection must finish its TLS
+/// handshake, protocol detection and first request head within the setup timeout, and is
+/// closed once no request has been in flight for the idle timeout.
 pub(crate) async fn serve(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     app: Router,
     shutdown: impl Future<Output = ()>,
     grace: Duration,
+    limits: Limits,
+    stats: Arc<ConnectionStats>,
 ) {
     let mut builder = Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT);
-    builder.http2().timer(TokioTimer::new());
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.http2_max_streams)
+        .keep_alive_interval(limits.http2_ping_interval)
+        .keep_alive_timeout(HTTP2_PING_TIMEOUT);
     let builder = Arc::new(builder);
-    let graceful = GracefulShutdown::new();
+    let permits = Arc::new(Semaphore::new(limits.max_connections as usize));
+    let (stop, stopped) = watch::channel(false);
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -101,56 +148,59 @@ pub(crate) async fn serve(
             },
             () = &mut shutdown => break,
         };
+        let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+            stats.refused.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(%peer, max = limits.max_connections, "connection limit reached; closing");
+            drop(stream);
+            continue;
+        };
+        let setup = tokio::time::Instant::now() + limits.setup_timeout;
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(app.clone().map_request(
-            move |mut request: http::Request<Incoming>| {
-                request.extensions_mut().insert(ConnectInfo(peer));
-                request
-            },
-        ));
-        let builder = builder.clone();
-        let watcher = graceful.watcher();
+        let service = ConnectionService::new(app.clone(), peer, Activity::new());
+        let deadlines = Deadlines {
+            setup,
+            idle: limits.idle_timeout,
+        };
+        let builder = Arc::clone(&builder);
+        let stopped = stopped.clone();
         let tls = tls.clone();
+        let stats = Arc::clone(&stats);
         tokio::spawn(async move {
-            let result = match tls {
-                None => {
-                    let conn =
-                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                    watcher.watch(conn.into_owned()).await
-                }
+            let _permit = permit;
+            let _open = OpenGuard::new(Arc::clone(&stats));
+            match tls {
+                None => drive(&builder, stream, service, deadlines, stopped, &stats).await,
                 Some(acceptor) => {
-                    let stream =
-                        match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream))
-                            .await
-                        {
-                            Ok(Ok(stream)) => stream,
-                            Ok(Err(err)) => {
-                                tracing::debug!(%peer, error = %err, "TLS handshake failed");
-                                return;
-                            }
-                            Err(_) => {
-                                tracing::debug!(%peer, "TLS handshake timed out");
-                                return;
-                            }
-                        };
-                    let conn =
-                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                    watcher.watch(conn.into_owned()).await
+                    let stream = match tokio::time::timeout_at(setup, acceptor.accept(stream)).await
+                    {
+                        Ok(Ok(stream)) => stream,
+                        Ok(Err(err)) => {
+                            tracing::debug!(%peer, error = %err, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            stats.setup_timeouts.fetch_add(1, Ordering::Relaxed);
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            return;
+                        }
+                    };
+                    drive(&builder, stream, service, deadlines, stopped, &stats).await;
                 }
-            };
-            if let Err(err) = result {
-                tracing::debug!(%peer, error = %err, "connection ended with an error");
             }
         });
     }
     drop(listener);
+    let open = stats.open.load(Ordering::Relaxed);
     tracing::info!(
-        connections = graceful.count(),
+        connections = open,
         grace_seconds = grace.as_secs(),
         "shutting down: no new connections, draining in-flight requests"
     );
-    match tokio::time::timeout(grace, graceful.shutdown()).await {
-        Ok(()) => tracing::info!("all connections closed"),
+    let _ = stop.send(true);
+    // Every connection holds a permit until it ends: all of them back means all closed.
+    let all = permits.acquire_many(limits.max_connections);
+    match tokio::time::timeout(grace, all).await {
+        Ok(_) => tracing::info!("all connections closed"),
         Err(_) => tracing::warn!("grace period over; closing the remaining connections"),
     }
 }

@@ -294,7 +294,20 @@ where
 /// to; IP candidates were approved by resolution and need nothing here. Service candidates
 /// are always IPs (EndpointSlice and Endpoints addresses), so a Service is never scanned:
 /// this step stays O(1) however many endpoints it has.
+///
+/// A policy with allowed endpoints ([`DestinationPolicy::allow_endpoint`](crate::DestinationPolicy::allow_endpoint))
+/// judges ports too: then every candidate's dial address is checked (O(candidates), only in
+/// that mode), and one that fails refuses the request with kube-apiserver's
+/// `address not allowed`.
 async fn approve(config: &ProxyConfig, target: &Target) -> Result<Vec<Endpoint>, Status> {
+    let policy = config.destination_policy();
+    if policy.has_endpoint_rules() {
+        for c in target.candidates.iter() {
+            if let Host::Ip(ip) = c.host {
+                policy.check_endpoint(SocketAddr::new(ip, c.dial_port(target.scheme)))?;
+            }
+        }
+    }
     let mut resolved = Vec::new();
     if target.service.is_some() {
         return Ok(resolved);
@@ -314,7 +327,12 @@ async fn approve(config: &ProxyConfig, target: &Target) -> Result<Vec<Endpoint>,
         };
         let mut ips: Vec<IpAddr> = addrs.map(|a| a.ip()).collect();
         ips.dedup();
-        config.destination_policy().check_resolved(&ips)?;
+        policy.check_resolved(&ips)?;
+        if policy.has_endpoint_rules() {
+            for ip in &ips {
+                policy.check_endpoint(SocketAddr::new(*ip, port))?;
+            }
+        }
         resolved.extend(ips.into_iter().map(|ip| Endpoint {
             addr: SocketAddr::new(ip, port),
             candidate: i,

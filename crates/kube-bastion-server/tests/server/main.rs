@@ -10,4 +10,5 @@ mod cli;
 mod cluster;
 mod demo;
 mod lifecycle;
+mod limits;
 mod proxy;
