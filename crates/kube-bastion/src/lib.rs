@@ -15,11 +15,15 @@
 //! See `docs/architecture.md` in the repository for the path of a request through these
 //! modules.
 
+pub mod authn;
 pub mod authorize;
 pub mod balance;
 pub mod body;
 pub mod config;
 pub mod forward;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod headers;
 pub mod layer;
 pub mod rewrite;
