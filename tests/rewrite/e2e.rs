@@ -60,6 +60,24 @@ async fn app(req: Request<Incoming>, backend: String) -> Response<TestBody> {
                 .body(full(body))
                 .expect("response")
         }
+        // A gzip label on a body that is not gzip.
+        ("GET", "/not-gzip") => html(b"this is not gzip at all".to_vec())
+            .header("content-encoding", "gzip")
+            .body(full("this is not gzip at all"))
+            .expect("response"),
+        // Valid gzip for the first 64 KiB of a page, then a corrupt checksum.
+        ("GET", "/breaks-late") => {
+            let page = "<p><a href=\"/x\">x</a></p>".repeat(4096);
+            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::none());
+            gz.write_all(page.as_bytes()).expect("gzip");
+            let mut body = gz.finish().expect("gzip");
+            let n = body.len();
+            body[n - 8] ^= 0x55;
+            html(body.clone())
+                .header("content-encoding", "gzip")
+                .body(full(body))
+                .expect("response")
+        }
         ("GET", "/private") => Response::builder()
             .status(StatusCode::FOUND)
             .header("location", "/login")
@@ -341,3 +359,54 @@ async fn rewriting_can_be_switched_off_per_kind() {
     let (_, headers, _) = get(proxy, &format!("{PREFIX}/private")).await;
     assert_eq!(headers["location"], format!("{PREFIX}/login").as_str());
 }
+
+/// A gzip-labelled body that is not gzip cannot be rewritten from its first byte: the
+/// client gets a complete 500 Status (kube-apiserver answers rewrite errors with 500), not
+/// a closed connection.
+#[tokio::test]
+async fn a_body_that_is_not_gzip_is_a_complete_500() {
+    let proxy = start().await;
+    let (status, headers, body) = get(proxy, &format!("{PREFIX}/not-gzip")).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(headers["content-type"], "application/json");
+    assert!(headers.get("content-encoding").is_none());
+    let (code, reason, message) = status_of(&body);
+    assert_eq!(code, 500);
+    assert_eq!(reason, None);
+    assert!(
+        message.starts_with("error rewriting the response body: "),
+        "{message}"
+    );
+    // The proxy is fine afterwards.
+    assert_eq!(get(proxy, &format!("{PREFIX}/")).await.0, StatusCode::OK);
+}
+
+/// A body that breaks after rewritten bytes went out keeps its 200 head and ends with an
+/// error: the client sees an incomplete body, never a truncated body passed off as whole.
+#[tokio::test]
+async fn a_body_that_breaks_after_the_first_bytes_ends_in_an_error() {
+    use http_body_util::BodyExt as _;
+    let proxy = start().await;
+    let res = crate::harness::client()
+        .request(
+            Request::get(format!("http://{proxy}{PREFIX}/breaks-late"))
+                .body(empty())
+                .expect("request"),
+        )
+        .await
+        .expect("a response head");
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers()["content-encoding"], "gzip");
+    let mut body = res.into_body();
+    let mut received = 0;
+    let error = loop {
+        match body.frame().await {
+            Some(Ok(frame)) => received += frame.data_ref().map_or(0, Bytes::len),
+            Some(Err(e)) => break Some(e),
+            None => break None,
+        }
+    };
+    assert!(received > 0, "data came before the error");
+    assert!(error.is_some(), "the body ended cleanly after {received} bytes");
+}
+

@@ -344,6 +344,13 @@ async fn approve(config: &ProxyConfig, target: &Target) -> Result<Vec<Endpoint>,
     Ok(resolved)
 }
 
+/// A response after the rewrite step: ready to send, or an HTML body being rewritten whose
+/// first frame must be read before the head goes out ([`first_html_frame`]).
+enum Rewritten {
+    Ready(Response<ProxyBody>),
+    Html(Response<crate::rewrite::RewrittenBody<ProxyBody>>),
+}
+
 /// Rewrites `Location` and HTML links of the response back under `ctx.request.prefix()`
 /// ([`crate::rewrite`]), when rewriting is on for this request kind. Hop-by-hop and CORS
 /// headers are already removed.
@@ -352,10 +359,10 @@ fn rewrite(
     endpoint: &Endpoint,
     parts: http::response::Parts,
     body: ProxyBody,
-) -> Result<Response<ProxyBody>, Status> {
+) -> Result<Rewritten, Status> {
     let options = ctx.config.rewrite_options();
     if !options.is_enabled_for(ctx.request.kind()) || !crate::rewrite::may_rewrite(&parts.headers) {
-        return Ok(Response::from_parts(parts, body));
+        return Ok(Rewritten::Ready(Response::from_parts(parts, body)));
     }
     let response = Response::from_parts(parts, body);
     let request_host = ctx
@@ -370,10 +377,26 @@ fn rewrite(
     );
     let rewritten = crate::rewrite::rewrite_response(&rewrite_ctx, response)?;
     Ok(if rewritten.body().is_rewriting() {
-        rewritten.map(ProxyBody::new)
+        Rewritten::Html(rewritten)
     } else {
-        rewritten.map(crate::rewrite::RewrittenBody::into_inner)
+        Rewritten::Ready(rewritten.map(crate::rewrite::RewrittenBody::into_inner))
     })
+}
+
+/// Reads the first frame of a rewritten HTML body before the response head is sent: a body
+/// that cannot be decoded or rewritten from its first bytes (a `gzip` label on something
+/// that is not gzip) is answered with a 500 Status carrying the error text, as
+/// kube-apiserver answers rewrite errors, instead of a head followed by a broken body.
+/// Once data has been produced, a later error can only end the body early.
+async fn first_html_frame(
+    response: Response<crate::rewrite::RewrittenBody<ProxyBody>>,
+) -> Result<Response<ProxyBody>, Status> {
+    let (parts, mut body) = response.into_parts();
+    if let Err(err) = body.first_frame().await {
+        tracing::warn!(error = %err, "refusing a response whose body cannot be rewritten");
+        return Err(Status::internal(err.to_string()));
+    }
+    Ok(Response::from_parts(parts, ProxyBody::new(body)))
 }
 
 /// The request body as sent to one attempt. With several endpoints the body is kept in a
@@ -634,7 +657,11 @@ where
                         crate::body::Completion::Failed => handle.failure(),
                         _ => drop(handle),
                     });
-                return rewrite(&ctx, endpoint, parts, body);
+                return match rewrite(&ctx, endpoint, parts, body)? {
+                    Rewritten::Ready(response) => Ok(response),
+                    // Boxed: only HTML responses wait here; the others keep a small future.
+                    Rewritten::Html(response) => Box::pin(first_html_frame(response)).await,
+                };
             }
             Err(SendError::Connect(e)) => {
                 handle.connect_failed();

@@ -74,6 +74,8 @@ pin_project! {
         inner: B,
         pipeline: Option<Box<Mutex<Pipeline>>>,
         failed: bool,
+        // The first frame, read ahead by `first_frame` before the response head is sent.
+        primed: Option<Frame<Bytes>>,
     }
 }
 
@@ -93,6 +95,7 @@ impl<B> RewrittenBody<B> {
             inner,
             pipeline: None,
             failed: false,
+            primed: None,
         }
     }
 
@@ -127,6 +130,27 @@ impl<B> RewrittenBody<B> {
             inner,
             pipeline: Some(Box::new(Mutex::new(pipeline))),
             failed: false,
+            primed: None,
+        }
+    }
+
+    /// Reads the body's first frame ahead and keeps it for the first poll, so that a body
+    /// that cannot be rewritten at all (a `gzip` label on something that is not gzip) is
+    /// known before the response head goes out and can be answered with a Status instead.
+    /// Errors come back here and the body is finished; data and trailers are delivered by
+    /// the body as usual.
+    pub(crate) async fn first_frame(&mut self) -> Result<(), RewriteBodyError>
+    where
+        B: Body<Data = Bytes> + Unpin,
+        B::Error: Into<BoxError>,
+    {
+        match std::future::poll_fn(|cx| Pin::new(&mut *self).poll_frame(cx)).await {
+            Some(Ok(frame)) => {
+                self.primed = Some(frame);
+                Ok(())
+            }
+            Some(Err(err)) => Err(err),
+            None => Ok(()),
         }
     }
 
@@ -259,6 +283,9 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let mut this = self.project();
+        if let Some(frame) = this.primed.take() {
+            return Poll::Ready(Some(Ok(frame)));
+        }
         if *this.failed {
             return Poll::Ready(None);
         }
@@ -327,6 +354,9 @@ where
     }
 
     fn is_end_stream(&self) -> bool {
+        if self.primed.is_some() {
+            return false;
+        }
         match &self.pipeline {
             None => self.failed || self.inner.is_end_stream(),
             Some(_) => self.failed,
