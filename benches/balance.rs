@@ -1,4 +1,4 @@
-//! The cost of choosing an endpoint: `Balancer::plan(..).next()` among 10, 1,000 and
+//! The cost of choosing an endpoint (the balancer's first choice) among 10, 1,000 and
 //! 100,000 candidates for every policy, plus a full request's accounting (choice, start,
 //! completion). The choice must stay flat in the candidate count. One more row per size
 //! measures the worst case for the balancer's position map: a different list allocation
@@ -10,10 +10,10 @@ use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use kube_bastion::balance::{BalancePolicy, Balancer, BalancerConfig};
-use kube_bastion::{
+use kube_bastion::core::{
     AppProtocol, Candidate, EndpointState, Host, Scheme, ServiceInfo, Target, TransportKind,
 };
+use kube_bastion::{BalancePolicy, Balancer, BalancerConfig};
 
 fn target(n: u32) -> Target {
     Target {
@@ -50,19 +50,12 @@ fn choose(c: &mut Criterion) {
             // Steady state: state exists for (almost) every endpoint, as after a while in
             // production; without this the first picks of a large list measure allocation.
             for _ in 0..5 * n {
-                black_box(balancer.plan(&target, None).next().map(|a| a.index()));
+                black_box(balancer.choose(&target, None));
             }
             group.bench_with_input(
                 BenchmarkId::new(policy.as_str(), n),
                 &target,
-                |b, target| {
-                    b.iter(|| {
-                        balancer
-                            .plan(black_box(target), None)
-                            .next()
-                            .map(|a| a.index())
-                    })
-                },
+                |b, target| b.iter(|| balancer.choose(black_box(target), None)),
             );
         }
         // The list changes at every choice: two allocations of the same endpoints, in turn.
@@ -74,7 +67,7 @@ fn choose(c: &mut Criterion) {
         let lists = [&target, &twin];
         let balancer = Balancer::new(BalancerConfig::default().with_seed(1));
         for i in 0..5 * n as usize {
-            black_box(balancer.plan(lists[i % 2], None).next().map(|a| a.index()));
+            black_box(balancer.choose(lists[i % 2], None));
         }
         let mut turn = 0usize;
         group.bench_function(
@@ -82,10 +75,7 @@ fn choose(c: &mut Criterion) {
             |b| {
                 b.iter(|| {
                     turn += 1;
-                    balancer
-                        .plan(black_box(lists[turn % 2]), None)
-                        .next()
-                        .map(|a| a.index())
+                    balancer.choose(black_box(lists[turn % 2]), None)
                 })
             },
         );
@@ -130,19 +120,17 @@ fn request(c: &mut Criterion) {
         // which the choice did not touch.
         let balancer = Balancer::new(BalancerConfig::default().with_policy(policy).with_seed(1));
         for _ in 0..500_000 {
-            let attempt = balancer.plan(&large, None).next().expect("candidate");
-            runtime.block_on(attempt.start()).expect("no cap").success();
+            runtime
+                .block_on(balancer.choose_and_complete(&large, None))
+                .expect("candidate");
         }
         group.bench_function(
             BenchmarkId::new(policy.as_str(), "choose+start+complete/100000"),
             |b| {
                 b.iter(|| {
-                    let attempt = balancer
-                        .plan(black_box(&large), None)
-                        .next()
+                    runtime
+                        .block_on(balancer.choose_and_complete(black_box(&large), None))
                         .expect("candidate");
-                    let handle = runtime.block_on(attempt.start()).expect("no cap");
-                    handle.success();
                 })
             },
         );
@@ -160,26 +148,16 @@ fn request(c: &mut Criterion) {
             BenchmarkId::new(policy.as_str(), "choose+start+complete"),
             |b| {
                 b.iter(|| {
-                    let attempt = balancer
-                        .plan(black_box(&target), None)
-                        .next()
+                    runtime
+                        .block_on(balancer.choose_and_complete(black_box(&target), None))
                         .expect("candidate");
-                    let handle = runtime.block_on(attempt.start()).expect("no cap");
-                    handle.success();
                 })
             },
         );
         let client = Some(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7)));
         group.bench_function(
             BenchmarkId::new(policy.as_str(), "client-ip-affinity"),
-            |b| {
-                b.iter(|| {
-                    balancer
-                        .plan(black_box(&sticky), client)
-                        .next()
-                        .map(|a| a.index())
-                })
-            },
+            |b| b.iter(|| balancer.choose(black_box(&sticky), client)),
         );
     }
     group.finish();

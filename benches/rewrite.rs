@@ -15,7 +15,8 @@ use std::time::Instant;
 use bytes::Bytes;
 use criterion::{Criterion, Throughput};
 use http_body::{Body, Frame};
-use kube_bastion::rewrite::{RewriteContext, RewriteOptions, rewrite_response};
+use kube_bastion::RewriteOptions;
+use kube_bastion::test_util::{RewriteContext, rewrite_response};
 
 /// One repetition of a dashboard-like page: links, an image with srcset, a script, a form,
 /// relative and foreign links, and text.

@@ -27,7 +27,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use kube_bastion::authorize::{Decision, authorize_fn};
+use kube_bastion::{Decision, authorize_fn};
 use kube_bastion::{DestinationPolicy, MemoryCluster, ProxyConfig, ProxyLayer};
 use tokio::net::TcpListener;
 

@@ -4,7 +4,8 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use kube_bastion::balance::{BalancePolicy, Balancer, BalancerConfig, ManualClock};
+use kube_bastion::test_util::ManualClock;
+use kube_bastion::{BalancePolicy, Balancer, BalancerConfig};
 
 use crate::harness::*;
 

@@ -6,9 +6,8 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use http::Method;
-use kube_bastion::balance::{
-    BalancePolicy, Balancer, BalancerConfig, ConcurrencyLimit, EjectionConfig, ManualClock,
-};
+use kube_bastion::test_util::ManualClock;
+use kube_bastion::{BalancePolicy, Balancer, BalancerConfig, ConcurrencyLimit, EjectionConfig};
 
 use crate::harness::*;
 

@@ -16,7 +16,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use kube_bastion::balance::{Balancer, ServiceKey};
+use kube_bastion::{Balancer, ServiceKey};
 use kube_bastion::{DestinationPolicy, MemoryCluster, PeerAddr, ProxyConfig, ProxyService};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;

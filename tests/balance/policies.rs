@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use kube_bastion::balance::{BalancePolicy, Balancer, BalancerConfig};
+use kube_bastion::{BalancePolicy, Balancer, BalancerConfig};
 
 use crate::harness::*;
 

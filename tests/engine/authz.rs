@@ -4,8 +4,8 @@
 use std::sync::{Arc, Mutex};
 
 use http::{Request, StatusCode};
-use kube_bastion::authorize::{AuthorizeFuture, Authorizer, Decision, authorize_fn};
 use kube_bastion::{Attributes, ProxyService};
+use kube_bastion::{AuthorizeFuture, Authorizer, Decision, authorize_fn};
 
 use crate::harness::*;
 

@@ -338,7 +338,7 @@ async fn rewriting_can_be_switched_off_per_kind() {
             &[("web-0", "127.0.0.1", backend.port())],
         ),
     ];
-    let mut options = kube_bastion::rewrite::RewriteOptions::default();
+    let mut options = kube_bastion::RewriteOptions::default();
     options.set_kind(kube_bastion::ResourceKind::Service, false);
     let proxy = serve_proxy(
         config(&docs)
@@ -407,6 +407,8 @@ async fn a_body_that_breaks_after_the_first_bytes_ends_in_an_error() {
         }
     };
     assert!(received > 0, "data came before the error");
-    assert!(error.is_some(), "the body ended cleanly after {received} bytes");
+    assert!(
+        error.is_some(),
+        "the body ended cleanly after {received} bytes"
+    );
 }
-

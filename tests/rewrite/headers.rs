@@ -3,7 +3,8 @@
 
 use http_body_util::BodyExt;
 use kube_bastion::ResourceKind;
-use kube_bastion::rewrite::{RewriteContext, RewriteOptions, rewrite_response};
+use kube_bastion::RewriteOptions;
+use kube_bastion::test_util::{RewriteContext, rewrite_response};
 
 use crate::{PREFIX, bodies, ctx, response, rewrite_html};
 

@@ -15,7 +15,8 @@ mod vectors;
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
-use kube_bastion::rewrite::{RewriteContext, RewriteOptions, rewrite_response};
+use kube_bastion::RewriteOptions;
+use kube_bastion::test_util::{RewriteContext, rewrite_response};
 
 /// The apiserver-typical context used by most tests.
 pub(crate) const PREFIX: &str = "/api/v1/namespaces/ns/services/svc/proxy";

@@ -8,7 +8,8 @@ use futures_util::FutureExt;
 use http::HeaderMap;
 use http_body::Body;
 use http_body_util::BodyExt;
-use kube_bastion::rewrite::{RewriteBodyError, RewrittenBody, rewrite_response};
+use kube_bastion::RewriteBodyError;
+use kube_bastion::test_util::{RewrittenBody, rewrite_response};
 
 use crate::vectors::{decode, encode};
 use crate::{PREFIX, bodies, collect_lossy, ctx, response};

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::io::{Read, Write};
 
 use http_body_util::BodyExt;
-use kube_bastion::rewrite::{RewriteContext, rewrite_response};
+use kube_bastion::test_util::{RewriteContext, rewrite_response};
 use serde_json::Value;
 
 use crate::html_events::{events, triples};

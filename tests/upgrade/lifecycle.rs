@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use kube_bastion::upgrade::{Shutdown, UpgradeOptions};
+use kube_bastion::{Shutdown, UpgradeOptions};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::harness::*;
@@ -192,7 +192,7 @@ async fn shutdown_refuses_new_upgrades_and_drains_open_tunnels_after_the_grace_p
 
 #[tokio::test]
 async fn an_open_tunnel_counts_in_flight_on_its_service_endpoint() {
-    use kube_bastion::balance::{Balancer, BalancerConfig, ServiceKey};
+    use kube_bastion::{Balancer, BalancerConfig, ServiceKey};
     let (backend, log) = ws_backend(None, WsBehaviour::Echo).await;
     let docs = [
         pod_yaml("ns", "web", "127.0.0.1"),

@@ -10,7 +10,11 @@ use http::{HeaderMap, Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use kube_bastion::upgrade::{REDIRECT_REJECTED_MESSAGE, UpgradeOptions};
+use kube_bastion::UpgradeOptions;
+
+/// The aggregator's message for a refused redirect.
+const REDIRECT_REJECTED_MESSAGE: &str =
+    "the backend attempted to redirect this request, which is not permitted";
 
 use crate::harness::*;
 

@@ -199,7 +199,7 @@ async fn refused_protocol_is_400_and_the_backend_sees_nothing() {
 
 #[tokio::test]
 async fn host_added_protocols_are_allowed() {
-    use kube_bastion::upgrade::UpgradeOptions;
+    use kube_bastion::UpgradeOptions;
     let (backend, log) = raw_backend(
         b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: Custom/2\r\nConnection: Upgrade\r\n\r\nhello from the backend".to_vec(),
     )
@@ -325,7 +325,9 @@ async fn raw_upgrade(proxy: std::net::SocketAddr, port: u16, extra: &str) -> Str
     let mut answer = Vec::new();
     let mut buf = [0u8; 4096];
     while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = soon("the answer head", client.read(&mut buf)).await.unwrap();
+        let n = soon("the answer head", client.read(&mut buf))
+            .await
+            .unwrap();
         if n == 0 {
             break;
         }

@@ -5,7 +5,7 @@
 //! `Authorization: Bearer <token>` with a listed token; otherwise it is answered 401 with
 //! kube-apiserver's Status. `/healthz`, `/livez`, `/readyz` and `/version` stay open, as
 //! kube-apiserver's default RBAC lets anyone read them. The user is put in the request's
-//! extensions as a [`UserInfo`] for the proxy's authorizer. As in kube-apiserver, a
+//! extensions as a [`UserInfo`](kube_bastion::UserInfo) for the proxy's authorizer. As in kube-apiserver, a
 //! WebSocket client that cannot set headers may instead offer the subprotocol
 //! `base64url.bearer.authorization.k8s.io.<base64url token>`, which is removed once used
 //! (and the proxy library strips it from whatever it forwards in any case).
@@ -17,7 +17,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use http::header::AUTHORIZATION;
 use kube_bastion::Status;
-use kube_bastion::authn::{TokenFile, websocket_token};
+use kube_bastion::{TokenFile, websocket_token};
 
 use crate::api::status_response;
 

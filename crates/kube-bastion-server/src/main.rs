@@ -23,7 +23,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use kube_bastion::upgrade::Shutdown;
+use kube_bastion::Shutdown;
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
@@ -85,7 +85,7 @@ async fn run(args: ServeArgs) -> Result<(), String> {
     let metrics = Arc::new(Metrics::default());
     let tokens = match &args.token_auth_file {
         Some(path) => {
-            let file = kube_bastion::authn::TokenFile::load(path)
+            let file = kube_bastion::TokenFile::load(path)
                 .map_err(|e| format!("--token-auth-file {}: {e}", path.display()))?;
             tracing::info!(tokens = file.len(), "static token authentication on");
             Some(Arc::new(file))

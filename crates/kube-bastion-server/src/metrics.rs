@@ -16,7 +16,7 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use http::{Method, Request, Response};
-use kube_bastion::balance::{Balancer, ServiceKey};
+use kube_bastion::{Balancer, ServiceKey};
 use kube_bastion::{ProxyRequest, Route};
 use tower::{Layer, Service};
 

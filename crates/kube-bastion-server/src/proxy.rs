@@ -6,13 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ConnectInfo;
-use kube_bastion::balance::{BalancePolicy, Balancer, BalancerConfig};
-use kube_bastion::rewrite::RewriteOptions;
-use kube_bastion::upgrade::{Shutdown, UpgradeOptions};
+use kube_bastion::RewriteOptions;
+use kube_bastion::{BalancePolicy, Balancer, BalancerConfig};
 use kube_bastion::{
     ClientIdentity, HostHeader, MemoryCluster, PoolOptions, ProxyConfig, ProxyLayer, Roots,
     TlsOptions,
 };
+use kube_bastion::{Shutdown, UpgradeOptions};
 
 use crate::cli::{BalancerName, HostHeaderName, ServeArgs};
 use crate::demo::DemoAddresses;

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use kube_bastion::Object;
-use kube_bastion::cluster::parse_objects;
+use kube_bastion::core::parse_objects;
 
 use crate::metrics::Metrics;
 use crate::store::Store;

@@ -5,7 +5,7 @@ use std::io::Write as _;
 use std::time::SystemTime;
 
 use http::{HeaderMap, HeaderValue, Method, Uri, header};
-use kube_bastion::{
+use kube_bastion::core::{
     AppProtocol, ClusterSnapshot, ClusterView, EndpointState, Host, Plan, ProxyRequest,
     ResolveOptions, Route, Status, Target, TransportKind, resolve,
 };

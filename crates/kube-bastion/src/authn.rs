@@ -6,7 +6,7 @@
 //! neither a memory dump nor the time a lookup takes gives a token away.
 //!
 //! ```
-//! use kube_bastion::authn::TokenFile;
+//! use kube_bastion::TokenFile;
 //!
 //! let file = TokenFile::parse("s3cret,alice,1001,\"dev,ops\"\n").unwrap();
 //! let alice = file.authenticate(b"Bearer s3cret").unwrap();
@@ -261,12 +261,12 @@ fn decode_base64url(text: &str) -> Option<Vec<u8>> {
 
 /// The bearer token in a `Sec-WebSocket-Protocol` value
 /// (`base64url.bearer.authorization.k8s.io.<base64url token>`, see
-/// [`WEBSOCKET_TOKEN_PROTOCOL_PREFIX`](crate::headers::WEBSOCKET_TOKEN_PROTOCOL_PREFIX)),
+/// the entry kube-apiserver accepts from WebSocket clients that cannot set `Authorization`),
 /// and the value without it. `None` when there is no such entry, when there are two, or
 /// when the token is not base64url.
 ///
 /// ```
-/// use kube_bastion::authn::websocket_token;
+/// use kube_bastion::websocket_token;
 ///
 /// let (token, rest) =
 ///     websocket_token(b"base64url.bearer.authorization.k8s.io.czNjcmV0, v4.channel.k8s.io").unwrap();

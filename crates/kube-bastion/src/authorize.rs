@@ -9,7 +9,7 @@
 //! [`Attributes::forbidden`].
 //!
 //! ```
-//! use kube_bastion::authorize::{Decision, authorize_fn};
+//! use kube_bastion::{Decision, authorize_fn};
 //!
 //! #[derive(Clone)]
 //! struct User(String);

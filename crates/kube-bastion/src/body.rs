@@ -22,7 +22,7 @@ use crate::transport::{BoxError, Checkin};
 /// ([`ProxyBody::on_completion`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum Completion {
+pub(crate) enum Completion {
     /// The body reached its end (after trailers, if any).
     Finished,
     /// The body failed (backend reset, idle timeout, rewrite error).
@@ -110,11 +110,6 @@ impl ProxyBody {
         }
     }
 
-    /// A streamed backend body with an idle timeout between frames (`None`: none).
-    pub fn backend(body: Incoming, idle: Option<Duration>) -> Self {
-        Self::pooled(body, None, idle)
-    }
-
     /// [`backend`](Self::backend), giving `checkin`'s connection back to its pool when the
     /// body reaches its end.
     pub(crate) fn pooled(body: Incoming, checkin: Option<Checkin>, idle: Option<Duration>) -> Self {
@@ -133,7 +128,7 @@ impl ProxyBody {
     /// Calls `f` once, when the body ends, fails or is dropped (for balancer load and
     /// latency accounting that must cover the whole response, not just its head). Callbacks
     /// chain: each one set is called, in the order set, with the same outcome.
-    pub fn on_completion(mut self, f: impl FnOnce(Completion) + Send + 'static) -> Self {
+    pub(crate) fn on_completion(mut self, f: impl FnOnce(Completion) + Send + 'static) -> Self {
         self.on_completion = Some(match self.on_completion.take() {
             None => Box::new(f),
             Some(prev) => Box::new(move |c| {

@@ -141,7 +141,7 @@ impl ProxyConfig {
     }
 
     /// The balancer: per-endpoint load and health state shared by every request made with
-    /// this configuration (see [`crate::balance`]).
+    /// this configuration.
     pub fn balancer(&self) -> &crate::balance::Balancer {
         &self.inner.balancer
     }
@@ -192,12 +192,12 @@ impl ProxyConfig {
     }
 
     /// The backend transport (connection pool and dialer).
-    pub fn transport(&self) -> &Transport {
+    pub(crate) fn transport(&self) -> &Transport {
         &self.inner.transport
     }
 
     /// The URI the proxy routes on: the original-URI hook's answer, else the request URI.
-    pub fn routing_uri<'a>(&self, parts: &'a Parts) -> std::borrow::Cow<'a, Uri> {
+    pub(crate) fn routing_uri<'a>(&self, parts: &'a Parts) -> std::borrow::Cow<'a, Uri> {
         match self.inner.original_uri.as_ref().and_then(|f| f(parts)) {
             Some(uri) => std::borrow::Cow::Owned(uri),
             None => std::borrow::Cow::Borrowed(&parts.uri),
@@ -205,7 +205,7 @@ impl ProxyConfig {
     }
 
     /// The client address: the peer-address hook's answer, else the [`PeerAddr`] extension.
-    pub fn peer_addr(&self, parts: &Parts) -> Option<SocketAddr> {
+    pub(crate) fn peer_addr(&self, parts: &Parts) -> Option<SocketAddr> {
         if let Some(f) = &self.inner.peer_addr
             && let Some(addr) = f(parts)
         {

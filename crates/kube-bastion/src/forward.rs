@@ -43,7 +43,7 @@ use crate::{Attributes, Candidate, Host, Plan, ProxyRequest, Status, Target, res
 
 /// One address the destination policy approved, with the candidate it came from.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct Endpoint {
+pub(crate) struct Endpoint {
     /// The address to dial (never re-resolved).
     pub addr: SocketAddr,
     /// Index of the candidate in [`Target::candidates`].
@@ -53,7 +53,7 @@ pub struct Endpoint {
 /// Everything known about a proxy request once its target is resolved and its endpoints
 /// approved: what the balancing, upgrade and rewriting modules receive.
 #[derive(Debug)]
-pub struct ProxyContext {
+pub(crate) struct ProxyContext {
     /// The configuration (transport, timeouts, header options, switches).
     pub config: ProxyConfig,
     /// The parsed request.
@@ -74,7 +74,7 @@ impl ProxyContext {
     /// The endpoint to dial for candidate `candidate` (an index into
     /// [`Target::candidates`]): its IP and dial port, or for a candidate naming a host the
     /// first address the name resolved to. `None` for an index out of range.
-    pub fn endpoint(&self, candidate: usize) -> Option<Endpoint> {
+    pub(crate) fn endpoint(&self, candidate: usize) -> Option<Endpoint> {
         let c = self.target.candidates.get(candidate)?;
         match &c.host {
             Host::Ip(ip) => Some(Endpoint {
@@ -89,48 +89,20 @@ impl ProxyContext {
         }
     }
 
-    /// Every approved endpoint, in resolution order (ready candidates first; a candidate
-    /// naming a host gives one endpoint per address it resolved to).
-    pub fn endpoints(&self) -> impl Iterator<Item = Endpoint> + '_ {
-        let scheme = self.target.scheme;
-        self.target
-            .candidates
-            .iter()
-            .enumerate()
-            .flat_map(move |(i, c)| {
-                let (own, named) = match &c.host {
-                    Host::Ip(ip) => (
-                        Some(Endpoint {
-                            addr: SocketAddr::new(*ip, c.dial_port(scheme)),
-                            candidate: i,
-                        }),
-                        false,
-                    ),
-                    Host::Name(_) => (None, true),
-                };
-                let resolved = self
-                    .resolved
-                    .iter()
-                    .filter(move |e| named && e.candidate == i)
-                    .cloned();
-                own.into_iter().chain(resolved)
-            })
-    }
-
     /// The candidate behind `endpoint`.
-    pub fn candidate(&self, endpoint: &Endpoint) -> &Candidate {
+    pub(crate) fn candidate(&self, endpoint: &Endpoint) -> &Candidate {
         &self.target.candidates[endpoint.candidate]
     }
 
     /// The backend authority as kube-apiserver's location host prints it (`10.1.2.3:8080`,
     /// or the node address name with its port); what `Location` rewriting compares with.
-    pub fn backend_authority(&self, endpoint: &Endpoint) -> String {
+    pub(crate) fn backend_authority(&self, endpoint: &Endpoint) -> String {
         self.candidate(endpoint).authority()
     }
 
     /// The `Host` header the backend receives for `endpoint`, following
     /// [`HostHeader`].
-    pub fn backend_host(&self, endpoint: &Endpoint) -> Option<HeaderValue> {
+    pub(crate) fn backend_host(&self, endpoint: &Endpoint) -> Option<HeaderValue> {
         match self.config.headers().host {
             HostHeader::Client => self.client_host.clone(),
             HostHeader::Target => HeaderValue::from_str(&self.backend_authority(endpoint)).ok(),
@@ -138,13 +110,13 @@ impl ProxyContext {
     }
 
     /// The peer IP appended to `X-Forwarded-For`.
-    pub fn peer_ip(&self) -> Option<IpAddr> {
+    pub(crate) fn peer_ip(&self) -> Option<IpAddr> {
         self.peer.map(|p| p.ip())
     }
 }
 
 /// A `Content-Type: application/json` response carrying `status`.
-pub fn status_response(status: &Status) -> Response<ProxyBody> {
+pub(crate) fn status_response(status: &Status) -> Response<ProxyBody> {
     let code = StatusCode::from_u16(status.code()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut res = Response::new(ProxyBody::full(status.to_body()));
     *res.status_mut() = code;
@@ -698,7 +670,8 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{AppProtocol, EndpointState, MemoryCluster, Route, Scheme, TransportKind};
+    use crate::{AppProtocol, MemoryCluster, Route, Scheme, TransportKind};
+    use kube_bastion_core::EndpointState;
 
     fn context() -> ProxyContext {
         let config = ProxyConfig::builder(Arc::new(MemoryCluster::new()))
@@ -759,16 +732,5 @@ mod tests {
         // No port: the scheme's default.
         assert_eq!(endpoint(2), Some((addr("10.0.0.2:443"), 2)));
         assert_eq!(endpoint(3), None);
-        let all: Vec<(SocketAddr, usize)> =
-            ctx.endpoints().map(|e| (e.addr, e.candidate)).collect();
-        assert_eq!(
-            all,
-            [
-                (addr("10.0.0.1:8443"), 0),
-                (addr("192.0.2.7:10250"), 1),
-                (addr("192.0.2.8:10250"), 1),
-                (addr("10.0.0.2:443"), 2),
-            ]
-        );
     }
 }

@@ -92,27 +92,31 @@ const CORS: [HeaderName; 4] = [
 ];
 
 /// `X-Forwarded-For`.
-pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub(crate) const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 /// `X-Forwarded-Uri`.
-pub const X_FORWARDED_URI: HeaderName = HeaderName::from_static("x-forwarded-uri");
+pub(crate) const X_FORWARDED_URI: HeaderName = HeaderName::from_static("x-forwarded-uri");
 
 /// The `Sec-WebSocket-Protocol` entry prefix under which kube-apiserver accepts a bearer
 /// token from WebSocket clients that cannot set `Authorization`
 /// (`base64url.bearer.authorization.k8s.io.<unpadded base64url token>`). Such an entry is
 /// a credential: it never reaches a backend.
-pub const WEBSOCKET_TOKEN_PROTOCOL_PREFIX: &str = "base64url.bearer.authorization.k8s.io.";
+pub(crate) const WEBSOCKET_TOKEN_PROTOCOL_PREFIX: &str = "base64url.bearer.authorization.k8s.io.";
 
 /// Removes the bearer-token entries ([`WEBSOCKET_TOKEN_PROTOCOL_PREFIX`]) from every
 /// `Sec-WebSocket-Protocol` value, keeping the other protocols in order; the header goes
 /// when nothing else is left. kube-apiserver matches the prefix case-sensitively after
 /// trimming spaces, and so does this.
-pub fn strip_websocket_token(headers: &mut HeaderMap) {
+pub(crate) fn strip_websocket_token(headers: &mut HeaderMap) {
     let prefix = WEBSOCKET_TOKEN_PROTOCOL_PREFIX.as_bytes();
     let is_token = |t: &[u8]| t.starts_with(prefix);
     let carries_token = headers
         .get_all(header::SEC_WEBSOCKET_PROTOCOL)
         .iter()
-        .any(|v| v.as_bytes().split(|b| *b == b',').any(|t| is_token(t.trim_ascii())));
+        .any(|v| {
+            v.as_bytes()
+                .split(|b| *b == b',')
+                .any(|t| is_token(t.trim_ascii()))
+        });
     if !carries_token {
         return;
     }
@@ -231,7 +235,7 @@ const TE_BIT: u16 = 1 << 7;
 /// `Te` is removed unless one of its tokens is `trailers`, in which case it becomes exactly
 /// `Te: trailers` (Go's reverse proxy does the same). `Trailer` is left alone: on requests
 /// and responses it announces trailers that are relayed.
-pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
     let present = present_names(headers, false);
     remove_present_hop_by_hop(headers, present);
 }
@@ -278,31 +282,10 @@ fn remove_present_hop_by_hop(headers: &mut HeaderMap, present: u16) {
     }
 }
 
-/// Removes the headers named by the tokens of every `Connection` value (not `Connection`
-/// itself).
-pub fn remove_connection_tokens(headers: &mut HeaderMap) {
-    if !headers.contains_key(header::CONNECTION) {
-        return;
-    }
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .flat_map(tokens)
-        .filter_map(|t| HeaderName::from_bytes(t).ok())
-        .collect();
-    for name in named {
-        // `Connection: upgrade` is handled by the caller (the `Upgrade` header is hop-by-hop
-        // anyway); never remove `Connection` itself here.
-        if name != header::CONNECTION {
-            headers.remove(&name);
-        }
-    }
-}
-
 /// Removes credential headers: `Authorization`, `Impersonate-*`, `X-Remote-*`, the names
 /// and prefixes configured in `options`, and the bearer-token entries of
 /// `Sec-WebSocket-Protocol` ([`strip_websocket_token`]).
-pub fn strip_credentials(headers: &mut HeaderMap, options: &HeaderOptions) {
+pub(crate) fn strip_credentials(headers: &mut HeaderMap, options: &HeaderOptions) {
     // Fast path: nothing to do for the common request without credentials.
     let mut websocket = false;
     let mut credential = false;
@@ -331,7 +314,7 @@ pub fn strip_credentials(headers: &mut HeaderMap, options: &HeaderOptions) {
 
 /// Appends `peer` to `X-Forwarded-For` as Go's reverse proxy does: all previous values
 /// joined with `", "`, then `", <peer>"`; a single `<peer>` when there was none.
-pub fn append_forwarded_for(headers: &mut HeaderMap, peer: IpAddr) {
+pub(crate) fn append_forwarded_for(headers: &mut HeaderMap, peer: IpAddr) {
     let mut buf = Vec::with_capacity(64);
     for (i, prior) in headers.get_all(&X_FORWARDED_FOR).iter().enumerate() {
         if i > 0 {
@@ -361,7 +344,7 @@ pub fn append_forwarded_for(headers: &mut HeaderMap, peer: IpAddr) {
 ///
 /// `host` is the `Host` value to send (see [`HostHeader`]); `forwarded_uri` the plan's
 /// `X-Forwarded-Uri`.
-pub fn prepare_request(
+pub(crate) fn prepare_request(
     headers: &mut HeaderMap,
     options: &HeaderOptions,
     peer: Option<IpAddr>,
@@ -393,7 +376,7 @@ pub fn prepare_request(
 
 /// Applies every response rule for a relayed (non-upgrade) response: hop-by-hop headers and
 /// the four `Access-Control-Allow-*` headers removed.
-pub fn prepare_response(headers: &mut HeaderMap) {
+pub(crate) fn prepare_response(headers: &mut HeaderMap) {
     let present = present_names(headers, true);
     if present == 0 {
         return;
@@ -412,7 +395,7 @@ pub fn prepare_response(headers: &mut HeaderMap) {
 
 /// The `Host` value the client addressed: its `Host` header, else the URI authority
 /// (HTTP/2 `:authority`, absolute-form requests).
-pub fn client_host(headers: &HeaderMap, uri: &http::Uri) -> Option<HeaderValue> {
+pub(crate) fn client_host(headers: &HeaderMap, uri: &http::Uri) -> Option<HeaderValue> {
     if let Some(h) = headers.get(header::HOST) {
         return Some(h.clone());
     }

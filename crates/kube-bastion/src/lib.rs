@@ -1,40 +1,85 @@
 //! kube-bastion: kube-apiserver's `pods/proxy`, `services/proxy` and `nodes/proxy` as a
 //! tower `Layer`/`Service` for custom apiservers.
 //!
-//! Re-exports the pure core ([`kube_bastion_core`]) at the root.
+//! # Which type for which use
 //!
-//! * [`layer`]: [`ProxyLayer`], [`Proxy`] and [`ProxyService`], the tower face;
-//! * [`config`]: [`ProxyConfig`] and its builder;
-//! * [`authorize`]: the [`Authorizer`] hook;
-//! * [`forward`]: the pipeline of one request and the context handed to the
-//!   balancing, upgrade and rewriting modules;
-//! * [`headers`]: header rules (hop-by-hop, credentials, `X-Forwarded-*`, CORS);
-//! * [`transport`]: the backend connection pool, the dialer and rustls;
-//! * [`body`]: [`ProxyBody`], the streamed response body.
+//! | you want to | use |
+//! |---|---|
+//! | embed the proxy in an apiserver built on tower or hyper | [`ProxyLayer`] in front of your service (it answers the proxy paths and passes everything else on), configured with [`ProxyConfig::builder`] |
+//! | mount it as an axum route | `Router::layer(ProxyLayer::new(config))`, or [`ProxyService`] with `route_service`/`nest_service`/`fallback_service` (set [`ProxyConfigBuilder::original_uri`] when nesting) |
+//! | unit-test proxy path resolution without sockets | the pure [`core`]: [`ProxyRequest::route`], a [`MemoryCluster`], [`core::resolve()`] |
 //!
-//! See `docs/architecture.md` in the repository for the path of a request through these
-//! modules.
+//! The pieces a configuration is made of:
+//!
+//! * where targets come from: a [`ClusterSource`] ([`MemoryCluster`] loads `kubectl get -o
+//!   yaml` output and can be swapped atomically);
+//! * who may proxy: an [`Authorizer`] ([`AllowAll`], [`authorize_fn`], or your own), given
+//!   kube-style [`Attributes`]; [`UserInfo`] and [`TokenFile`] for hosts that authenticate
+//!   with kube-apiserver's token file;
+//! * where it may go: the [`DestinationPolicy`] inside [`ResolveOptions`];
+//! * how backends are reached: [`TlsOptions`] ([`Roots`], [`ClientIdentity`]),
+//!   [`Timeouts`], [`PoolOptions`], [`HeaderOptions`] ([`HostHeader`], [`PeerAddr`]);
+//! * how a Service endpoint is chosen: a [`Balancer`] ([`BalancerConfig`],
+//!   [`BalancePolicy`], [`EjectionConfig`]), shared with metrics through [`ServiceKey`] and
+//!   [`EndpointSnapshot`];
+//! * upgrades (WebSocket, SPDY) and graceful shutdown: [`UpgradeOptions`], [`Shutdown`];
+//! * response rewriting: [`RewriteOptions`].
+//!
+//! Every failure a client sees is a kube-apiserver [`Status`]. Response bodies are
+//! [`ProxyBody`]; their errors ([`BodyIdleTimeout`], [`RewriteBodyError`]) come boxed.
+//!
+//! See `docs/architecture.md` in the repository for the path of a request through the
+//! modules, and `docs/api.md` for this map with examples.
 
-pub mod authn;
-pub mod authorize;
-pub mod balance;
-pub mod body;
-pub mod config;
-pub mod forward;
+mod authn;
+mod authorize;
+mod balance;
+mod body;
+mod config;
+mod forward;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod headers;
-pub mod layer;
-pub mod rewrite;
-pub mod transport;
-pub mod upgrade;
+mod headers;
+mod layer;
+mod rewrite;
+mod transport;
+mod upgrade;
 
-pub use kube_bastion_core::*;
+/// The pure core: path grammar, target ids, the cluster model, resolution, the destination
+/// policy and `Status` (the `kube-bastion-core` crate).
+pub use kube_bastion_core as core;
 
-pub use authorize::{AllowAll, Authorizer, Decision, authorize_fn};
-pub use body::ProxyBody;
+pub use kube_bastion_core::{
+    Attributes, ClusterSnapshot, ClusterSource, ClusterView, DestinationPolicy, KubeletOptions,
+    LoadError, MemoryCluster, NodeAddressType, Object, ProxyRequest, ResolveOptions, ResourceKind,
+    Route, Status,
+};
+
+// Core types the modules of this crate name as `crate::X`.
+use kube_bastion_core::{
+    AppProtocol, Candidate, Host, Plan, Scheme, Target, TransportKind, resolve,
+};
+
+pub use authn::{TokenFile, TokenFileError, UserInfo, websocket_token};
+pub use authorize::{AllowAll, AuthorizeFn, AuthorizeFuture, Authorizer, Decision, authorize_fn};
+pub use balance::{
+    BALANCER_ANNOTATION, BalancePolicy, Balancer, BalancerConfig, ConcurrencyLimit, EjectionConfig,
+    EndpointSnapshot, ServiceKey, UnknownPolicy,
+};
+pub use body::{BodyIdleTimeout, ProxyBody};
 pub use config::{PoolOptions, ProxyConfig, ProxyConfigBuilder, Timeouts};
 pub use headers::{HeaderOptions, HostHeader, PeerAddr};
-pub use layer::{Proxy, ProxyLayer, ProxyService};
-pub use transport::{ClientIdentity, Roots, TlsOptions, Transport};
+pub use layer::{Proxy, ProxyLayer, ProxyService, ResponseBody, ResponseFuture, ServiceFuture};
+pub use rewrite::{RewriteBodyError, RewriteOptions};
+pub use transport::{ClientIdentity, Roots, TlsError, TlsOptions};
+pub use upgrade::{Shutdown, UpgradeOptions};
+
+/// Internals for this workspace's own tests and benchmarks; not a public API, no
+/// stability promise.
+#[cfg(feature = "test-util")]
+#[doc(hidden)]
+pub mod test_util {
+    pub use crate::balance::{Clock, ManualClock};
+    pub use crate::rewrite::{RewriteContext, RewrittenBody, UrlParseError, rewrite_response};
+}

@@ -20,8 +20,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ListMeta;
 use k8s_openapi::{List, ListableResource};
+use kube_bastion::Balancer;
 use kube_bastion::Status;
-use kube_bastion::balance::Balancer;
 use serde::Serialize;
 
 use crate::metrics::{self, Metrics};

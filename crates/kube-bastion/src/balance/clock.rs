@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// Where a balancer reads the time.
+#[cfg_attr(not(feature = "test-util"), allow(unreachable_pub))]
 pub trait Clock: Send + Sync + fmt::Debug + 'static {
     /// The current instant. Must never go backwards.
     fn now(&self) -> Instant;
@@ -14,7 +15,7 @@ pub trait Clock: Send + Sync + fmt::Debug + 'static {
 
 /// The monotonic system clock ([`Instant::now`]).
 #[derive(Clone, Copy, Debug, Default)]
-pub struct SystemClock;
+pub(crate) struct SystemClock;
 
 impl Clock for SystemClock {
     fn now(&self) -> Instant {
@@ -22,23 +23,17 @@ impl Clock for SystemClock {
     }
 }
 
-/// A clock that only moves when told to; clones share the same time.
-///
-/// ```
-/// use std::time::Duration;
-/// use kube_bastion::balance::{Clock, ManualClock};
-///
-/// let clock = ManualClock::new();
-/// let start = clock.now();
-/// clock.advance(Duration::from_secs(30));
-/// assert_eq!(clock.now() - start, Duration::from_secs(30));
-/// ```
+/// A clock that only moves when told to; clones share the same time (tests).
+#[cfg(any(test, feature = "test-util"))]
 #[derive(Clone, Debug)]
+#[cfg_attr(not(feature = "test-util"), allow(unreachable_pub))]
 pub struct ManualClock {
     base: Instant,
     offset_nanos: Arc<AtomicU64>,
 }
 
+#[cfg(any(test, feature = "test-util"))]
+#[cfg_attr(not(feature = "test-util"), allow(unreachable_pub))]
 impl ManualClock {
     /// A clock standing at the current instant.
     pub fn new() -> Self {
@@ -59,12 +54,14 @@ impl ManualClock {
     }
 }
 
+#[cfg(any(test, feature = "test-util"))]
 impl Default for ManualClock {
     fn default() -> Self {
         Self::new()
     }
 }
 
+#[cfg(any(test, feature = "test-util"))]
 impl Clock for ManualClock {
     fn now(&self) -> Instant {
         self.base + Duration::from_nanos(self.offset_nanos.load(Ordering::Acquire))

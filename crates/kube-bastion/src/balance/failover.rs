@@ -12,12 +12,12 @@ use super::handle::RequestHandle;
 use super::limit::Overloaded;
 use super::state::EndpointKey;
 use super::table::{Pick, Table, ready_count};
-use super::{BalancePolicy, Core, ServiceState};
+use super::{Core, ServiceState};
 
 /// How an attempt failed, for [`Attempts::may_retry`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum FailureKind {
+pub(crate) enum FailureKind {
     /// The TCP connection was refused or timed out, or the TLS handshake failed: no byte of
     /// the request left. Always safe to try the next candidate.
     Connect,
@@ -39,9 +39,7 @@ pub enum FailureKind {
 /// Targets without a Service (pods, nodes) have no balancing state: their candidates are
 /// tried in the order resolution gave them.
 ///
-/// ```no_run
-/// # async fn demo(balancer: &kube_bastion::balance::Balancer, target: &kube_bastion::Target) {
-/// use kube_bastion::balance::FailureKind;
+/// ```text
 /// let mut attempts = balancer.plan(target, None);
 /// let mut last_error = String::from("no endpoint");
 /// while let Some(attempt) = attempts.next() {
@@ -56,9 +54,8 @@ pub enum FailureKind {
 /// }
 /// let status = attempts.exhausted(&last_error);
 /// assert_eq!(status.code(), 503);
-/// # }
 /// ```
-pub struct Attempts<'a> {
+pub(crate) struct Attempts<'a> {
     core: &'a Arc<Core>,
     target: &'a Target,
     service: Option<Arc<ServiceState>>,
@@ -115,7 +112,7 @@ impl Tried {
 }
 
 /// One candidate to try; see [`Attempts`].
-pub struct Attempt<'a> {
+pub(crate) struct Attempt<'a> {
     core: &'a Arc<Core>,
     candidate: &'a Candidate,
     index: usize,
@@ -148,22 +145,23 @@ impl<'a> Attempts<'a> {
     }
 
     /// Attempts yielded so far.
-    pub fn tried(&self) -> usize {
+    pub(crate) fn tried(&self) -> usize {
         self.tried.len()
     }
 
     /// Candidates the target has.
-    pub fn total(&self) -> usize {
+    pub(crate) fn total(&self) -> usize {
         self.target.candidates.len()
     }
 
     /// Most attempts this request may make.
-    pub fn max_attempts(&self) -> usize {
+    pub(crate) fn max_attempts(&self) -> usize {
         self.limit
     }
 
     /// The policy in force for this target (`None` for targets without a Service).
-    pub fn policy(&self) -> Option<BalancePolicy> {
+    #[cfg(test)]
+    pub(crate) fn policy(&self) -> Option<super::BalancePolicy> {
         let service = self.service.as_ref()?;
         let mut table = service.lock_table();
         self.refresh_policy(service, &mut table);
@@ -175,7 +173,12 @@ impl<'a> Attempts<'a> {
     /// bytes left only for an idempotent method whose body can be sent again, and only when
     /// [`BalancerConfig::retry_idempotent_on_reset`](super::BalancerConfig::retry_idempotent_on_reset)
     /// is on. A non-idempotent request is never sent twice.
-    pub fn may_retry(&self, failure: FailureKind, method: &Method, body_replayable: bool) -> bool {
+    pub(crate) fn may_retry(
+        &self,
+        failure: FailureKind,
+        method: &Method,
+        body_replayable: bool,
+    ) -> bool {
         if self.tried.len() >= self.limit {
             return false;
         }
@@ -192,7 +195,7 @@ impl<'a> Attempts<'a> {
     /// The message when every attempt failed: kube-apiserver's
     /// `error trying to reach service: <error>`, followed by
     /// `(tried N of M endpoints)` when the target had more than one candidate.
-    pub fn exhausted_message(&self, last_error: &dyn fmt::Display) -> String {
+    pub(crate) fn exhausted_message(&self, last_error: &dyn fmt::Display) -> String {
         let total = self.total();
         if total > 1 {
             format!(
@@ -206,7 +209,7 @@ impl<'a> Attempts<'a> {
 
     /// The 503 ServiceUnavailable Status when every attempt failed; see
     /// [`exhausted_message`](Self::exhausted_message).
-    pub fn exhausted(&self, last_error: &dyn fmt::Display) -> Status {
+    pub(crate) fn exhausted(&self, last_error: &dyn fmt::Display) -> Status {
         Status::service_unavailable(self.exhausted_message(last_error))
     }
 
@@ -337,25 +340,15 @@ impl<'a> Iterator for Attempts<'a> {
 }
 
 impl<'a> Attempt<'a> {
-    /// The candidate to dial.
-    pub fn candidate(&self) -> &'a Candidate {
-        self.candidate
-    }
-
     /// Its position in [`Target::candidates`].
-    pub fn index(&self) -> usize {
+    pub(crate) fn index(&self) -> usize {
         self.index
-    }
-
-    /// 1 for the first attempt, 2 for the first failover, ...
-    pub fn number(&self) -> usize {
-        self.number
     }
 
     /// Starts the request on this endpoint: takes a concurrency slot when a cap is
     /// configured (waiting in the bounded queue if allowed) and counts the request in
     /// flight. Call it before dialling, so that connects count as load too.
-    pub async fn start(&self) -> Result<RequestHandle, Overloaded> {
+    pub(crate) async fn start(&self) -> Result<RequestHandle, Overloaded> {
         let Some((service, slot)) = &self.service else {
             return Ok(RequestHandle::untracked());
         };
@@ -400,6 +393,6 @@ impl fmt::Debug for Attempt<'_> {
 }
 
 /// GET, HEAD and OPTIONS: the methods that may be sent again after a broken exchange.
-pub fn is_idempotent(method: &Method) -> bool {
+pub(crate) fn is_idempotent(method: &Method) -> bool {
     *method == Method::GET || *method == Method::HEAD || *method == Method::OPTIONS
 }

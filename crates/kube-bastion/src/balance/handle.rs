@@ -2,13 +2,13 @@
 //! the moment it starts until its response completes, then feeds latency and health.
 
 use std::fmt;
-use std::net::SocketAddr;
+
 use std::sync::Arc;
 
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::Core;
-use super::state::{Endpoint, EndpointKey};
+use super::state::Endpoint;
 
 /// Accounts one request on one endpoint. Created by [`Attempt::start`](super::Attempt::start).
 ///
@@ -20,7 +20,7 @@ use super::state::{Endpoint, EndpointKey};
 /// and was not a counted 5xx, otherwise with no effect on health. Either way the request
 /// stops counting as in flight, its concurrency slot is released and, except for a connect
 /// failure, its duration is folded into the endpoint's latency estimate.
-pub struct RequestHandle {
+pub(crate) struct RequestHandle {
     inner: Option<Inner>,
 }
 
@@ -68,10 +68,11 @@ impl RequestHandle {
     }
 
     /// The endpoint this handle accounts on, when it is an IP endpoint with state.
-    pub fn endpoint(&self) -> Option<SocketAddr> {
+    #[cfg(test)]
+    pub(crate) fn endpoint(&self) -> Option<std::net::SocketAddr> {
         match &self.inner.as_ref()?.endpoint.key {
-            EndpointKey::Addr(addr) => Some(*addr),
-            EndpointKey::Name(..) => None,
+            super::state::EndpointKey::Addr(addr) => Some(*addr),
+            super::state::EndpointKey::Name(..) => None,
         }
     }
 
@@ -81,7 +82,7 @@ impl RequestHandle {
     /// A `101 Switching Protocols` also takes the latency sample right away: the tunnel that
     /// follows stays in flight until the handle ends, but its lifetime (minutes or hours of
     /// a terminal session) says nothing about the endpoint's latency.
-    pub fn response_head(&mut self, status: http::StatusCode) {
+    pub(crate) fn response_head(&mut self, status: http::StatusCode) {
         if let Some(inner) = &mut self.inner {
             inner.status = Some(status.as_u16());
             if status == http::StatusCode::SWITCHING_PROTOCOLS && !inner.sampled {
@@ -94,18 +95,18 @@ impl RequestHandle {
     }
 
     /// The response completed (body end, or the 101 of an upgrade).
-    pub fn success(mut self) {
+    pub(crate) fn success(mut self) {
         self.finish(Outcome::Success);
     }
 
     /// The backend broke the exchange after the connection was made (reset before the
     /// response head, or an error in the middle of the body).
-    pub fn failure(mut self) {
+    pub(crate) fn failure(mut self) {
         self.finish(Outcome::Failure);
     }
 
     /// The connection or the TLS handshake failed: no byte of the request was sent.
-    pub fn connect_failed(mut self) {
+    pub(crate) fn connect_failed(mut self) {
         self.finish(Outcome::ConnectFailed);
     }
 

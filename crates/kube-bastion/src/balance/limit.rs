@@ -47,7 +47,7 @@ impl ConcurrencyLimit {
 /// Why a request could not start on its endpoint.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum OverloadReason {
+pub(crate) enum OverloadReason {
     /// The cap was reached and the queue is full (or there is none).
     QueueFull,
     /// The request waited in the queue for the whole timeout.
@@ -56,25 +56,21 @@ pub enum OverloadReason {
 
 /// An endpoint is at its concurrency cap; see [`ConcurrencyLimit`].
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub struct Overloaded {
+pub(crate) struct Overloaded {
     endpoint: String,
     limit: ConcurrencyLimit,
     reason: OverloadReason,
 }
 
 impl Overloaded {
-    /// The endpoint (`host:port`).
-    pub fn endpoint(&self) -> &str {
-        &self.endpoint
-    }
-
     /// Why.
-    pub fn reason(&self) -> OverloadReason {
+    #[cfg(test)]
+    pub(crate) fn reason(&self) -> OverloadReason {
         self.reason
     }
 
     /// The 503 ServiceUnavailable a client gets.
-    pub fn to_status(&self) -> Status {
+    pub(crate) fn to_status(&self) -> Status {
         Status::service_unavailable(format!("error trying to reach service: {self}"))
     }
 }

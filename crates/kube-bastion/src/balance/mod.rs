@@ -15,59 +15,22 @@
 //!   growing backoff, never more than a share of a Service's endpoints;
 //! * ClientIP session affinity with `timeoutSeconds`, as kube-proxy does;
 //! * an optional per-endpoint concurrency cap with a bounded queue ([`ConcurrencyLimit`]).
-//!
-//! Choosing is O(1) in the number of candidates and touches neither the candidate list nor
-//! the endpoints' state objects in the usual case. Each Service's table is bound to the
-//! candidate list it last saw, by identity (resolution shares one
-//! [`Candidates`](kube_bastion_core::Candidates) list per snapshot, so a pointer comparison
-//! tells that nothing changed), and maps candidate positions to small slot numbers; the
-//! figures a policy compares (requests in flight, end of an ejection, latency estimate) live
-//! in dense 32-byte cells indexed by slot. A sample is then one 8-byte map entry and one
-//! cell, and the two samples of power-of-two-choices are independent loads. A new list is
-//! mapped lazily, position by position, by address, so the state follows each endpoint
-//! wherever the list puts it; the request's share of the state (an `Arc` the request holds
-//! until it completes) is fetched when the attempt starts, not when it is chosen. Endpoints
-//! that leave the candidate list are dropped by an incremental sweep, idle Services by a
-//! periodic one, and a balancer-wide bound caps the whole
-//! ([`BalancerConfig::max_tracked_endpoints`]). `docs/balancing.md` has the details and
-//! `docs/benchmarks.md` the costs.
-//!
-//! ```
-//! use std::net::{IpAddr, Ipv4Addr};
-//! use kube_bastion::balance::{BalancePolicy, Balancer, BalancerConfig};
-//! use kube_bastion::{AppProtocol, Candidate, EndpointState, Host, Scheme, ServiceInfo, Target, TransportKind};
-//!
-//! let mut config = BalancerConfig::default();
-//! config.policy = BalancePolicy::RoundRobin;
-//! config.seed = Some(7);
-//! let balancer = Balancer::new(config);
-//! let candidate = |last| Candidate {
-//!     host: Host::Ip(IpAddr::V4(Ipv4Addr::new(10, 0, 0, last))),
-//!     port: Some(8080),
-//!     pod: None,
-//!     state: EndpointState::Ready,
-//! };
-//! let target = Target {
-//!     scheme: Scheme::Http,
-//!     scheme_explicit: false,
-//!     protocol: AppProtocol::Http,
-//!     transport: TransportKind::Generic,
-//!     candidates: vec![candidate(1), candidate(2)].into(),
-//!     service: Some(ServiceInfo {
-//!         namespace: "default".into(),
-//!         name: "web".into(),
-//!         port_name: "http".into(),
-//!         client_ip_affinity_seconds: None,
-//!         balancer: None,
-//!     }),
-//!     tls_server_name: None,
-//! };
-//! let first = balancer.plan(&target, None).next().map(|a| a.index());
-//! let second = balancer.plan(&target, None).next().map(|a| a.index());
-//! assert_eq!((first, second), (Some(0), Some(1))); // in turn
-//! // Each plan offers the other candidate as its failover.
-//! assert_eq!(balancer.plan(&target, None).count(), 2);
-//! ```
+
+// Choosing is O(1) in the number of candidates and touches neither the candidate list nor
+// the endpoints' state objects in the usual case. Each Service's table is bound to the
+// candidate list it last saw, by identity (resolution shares one
+// [`Candidates`](kube_bastion_core::Candidates) list per snapshot, so a pointer comparison
+// tells that nothing changed), and maps candidate positions to small slot numbers; the
+// figures a policy compares (requests in flight, end of an ejection, latency estimate) live
+// in dense 16-byte cells indexed by slot. A sample is then one 4-byte map entry and one
+// cell, and the two samples of power-of-two-choices are independent loads. A new list is
+// mapped lazily, position by position, by address, so the state follows each endpoint
+// wherever the list puts it; the request's share of the state (an `Arc` the request holds
+// until it completes) is fetched when the attempt starts, not when it is chosen. Endpoints
+// that leave the candidate list are dropped by an incremental sweep, idle Services by a
+// periodic one, and a balancer-wide bound caps the whole
+// ([`BalancerConfig::max_tracked_endpoints`]). `docs/balancing.md` has the details and
+// `docs/benchmarks.md` the costs.
 
 mod affinity;
 mod clock;
@@ -95,11 +58,16 @@ use kube_bastion_core::{ServiceInfo, Target};
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
 
-pub use clock::{Clock, ManualClock, SystemClock};
-pub use failover::{Attempt, Attempts, FailureKind, is_idempotent};
-pub use handle::RequestHandle;
+#[cfg_attr(not(feature = "test-util"), allow(unreachable_pub))]
+pub use clock::Clock;
+#[cfg(any(test, feature = "test-util"))]
+#[cfg_attr(not(feature = "test-util"), allow(unreachable_pub))]
+pub use clock::ManualClock;
+pub(crate) use clock::SystemClock;
+pub(crate) use failover::{Attempts, FailureKind};
+pub(crate) use handle::RequestHandle;
 pub use health::EjectionConfig;
-pub use limit::{ConcurrencyLimit, OverloadReason, Overloaded};
+pub use limit::ConcurrencyLimit;
 pub use policy::{BALANCER_ANNOTATION, BalancePolicy, UnknownPolicy};
 
 use clock::{Timeline, nanos};
@@ -253,7 +221,7 @@ pub struct EndpointSnapshot {
 /// Per-endpoint choice with load and health state that outlives a request.
 ///
 /// Long-lived and shared by every request (clone it: clones share the state). Build one
-/// per proxy configuration; see the [module documentation](self).
+/// per proxy configuration; `docs/balancing.md` describes the policies.
 #[derive(Clone)]
 pub struct Balancer {
     core: Arc<Core>,
@@ -290,11 +258,17 @@ impl ServiceState {
 impl Balancer {
     /// A balancer on the system clock.
     pub fn new(config: BalancerConfig) -> Self {
-        Self::with_clock(config, Arc::new(SystemClock))
+        Self::on_clock(config, Arc::new(SystemClock))
     }
 
-    /// A balancer reading time from `clock` (tests drive a [`ManualClock`]).
+    /// A balancer reading time from `clock` (tests drive a `ManualClock`).
+    #[cfg(any(test, feature = "test-util"))]
+    #[doc(hidden)]
     pub fn with_clock(config: BalancerConfig, clock: Arc<dyn Clock>) -> Self {
+        Self::on_clock(config, clock)
+    }
+
+    fn on_clock(config: BalancerConfig, clock: Arc<dyn Clock>) -> Self {
         let seed = config.seed.unwrap_or_else(|| {
             use rand::RngCore;
             SmallRng::from_os_rng().next_u64()
@@ -324,7 +298,7 @@ impl Balancer {
 
     /// The failover plan of one request to `target`, from client address `client` (used
     /// for ClientIP affinity). Iterate it for the candidates to try; see [`Attempts`].
-    pub fn plan<'a>(&'a self, target: &'a Target, client: Option<IpAddr>) -> Attempts<'a> {
+    pub(crate) fn plan<'a>(&'a self, target: &'a Target, client: Option<IpAddr>) -> Attempts<'a> {
         let service = match &target.service {
             Some(info) if !target.candidates.is_empty() => {
                 Some(self.core.service(info, self.core.timeline.coarse()))
@@ -332,6 +306,28 @@ impl Balancer {
             _ => None,
         };
         Attempts::new(&self.core, target, service, client)
+    }
+
+    /// The index of the candidate the balancer picks first for `target` (benchmarks).
+    #[cfg(feature = "test-util")]
+    #[doc(hidden)]
+    pub fn choose(&self, target: &Target, client: Option<IpAddr>) -> Option<usize> {
+        self.plan(target, client).next().map(|a| a.index())
+    }
+
+    /// One request's whole accounting: choose, start and record a success (benchmarks).
+    /// Returns the chosen candidate's index.
+    #[cfg(feature = "test-util")]
+    #[doc(hidden)]
+    pub async fn choose_and_complete(
+        &self,
+        target: &Target,
+        client: Option<IpAddr>,
+    ) -> Option<usize> {
+        let attempt = self.plan(target, client).next()?;
+        let index = attempt.index();
+        attempt.start().await.ok()?.success();
+        Some(index)
     }
 
     /// Endpoints with state, over all Services.
@@ -380,7 +376,7 @@ impl Balancer {
 
     /// Forgets Services idle for longer than
     /// [`service_idle_timeout`](BalancerConfig::service_idle_timeout); also runs on its
-    /// own from [`plan`](Self::plan) once per timeout. Returns how many were forgotten.
+    /// own from the choices it makes once per timeout. Returns how many were forgotten.
     pub fn sweep(&self) -> usize {
         self.core.sweep(self.core.timeline.now())
     }

@@ -9,6 +9,7 @@ use kube_bastion_core::{
     AppProtocol, Candidate, EndpointState, Host, Scheme, ServiceInfo, Target, TransportKind,
 };
 
+use super::limit::OverloadReason;
 use super::*;
 
 const PORT: u16 = 8080;

@@ -69,6 +69,7 @@ pin_project! {
     /// It is `Send` (and `Sync` when `B` is) and yields data as soon as the backend does:
     /// every backend frame is rewritten and, for compressed bodies, sync-flushed before the
     /// next one is read. Trailers are relayed after the body.
+    #[cfg_attr(not(feature = "test-util"), allow(unreachable_pub))]
     pub struct RewrittenBody<B> {
         #[pin]
         inner: B,
@@ -88,6 +89,7 @@ impl<B: fmt::Debug> fmt::Debug for RewrittenBody<B> {
     }
 }
 
+#[cfg_attr(not(feature = "test-util"), allow(unreachable_pub))]
 impl<B> RewrittenBody<B> {
     /// The backend body, unchanged.
     pub fn passthrough(inner: B) -> Self {

@@ -4,34 +4,10 @@
 //! Web UIs reached through `.../services/svc/proxy/` write absolute links (`/static/app.js`)
 //! and redirect to `/login`; without rewriting, the browser would leave the proxy. kube-apiserver
 //! rewrites the `Location` header and 25 URL attributes of `text/html` bodies; so do we, with
-//! the same URL rule ([`RewriteContext::rewrite_url`]), but streaming: memory per response is
+//! the same URL rule, but streaming: memory per response is
 //! bounded whatever the body size, and bytes reach the client as the backend sends them.
 //!
-//! The engine calls [`rewrite_response`] once, when the backend response head arrives:
-//!
-//! ```
-//! use bytes::Bytes;
-//! use http_body_util::Full;
-//! use kube_bastion::rewrite::{RewriteContext, RewriteOptions, rewrite_response};
-//!
-//! let ctx = RewriteContext::new(
-//!     "/api/v1/namespaces/ns/services/web/proxy", // ProxyRequest::prefix()
-//!     "10.1.2.3:8080",                            // the address the proxy dialed
-//!     "apiserver.example:6443",                   // the Host header sent to the backend
-//! )
-//! .with_options(RewriteOptions::default());
-//!
-//! let backend = http::Response::builder()
-//!     .status(302)
-//!     .header("location", "/login?next=%2F")
-//!     .body(Full::new(Bytes::new()))
-//!     .unwrap();
-//! let response = rewrite_response(&ctx, backend).unwrap();
-//! assert_eq!(
-//!     response.headers()["location"],
-//!     "/api/v1/namespaces/ns/services/web/proxy/login?next=%2F"
-//! );
-//! ```
+//! The engine calls `rewrite_response` once, when the backend response head arrives.
 //!
 //! What is rewritten, and how it differs from upstream, is listed in the "Response
 //! rewriting" section of `docs/compatibility.md`.
@@ -48,7 +24,10 @@ use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::{Response, StatusCode};
 
-pub use body::{RewriteBodyError, RewrittenBody};
+pub use body::RewriteBodyError;
+#[cfg_attr(not(feature = "test-util"), allow(unreachable_pub))]
+pub use body::RewrittenBody;
+#[cfg_attr(not(feature = "test-util"), allow(unreachable_pub))]
 pub use url::UrlParseError;
 
 use crate::{ProxyRequest, ResourceKind, Status};
@@ -60,7 +39,7 @@ use url::{GoUrl, join};
 ///
 /// ```
 /// use kube_bastion::ResourceKind;
-/// use kube_bastion::rewrite::RewriteOptions;
+/// use kube_bastion::RewriteOptions;
 ///
 /// let mut options = RewriteOptions::default();
 /// options.srcset_and_meta_refresh = false; // strictly upstream's attribute set
@@ -219,12 +198,14 @@ impl UrlRules {
 ///
 /// Cheap to clone (the URL rule is shared).
 #[derive(Clone, Debug)]
+#[cfg_attr(not(feature = "test-util"), allow(unreachable_pub))]
 pub struct RewriteContext {
     rules: Arc<UrlRules>,
     kind: Option<ResourceKind>,
     options: RewriteOptions,
 }
 
+#[cfg_attr(not(feature = "test-util"), allow(unreachable_pub))]
 impl RewriteContext {
     /// A context for one response.
     ///
@@ -277,6 +258,7 @@ impl RewriteContext {
     /// Sets the scheme and host rewritten links get (upstream's transport scheme/host, which
     /// kube-apiserver takes from an absolute-form request line and is empty for normal
     /// requests, giving host-relative links). Empty by default.
+    #[cfg(any(feature = "test-util", feature = "fuzzing"))]
     pub fn with_public_origin(mut self, scheme: &str, host: &str) -> Self {
         let rules = Arc::make_mut(&mut self.rules);
         rules.public_scheme = scheme.to_owned();
@@ -285,11 +267,13 @@ impl RewriteContext {
     }
 
     /// The options in force.
+    #[cfg(feature = "test-util")]
     pub fn options(&self) -> &RewriteOptions {
         &self.options
     }
 
     /// The proxy prefix.
+    #[cfg(feature = "test-util")]
     pub fn prefix(&self) -> &str {
         &self.rules.prefix
     }
@@ -307,16 +291,7 @@ impl RewriteContext {
     /// under the prefix (path-cleaned, trailing `/` kept); foreign hosts and relative
     /// references are only re-serialized.
     ///
-    /// ```
-    /// use kube_bastion::rewrite::RewriteContext;
-    ///
-    /// let ctx = RewriteContext::new("/api/v1/namespaces/ns/pods/web/proxy", "10.1.2.3:8080", "k8s:6443");
-    /// assert_eq!(ctx.rewrite_url("/a/../b/").unwrap(), "/api/v1/namespaces/ns/pods/web/proxy/b/");
-    /// assert_eq!(ctx.rewrite_url("http://10.1.2.3:8080/x").unwrap(), "/api/v1/namespaces/ns/pods/web/proxy/x");
-    /// assert_eq!(ctx.rewrite_url("https://example.com/x").unwrap(), "https://example.com/x");
-    /// assert_eq!(ctx.rewrite_url("style.css").unwrap(), "style.css");
-    /// assert!(ctx.rewrite_url("http://[bad").is_err());
-    /// ```
+    #[cfg(any(test, feature = "test-util"))]
     pub fn rewrite_url(&self, url: &str) -> Result<String, UrlParseError> {
         let bytes = self.rules.rewrite(url.as_bytes())?;
         Ok(String::from_utf8(bytes)
@@ -327,12 +302,7 @@ impl RewriteContext {
     /// `defaultProxyTransport`): the incoming path with the backend path (plus `/` when the
     /// incoming path ends in one) cut off its end as a plain string suffix.
     ///
-    /// ```
-    /// use kube_bastion::rewrite::RewriteContext;
-    ///
-    /// assert_eq!(RewriteContext::derive_prefix("/a/test/location", "/location"), "/a/test");
-    /// assert_eq!(RewriteContext::derive_prefix("/a/test/", ""), "/a/test");
-    /// ```
+    #[cfg(any(test, feature = "test-util"))]
     pub fn derive_prefix(incoming_path: &str, backend_path: &str) -> String {
         let mut suffix = backend_path.to_owned();
         if incoming_path.ends_with('/') && !suffix.ends_with('/') {
@@ -359,6 +329,7 @@ impl RewriteContext {
 /// 3. when there was no `Location`, the media type is exactly `text/html` and the
 ///    `Content-Encoding` is none, `gzip` or `deflate`, wraps the body in the streaming HTML
 ///    rewriter and removes `Content-Length`. Anything else keeps its body untouched.
+#[cfg_attr(not(feature = "test-util"), allow(unreachable_pub))]
 pub fn rewrite_response<B>(
     ctx: &RewriteContext,
     response: Response<B>,
@@ -423,4 +394,59 @@ fn is_html(headers: &http::HeaderMap) -> bool {
             .unwrap_or_default();
         media_type.trim_ascii() == b"text/html"
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use http_body_util::Full;
+
+    use super::*;
+
+    #[test]
+    fn location_is_rewritten_under_the_prefix() {
+        let ctx = RewriteContext::new(
+            "/api/v1/namespaces/ns/services/web/proxy", // ProxyRequest::prefix()
+            "10.1.2.3:8080",                            // the address the proxy dialed
+            "apiserver.example:6443",                   // the Host header sent to the backend
+        )
+        .with_options(RewriteOptions::default());
+        let backend = http::Response::builder()
+            .status(302)
+            .header("location", "/login?next=%2F")
+            .body(Full::new(Bytes::new()))
+            .expect("response");
+        let response = rewrite_response(&ctx, backend).expect("rewritten");
+        assert_eq!(
+            response.headers()["location"],
+            "/api/v1/namespaces/ns/services/web/proxy/login?next=%2F"
+        );
+    }
+
+    #[test]
+    fn urls_move_under_the_prefix_as_kube_apiserver_moves_them() {
+        let ctx = RewriteContext::new(
+            "/api/v1/namespaces/ns/pods/web/proxy",
+            "10.1.2.3:8080",
+            "k8s:6443",
+        );
+        let url = |u: &str| ctx.rewrite_url(u).expect("parses");
+        assert_eq!(url("/a/../b/"), "/api/v1/namespaces/ns/pods/web/proxy/b/");
+        assert_eq!(
+            url("http://10.1.2.3:8080/x"),
+            "/api/v1/namespaces/ns/pods/web/proxy/x"
+        );
+        assert_eq!(url("https://example.com/x"), "https://example.com/x");
+        assert_eq!(url("style.css"), "style.css");
+        assert!(ctx.rewrite_url("http://[bad").is_err());
+    }
+
+    #[test]
+    fn prefix_derivation_cuts_the_backend_path() {
+        assert_eq!(
+            RewriteContext::derive_prefix("/a/test/location", "/location"),
+            "/a/test"
+        );
+        assert_eq!(RewriteContext::derive_prefix("/a/test/", ""), "/a/test");
+    }
 }

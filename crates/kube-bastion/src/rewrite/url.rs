@@ -22,6 +22,7 @@ enum Mode {
 
 /// `url.Parse` failed. `Display` is Go's `*url.Error` text: `parse "<url>": <reason>`.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(not(feature = "test-util"), allow(unreachable_pub))]
 pub struct UrlParseError {
     url: Vec<u8>,
     reason: String,

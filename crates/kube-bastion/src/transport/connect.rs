@@ -19,11 +19,11 @@ use tokio_rustls::client::TlsStream;
 /// The address a backend connection was dialed to; found in the extensions of every
 /// response that came from a backend.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct DialedAddr(pub SocketAddr);
+pub(crate) struct DialedAddr(pub SocketAddr);
 
 /// A connection to a backend: plain TCP or TLS over TCP.
 #[derive(Debug)]
-pub enum BackendStream {
+pub(crate) enum BackendStream {
     /// Plain TCP.
     Plain(TcpStream),
     /// TLS over TCP.
@@ -32,18 +32,10 @@ pub enum BackendStream {
 
 impl BackendStream {
     /// The ALPN protocol the server chose, if any.
-    pub fn alpn_protocol(&self) -> Option<&[u8]> {
+    pub(crate) fn alpn_protocol(&self) -> Option<&[u8]> {
         match self {
             BackendStream::Plain(_) => None,
             BackendStream::Tls(s) => s.get_ref().1.alpn_protocol(),
-        }
-    }
-
-    /// The peer address.
-    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
-        match self {
-            BackendStream::Plain(s) => s.peer_addr(),
-            BackendStream::Tls(s) => s.get_ref().0.peer_addr(),
         }
     }
 }
@@ -110,7 +102,7 @@ impl AsyncWrite for BackendStream {
 /// request URL.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum ConnectError {
+pub(crate) enum ConnectError {
     /// The TCP connection failed (refused, unreachable, reset).
     #[error("dial tcp {addr}: {source}")]
     Tcp {
@@ -144,23 +136,7 @@ pub enum ConnectError {
     NoTls,
 }
 
-impl ConnectError {
-    /// Whether the failure is a timeout (TCP connect or TLS handshake).
-    pub fn is_timeout(&self) -> bool {
-        matches!(
-            self,
-            ConnectError::Timeout { .. } | ConnectError::TlsTimeout { .. }
-        )
-    }
-
-    /// Whether the failure happened during the TLS handshake.
-    pub fn is_tls(&self) -> bool {
-        matches!(
-            self,
-            ConnectError::Tls { .. } | ConnectError::TlsTimeout { .. }
-        )
-    }
-}
+impl ConnectError {}
 
 /// Connect and handshake timeouts.
 #[derive(Clone, Copy, Debug)]

@@ -29,7 +29,7 @@ use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::Incoming;
 use rustls::pki_types::ServerName;
 
-pub use connect::{BackendStream, ConnectError, DialedAddr};
+pub(crate) use connect::{BackendStream, ConnectError, DialedAddr};
 pub use tls::{ClientIdentity, Roots, TlsError, TlsOptions};
 
 use crate::config::{PoolOptions, Timeouts};
@@ -40,14 +40,14 @@ use pool::{Dial, Pool, PoolKey, PoolSettings, Wire};
 use tls::TlsConfigs;
 
 /// The boxed error type used by bodies in this crate.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The request body type sent to backends (the host's body, boxed once).
-pub type RequestBody = UnsyncBoxBody<Bytes, BoxError>;
+pub(crate) type RequestBody = UnsyncBoxBody<Bytes, BoxError>;
 
 /// Long-lived backend clients and the dialer. Cheap to clone (one `Arc`).
 #[derive(Clone)]
-pub struct Transport {
+pub(crate) struct Transport {
     inner: Arc<Inner>,
 }
 
@@ -70,7 +70,7 @@ impl fmt::Debug for Transport {
 
 impl Transport {
     /// Builds the TLS configurations and the pool. No connection is opened until the first request.
-    pub fn new(
+    pub(crate) fn new(
         tls: &TlsOptions,
         timeouts: &Timeouts,
         pool: &PoolOptions,
@@ -104,7 +104,7 @@ impl Transport {
     }
 
     /// Whether backends of `target` have their certificates verified.
-    pub fn verifies(&self, target: &Target) -> bool {
+    pub(crate) fn verifies(&self, target: &Target) -> bool {
         self.tls(target.transport).verify
     }
 
@@ -112,7 +112,7 @@ impl Transport {
     /// [`tls_server_name`](Target::tls_server_name) when certificates are verified or the
     /// target is a kubelet (its node address name), else none (SNI is not sent to pod and
     /// service IPs, as upstream).
-    pub fn server_name(&self, target: &Target) -> Option<ServerName<'static>> {
+    pub(crate) fn server_name(&self, target: &Target) -> Option<ServerName<'static>> {
         if !(self.verifies(target) || target.transport == TransportKind::Kubelet) {
             return None;
         }
@@ -166,7 +166,7 @@ impl Transport {
     /// `addr` must be an address the destination policy approved (the proxy passes the
     /// addresses of its [`ProxyContext`](crate::forward::ProxyContext) endpoints); no name
     /// is resolved.
-    pub async fn connect_raw(
+    pub(crate) async fn connect_raw(
         &self,
         target: &Target,
         addr: SocketAddr,

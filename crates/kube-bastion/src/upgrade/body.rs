@@ -23,7 +23,7 @@ const MAX_CHUNK_LINE: usize = 4096;
 /// error response (status 400 or more) streamed to the client; the relay stops with an error
 /// when the backend is slower than the deadline or sends more than the cap.
 #[derive(Debug)]
-pub struct UpgradeBody {
+pub(crate) struct UpgradeBody {
     inner: Inner,
 }
 
@@ -38,14 +38,14 @@ enum Inner {
 
 impl UpgradeBody {
     /// An empty body.
-    pub fn empty() -> Self {
+    pub(crate) fn empty() -> Self {
         Self {
             inner: Inner::Full(None),
         }
     }
 
     /// A body of exactly these bytes.
-    pub fn full(bytes: impl Into<Bytes>) -> Self {
+    pub(crate) fn full(bytes: impl Into<Bytes>) -> Self {
         let bytes = bytes.into();
         Self {
             inner: Inner::Full((!bytes.is_empty()).then_some(bytes)),

@@ -39,10 +39,9 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use crate::Status;
 
-pub use body::UpgradeBody;
-pub use redirect::{REDIRECT_REJECTED_MESSAGE, check_forwarding_redirect, is_forwarding_redirect};
+pub(crate) use body::UpgradeBody;
+pub(crate) use redirect::check_forwarding_redirect;
 pub use shutdown::Shutdown;
-pub use tunnel::{TunnelEnd, TunnelReport};
 
 use handshake::{Verdict, framing, read_response_head, verdict};
 use tunnel::TunnelSettings;
@@ -59,7 +58,7 @@ pub(crate) use pipeline::serve;
 ///
 /// ```
 /// use std::time::Duration;
-/// use kube_bastion::upgrade::UpgradeOptions;
+/// use kube_bastion::UpgradeOptions;
 ///
 /// let options = UpgradeOptions::default()
 ///     .allow_protocol("kubernetes.io/portforward")
@@ -213,7 +212,7 @@ fn upgrade_tokens(headers: &HeaderMap) -> impl Iterator<Item = &[u8]> {
 /// ([`UpgradeError::to_status`]).
 #[derive(Debug)]
 #[non_exhaustive]
-pub enum UpgradeError {
+pub(crate) enum UpgradeError {
     /// The `Upgrade` header names a protocol that is not allowed (400).
     ProtocolNotAllowed(String),
     /// `Connection: Upgrade` without any `Upgrade` protocol (400).
@@ -293,7 +292,7 @@ impl std::error::Error for UpgradeError {}
 
 impl UpgradeError {
     /// The HTTP status code the client gets.
-    pub fn code(&self) -> StatusCode {
+    pub(crate) fn code(&self) -> StatusCode {
         match self {
             UpgradeError::ProtocolNotAllowed(_)
             | UpgradeError::NoProtocol
@@ -312,7 +311,7 @@ impl UpgradeError {
     }
 
     /// The Status reason (`None` for untyped 500s, as kube-apiserver writes them).
-    pub fn reason(&self) -> Option<&'static str> {
+    pub(crate) fn reason(&self) -> Option<&'static str> {
         match self.code() {
             StatusCode::BAD_REQUEST => Some("BadRequest"),
             StatusCode::SERVICE_UNAVAILABLE => Some("ServiceUnavailable"),
@@ -322,13 +321,13 @@ impl UpgradeError {
     }
 
     /// The Status the client gets.
-    pub fn to_status(&self) -> Status {
+    pub(crate) fn to_status(&self) -> Status {
         Status::new(self.code().as_u16(), self.reason(), self.to_string())
     }
 
     /// The response the client gets: the Status as JSON, with `Connection: close` (the
     /// client connection is never reused after a failed upgrade).
-    pub fn into_response(self) -> Response<UpgradeBody> {
+    pub(crate) fn into_response(self) -> Response<UpgradeBody> {
         let status = self.to_status();
         let mut response = Response::new(UpgradeBody::full(status.to_body()));
         *response.status_mut() = self.code();
@@ -346,7 +345,7 @@ impl UpgradeError {
 /// protocols outside the allow-list, request bodies and upgrades during shutdown, and
 /// removes hyper's [`OnUpgrade`] handle from the request extensions (present only when the
 /// request was read by a hyper server with upgrades enabled).
-pub fn prepare(
+pub(crate) fn prepare(
     parts: &mut http::request::Parts,
     options: &UpgradeOptions,
 ) -> Result<OnUpgrade, UpgradeError> {
@@ -383,13 +382,6 @@ pub fn prepare(
         .ok_or(UpgradeError::NotHijackable)
 }
 
-/// Whether a request is an HTTP/2 (or HTTP/3) upgrade attempt: an extended CONNECT
-/// (RFC 8441) carrying a `:protocol`. Such requests cannot be tunnelled; answer them with
-/// [`UpgradeError::UnsupportedVersion`].
-pub fn is_extended_connect(parts: &http::request::Parts) -> bool {
-    parts.method == Method::CONNECT && parts.extensions.get::<hyper::ext::Protocol>().is_some()
-}
-
 /// Headers that must reach the backend on an upgrade even though ordinary forwarding drops
 /// hop-by-hop headers.
 ///
@@ -399,7 +391,7 @@ pub fn is_extended_connect(parts: &http::request::Parts) -> bool {
 /// `X-Stream-Protocol-Version` header the client sent, except the bearer-token entries of
 /// `Sec-WebSocket-Protocol` ([`headers::strip_websocket_token`](crate::headers::strip_websocket_token)),
 /// which are credentials.
-pub fn restore_upgrade_headers(client: &HeaderMap, forwarded: &mut HeaderMap) {
+pub(crate) fn restore_upgrade_headers(client: &HeaderMap, forwarded: &mut HeaderMap) {
     forwarded.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
     forwarded.remove(UPGRADE);
     for value in client.get_all(UPGRADE) {
@@ -420,7 +412,7 @@ pub fn restore_upgrade_headers(client: &HeaderMap, forwarded: &mut HeaderMap) {
 
 /// Something held for as long as a backend connection of an upgrade is in use (the whole
 /// tunnel after a `101`), told how the exchange went: the balancer's in-flight handle, say.
-pub trait ConnectionGuard: Send + 'static {
+pub(crate) trait ConnectionGuard: Send + 'static {
     /// The backend's response head arrived with `status`.
     fn response_head(&mut self, status: StatusCode) {
         let _ = status;
@@ -448,7 +440,7 @@ impl ConnectionGuard for crate::balance::RequestHandle {
 
 /// The request written to the backend.
 #[derive(Clone, Debug)]
-pub struct UpgradeRequest {
+pub(crate) struct UpgradeRequest {
     /// The method (usually `GET`; SPDY exec uses `POST`).
     pub method: Method,
     /// The origin-form target: backend path plus `?` and the client's raw query (kept, unlike
@@ -469,7 +461,7 @@ pub struct UpgradeRequest {
 /// the balancer's in-flight handle. A `101` response is returned right away and the tunnel runs in a spawned task once
 /// hyper has handed over the client connection; it counts as open in the options'
 /// [`Shutdown`] until it ends.
-pub async fn proxy_upgrade<S, G>(
+pub(crate) async fn proxy_upgrade<S, G>(
     client: OnUpgrade,
     request: UpgradeRequest,
     mut backend: S,
@@ -620,19 +612,6 @@ where
             response
         }
     }
-}
-
-/// Copies bytes both ways between two connections until both directions end, either side
-/// fails, the idle timeout passes or the shutdown grace period ends, with the options'
-/// rate limit per direction. This is the tunnel [`proxy_upgrade`] runs after a `101`;
-/// hosts with their own handshake can use it directly.
-pub async fn splice<A, B>(a: A, b: B, options: &UpgradeOptions) -> TunnelReport
-where
-    A: AsyncRead + AsyncWrite,
-    B: AsyncRead + AsyncWrite,
-{
-    let _open = options.shutdown.track();
-    tunnel::splice(a, b, &options.tunnel_settings()).await
 }
 
 /// Removes hop-by-hop headers and every header named in `Connection`.

@@ -12,13 +12,13 @@ use crate::Status;
 
 /// The message of the 502 that replaces a rejected redirect (kube-apiserver's aggregator
 /// text).
-pub const REDIRECT_REJECTED_MESSAGE: &str =
+pub(crate) const REDIRECT_REJECTED_MESSAGE: &str =
     "the backend attempted to redirect this request, which is not permitted";
 
 /// Whether a backend response is a redirect that would forward the client elsewhere: a 3xx
 /// whose first `Location` value is not empty. A 3xx without `Location` (a `304 Not
 /// Modified`, say) is not one.
-pub fn is_forwarding_redirect(status: StatusCode, headers: &HeaderMap) -> bool {
+pub(crate) fn is_forwarding_redirect(status: StatusCode, headers: &HeaderMap) -> bool {
     status.is_redirection()
         && headers
             .get(LOCATION)
@@ -29,7 +29,7 @@ pub fn is_forwarding_redirect(status: StatusCode, headers: &HeaderMap) -> bool {
 /// [`REDIRECT_REJECTED_MESSAGE`]); `None` when the response may be passed on.
 ///
 /// The engine calls this on every ordinary backend response head, before rewriting.
-pub fn check_forwarding_redirect(
+pub(crate) fn check_forwarding_redirect(
     reject: bool,
     status: StatusCode,
     headers: &HeaderMap,

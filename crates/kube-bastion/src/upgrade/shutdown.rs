@@ -16,7 +16,7 @@ use tokio::time::Instant;
 ///
 /// ```
 /// use std::time::Duration;
-/// use kube_bastion::upgrade::{Shutdown, UpgradeOptions};
+/// use kube_bastion::{Shutdown, UpgradeOptions};
 ///
 /// let shutdown = Shutdown::new();
 /// let options = UpgradeOptions::default().shutdown(shutdown.clone());

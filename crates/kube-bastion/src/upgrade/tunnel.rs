@@ -19,7 +19,7 @@ const CHUNK: usize = 32 * 1024;
 /// How a tunnel ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum TunnelEnd {
+pub(crate) enum TunnelEnd {
     /// Both sides closed their sending half (each half-close was passed on).
     Closed,
     /// No byte moved in either direction for the idle timeout.
@@ -32,7 +32,7 @@ pub enum TunnelEnd {
 
 /// What a tunnel did: bytes each way and how it ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct TunnelReport {
+pub(crate) struct TunnelReport {
     /// Bytes read from the client and written to the backend.
     pub client_to_backend: u64,
     /// Bytes read from the backend and written to the client.
