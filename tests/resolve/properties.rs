@@ -2,8 +2,8 @@
 //! authorization name and namespace are exactly what resolution used.
 
 use http::{HeaderMap, Method, Uri};
+use kube_bastion_core::go::quote as go_quote;
 use kube_bastion_core::policy::parse_ip_lenient;
-use kube_bastion_core::status::go_quote;
 use kube_bastion_core::{
     ClusterView, Host, MemoryCluster, ProxyRequest, ResolveOptions, ResourceKind, Route, TargetId,
     parse_objects, resolve,

@@ -3,7 +3,7 @@
 use http::Method;
 
 use crate::Status;
-use crate::status::push_go_quoted;
+use crate::go::push_quoted;
 
 /// What kube-apiserver's request-info parser produces for a proxy request, and what an
 /// authorizer decides on.
@@ -63,24 +63,24 @@ impl Attributes {
     pub fn forbidden(&self, user: &str, reason: &str) -> Status {
         let mut cause = String::with_capacity(128 + user.len() + reason.len());
         cause.push_str("User ");
-        push_go_quoted(user, &mut cause);
+        push_quoted(user.as_bytes(), &mut cause);
         cause.push_str(" cannot ");
         cause.push_str(self.verb);
         cause.push_str(" resource ");
         if self.subresource.is_empty() {
-            push_go_quoted(self.resource, &mut cause);
+            push_quoted(self.resource.as_bytes(), &mut cause);
         } else {
-            push_go_quoted(
-                &format!("{}/{}", self.resource, self.subresource),
+            push_quoted(
+                format!("{}/{}", self.resource, self.subresource).as_bytes(),
                 &mut cause,
             );
         }
         cause.push_str(" in API group ");
-        push_go_quoted(self.api_group, &mut cause);
+        push_quoted(self.api_group.as_bytes(), &mut cause);
         match self.namespace.as_deref() {
             Some(namespace) if !namespace.is_empty() => {
                 cause.push_str(" in the namespace ");
-                push_go_quoted(namespace, &mut cause);
+                push_quoted(namespace.as_bytes(), &mut cause);
             }
             _ => cause.push_str(" at the cluster scope"),
         }

@@ -102,6 +102,7 @@
 
 pub mod authz;
 pub mod cluster;
+pub mod go;
 pub mod id;
 pub mod path;
 pub mod policy;

@@ -19,8 +19,8 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Node, ObjectReference, Pod, Service};
 
+use crate::go::quote as go_quote;
 use crate::policy::parse_ip_lenient;
-use crate::status::go_quote;
 use crate::{ClusterView, DestinationPolicy, ProxyRequest, ResourceKind, Scheme, Status};
 
 /// Node address types, in kube-apiserver's names.
@@ -590,7 +590,19 @@ fn no_endpoints(name: &str) -> Status {
 /// The session-affinity timeout kube-proxy uses when `ClientIP` affinity has no config.
 pub const DEFAULT_CLIENT_IP_AFFINITY_SECONDS: u32 = 10800;
 
-/// The Service annotation that picks a balancer for it.
+/// The Service annotation that selects a balancing policy for one Service, overriding the
+/// configured one (`kube_bastion::BalancerConfig::policy`).
+///
+/// Accepted values (case-insensitive, surrounding blanks ignored): `random`, `round-robin`
+/// (also `roundrobin`, `round_robin`), `least-request` (also `leastrequest`,
+/// `least_request`), `peak-ewma` (also `peakewma`, `peak_ewma`, `ewma`). Any other value
+/// falls back to the configured policy and logs one warning per distinct value.
+///
+/// ```yaml
+/// metadata:
+///   annotations:
+///     kube-bastion.io/balancer: least-request
+/// ```
 pub const BALANCER_ANNOTATION: &str = "kube-bastion.io/balancer";
 
 fn service_info(

@@ -86,7 +86,7 @@ impl Status {
             format!("{resource} is forbidden: {cause}")
         } else {
             let mut quoted = String::with_capacity(name.len() + 2);
-            push_go_quoted(name, &mut quoted);
+            crate::go::push_quoted(name.as_bytes(), &mut quoted);
             format!("{resource} {quoted} is forbidden: {cause}")
         };
         Self::new(403, Some("Forbidden"), message).with_details(name, resource)
@@ -98,7 +98,7 @@ impl Status {
         let mut message = String::with_capacity(resource.len() + name.len() + 14);
         message.push_str(resource);
         message.push(' ');
-        push_go_quoted(name, &mut message);
+        crate::go::push_quoted(name.as_bytes(), &mut message);
         message.push_str(" not found");
         Self::new(404, Some("NotFound"), message).with_details(name, resource)
     }
@@ -381,68 +381,6 @@ impl serde_json::ser::Formatter for GoFormatter {
     }
 }
 
-/// Quotes `value` as Go's `%q` verb (`strconv.Quote`) does, the quoting kube-apiserver uses for
-/// names in its messages: `"` and `\` are backslash-escaped, printable characters (Unicode
-/// letters, marks, numbers, punctuation, symbols and the ASCII space) are kept, `\a \b \f
-/// \n \r \t \v` use their short forms, other ASCII controls and DEL become `\xNN`, and
-/// other non-printable characters `\uNNNN` or `\UNNNNNNNN` (lower-case hex).
-///
-/// ```
-/// use kube_bastion_core::status::go_quote;
-///
-/// assert_eq!(go_quote("web:8080"), r#""web:8080""#);
-/// assert_eq!(go_quote("a\"b\n\u{0}\u{a0}é"), r#""a\"b\n\x00\u00a0é""#);
-/// ```
-pub fn go_quote(value: &str) -> String {
-    let mut out = String::with_capacity(value.len() + 2);
-    push_go_quoted(value, &mut out);
-    out
-}
-
-/// [`go_quote`] appending to `out`.
-pub(crate) fn push_go_quoted(value: &str, out: &mut String) {
-    use fmt::Write as _;
-    out.push('"');
-    for c in value.chars() {
-        match c {
-            '"' | '\\' => {
-                out.push('\\');
-                out.push(c);
-            }
-            ' '..='~' => out.push(c),
-            '\u{7}' => out.push_str("\\a"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{b}' => out.push_str("\\v"),
-            c if c.is_ascii() => {
-                let _ = write!(out, "\\x{:02x}", u32::from(c));
-            }
-            c if is_go_printable(c) => out.push(c),
-            c if u32::from(c) < 0x10000 => {
-                let _ = write!(out, "\\u{:04x}", u32::from(c));
-            }
-            c => {
-                let _ = write!(out, "\\U{:08x}", u32::from(c));
-            }
-        }
-    }
-    out.push('"');
-}
-
-/// Go's `unicode.IsPrint` for a non-ASCII character: not in the categories Cc, Cf, Cs, Co,
-/// Cn, Zs, Zl or Zp. The standard library's `str::escape_debug` escapes exactly those
-/// characters after the first one (grapheme extenders are only escaped in first position),
-/// so it serves as the category table.
-fn is_go_printable(c: char) -> bool {
-    let mut buf = [0u8; 5];
-    buf[0] = b'a';
-    let len = 1 + c.encode_utf8(&mut buf[1..]).len();
-    std::str::from_utf8(&buf[..len]).is_ok_and(|s| s.escape_debug().nth(1) == Some(c))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -561,7 +499,7 @@ mod tests {
             ("\u{e000}\u{10ffff}\u{feff}", r#""\ue000\U0010ffff\ufeff""#),
             ("\u{1f600}", "\"\u{1f600}\""),
         ] {
-            assert_eq!(go_quote(input), quoted, "{input:?}");
+            assert_eq!(crate::go::quote(input), quoted, "{input:?}");
         }
     }
 

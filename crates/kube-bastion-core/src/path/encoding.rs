@@ -87,64 +87,6 @@ pub(super) fn has_dry_run(query: &str) -> bool {
     })
 }
 
-/// Go's `path.Clean` over a byte buffer, in place (the write index never passes the read
-/// index). An empty result becomes `.`, as in Go.
-pub(super) fn clean_in_place(buf: &mut Vec<u8>) {
-    let n = buf.len();
-    if n == 0 {
-        buf.push(b'.');
-        return;
-    }
-    let rooted = buf[0] == b'/';
-    let (mut r, mut w, mut dotdot) = (0, 0, 0);
-    if rooted {
-        // buf[0] is already '/'.
-        (r, w, dotdot) = (1, 1, 1);
-    }
-    while r < n {
-        if buf[r] == b'/' || (buf[r] == b'.' && (r + 1 == n || buf[r + 1] == b'/')) {
-            // An empty or `.` segment.
-            r += 1;
-        } else if buf[r] == b'.'
-            && buf.get(r + 1) == Some(&b'.')
-            && (r + 2 == n || buf[r + 2] == b'/')
-        {
-            r += 2;
-            if w > dotdot {
-                w -= 1;
-                while w > dotdot && buf[w] != b'/' {
-                    w -= 1;
-                }
-            } else if !rooted {
-                if w > 0 {
-                    buf[w] = b'/';
-                    w += 1;
-                }
-                buf[w] = b'.';
-                buf[w + 1] = b'.';
-                w += 2;
-                dotdot = w;
-            }
-        } else {
-            if (rooted && w != 1) || (!rooted && w != 0) {
-                buf[w] = b'/';
-                w += 1;
-            }
-            while r < n && buf[r] != b'/' {
-                buf[w] = buf[r];
-                w += 1;
-                r += 1;
-            }
-        }
-    }
-    if w == 0 {
-        buf.clear();
-        buf.push(b'.');
-    } else {
-        buf.truncate(w);
-    }
-}
-
 /// kube-apiserver's `JoinPreservingTrailingSlash(a, b)`: Go's `path.Join` (join the
 /// non-empty elements with `/` and clean; `""` when both are empty), plus a trailing `/` when
 /// the last non-empty element ends with one.
@@ -169,7 +111,7 @@ pub fn join_preserving_trailing_slash(a: &str, b: &str) -> String {
             joined.extend_from_slice(b.as_bytes());
         }
     }
-    clean_in_place(&mut joined);
+    crate::go::clean_in_place(&mut joined);
     let last = if b.is_empty() { a } else { b };
     if last.ends_with('/') && !joined.ends_with(b"/") {
         joined.push(b'/');

@@ -45,7 +45,7 @@ use std::borrow::Cow;
 
 use http::{HeaderMap, Method, Uri};
 
-use crate::status::push_go_quoted;
+use crate::go::{clean_in_place, push_quoted};
 use crate::{Attributes, Status, TargetId};
 
 mod encoding;
@@ -53,8 +53,8 @@ mod encoding;
 mod tests;
 
 use encoding::{
-    PATH_SAFE, QUERY_SAFE, URI_SAFE, ascii_string, clean_in_place, escape_path_bytes, has_dry_run,
-    is_clean, is_uri_safe, percent_decode, push_escaped, push_uri_safe_bytes, valid_escapes,
+    PATH_SAFE, QUERY_SAFE, URI_SAFE, ascii_string, escape_path_bytes, has_dry_run, is_clean,
+    is_uri_safe, percent_decode, push_escaped, push_uri_safe_bytes, valid_escapes,
 };
 pub use encoding::{escape_path, join_preserving_trailing_slash};
 
@@ -369,7 +369,7 @@ impl ProxyRequest {
             message.push_str("invalid ");
             message.push_str(self.kind.singular());
             message.push_str(" request ");
-            push_go_quoted(self.raw_id(), &mut message);
+            push_quoted(self.raw_id().as_bytes(), &mut message);
             Status::bad_request(message)
         })
     }

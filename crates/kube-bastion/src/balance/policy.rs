@@ -3,20 +3,8 @@
 use std::fmt;
 use std::str::FromStr;
 
-/// The Service annotation that selects a [`BalancePolicy`] for one Service, overriding
-/// [`BalancerConfig::policy`](super::BalancerConfig::policy).
-///
-/// Accepted values (case-insensitive, surrounding blanks ignored): `random`, `round-robin`
-/// (also `roundrobin`, `round_robin`), `least-request` (also `leastrequest`,
-/// `least_request`), `peak-ewma` (also `peakewma`, `peak_ewma`, `ewma`). Any other value
-/// falls back to the configured policy and logs one warning per distinct value.
-///
-/// ```yaml
-/// metadata:
-///   annotations:
-///     kube-bastion.io/balancer: least-request
-/// ```
-pub const BALANCER_ANNOTATION: &str = "kube-bastion.io/balancer";
+// The one definition lives in the core, which reads it into `ServiceInfo::balancer`.
+pub use kube_bastion_core::resolve::BALANCER_ANNOTATION;
 
 /// How one endpoint is chosen among a Service's candidates.
 ///

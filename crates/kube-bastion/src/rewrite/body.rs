@@ -16,7 +16,7 @@ use super::encoding::{Coding, Decoder, Encoder};
 use super::html::{self, Rewriter, SharedOutput};
 use super::{RewriteOptions, UrlRules};
 
-type BoxError = Box<dyn StdError + Send + Sync>;
+use tower::BoxError;
 
 /// An error while streaming a response body.
 ///

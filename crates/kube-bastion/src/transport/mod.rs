@@ -40,7 +40,7 @@ use pool::{Dial, Pool, PoolKey, PoolSettings, Wire};
 use tls::TlsConfigs;
 
 /// The boxed error type used by bodies in this crate.
-pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) use tower::BoxError;
 
 /// The request body type sent to backends (the host's body, boxed once).
 pub(crate) type RequestBody = UnsyncBoxBody<Bytes, BoxError>;
