@@ -244,6 +244,26 @@ impl Status {
         body.push(b'\n');
         body
     }
+
+    /// The whole HTTP answer: this Status's code, `Content-Type: application/json` and
+    /// [`Status::to_body`]; map the body into whatever body type the server uses. Every
+    /// Status a client gets is built here.
+    ///
+    /// ```
+    /// let response = kube_bastion_core::Status::not_found("pods", "web").to_response();
+    /// assert_eq!(response.status(), 404);
+    /// assert_eq!(response.headers()["content-type"], "application/json");
+    /// assert!(response.body().ends_with(b"\n"));
+    /// ```
+    pub fn to_response(&self) -> http::Response<Vec<u8>> {
+        let mut response = http::Response::new(self.to_body());
+        *response.status_mut() = self.status_code();
+        response.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        );
+        response
+    }
 }
 
 impl From<Status> for meta::Status {

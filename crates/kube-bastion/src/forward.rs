@@ -117,14 +117,7 @@ impl ProxyContext {
 
 /// A `Content-Type: application/json` response carrying `status`.
 pub(crate) fn status_response(status: &Status) -> Response<ProxyBody> {
-    let code = StatusCode::from_u16(status.code()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut res = Response::new(ProxyBody::full(status.to_body()));
-    *res.status_mut() = code;
-    res.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    res
+    status.to_response().map(ProxyBody::full)
 }
 
 /// Runs the whole pipeline for one routed proxy request, inside a tracing span with

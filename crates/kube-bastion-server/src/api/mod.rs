@@ -97,13 +97,7 @@ pub(crate) fn router(state: ApiState) -> Router {
 
 /// A Status as a response.
 pub(crate) fn status_response(status: &Status) -> Response {
-    let code = StatusCode::from_u16(status.code()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut response = (code, status.to_body()).into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
+    status.to_response().map(axum::body::Body::from)
 }
 
 /// The 404 for a path this server does not serve.

@@ -31,8 +31,8 @@ use std::num::NonZeroU64;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::header::{CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING, UPGRADE};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, Version};
+use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING, UPGRADE};
+use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, Version};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -328,12 +328,11 @@ impl UpgradeError {
     /// The response the client gets: the Status as JSON, with `Connection: close` (the
     /// client connection is never reused after a failed upgrade).
     pub(crate) fn into_response(self) -> Response<UpgradeBody> {
-        let status = self.to_status();
-        let mut response = Response::new(UpgradeBody::full(status.to_body()));
+        let mut response = self.to_status().to_response().map(UpgradeBody::full);
         *response.status_mut() = self.code();
-        let headers = response.headers_mut();
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        headers.insert(CONNECTION, HeaderValue::from_static("close"));
+        response
+            .headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("close"));
         response
     }
 }
@@ -616,28 +615,11 @@ where
 
 /// Removes hop-by-hop headers and every header named in `Connection`.
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let listed: Vec<HeaderName> = headers
-        .get_all(CONNECTION)
-        .iter()
-        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim_ascii()).ok())
-        .collect();
-    for name in listed {
-        headers.remove(name);
-    }
-    for name in [
-        "connection",
-        "proxy-connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-    ] {
-        headers.remove(name);
-    }
+    // The rule set of every relayed response, then what a re-framed error body without
+    // trailers must not announce.
+    crate::headers::remove_hop_by_hop(headers);
+    headers.remove(http::header::TE);
+    headers.remove(http::header::TRAILER);
 }
 
 #[cfg(test)]
@@ -805,9 +787,12 @@ mod tests {
         headers.insert("x-private", HeaderValue::from_static("1"));
         headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         headers.insert(TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain"),
+        );
         strip_hop_by_hop(&mut headers);
         assert_eq!(headers.len(), 1);
-        assert_eq!(headers[CONTENT_TYPE], "text/plain");
+        assert_eq!(headers[http::header::CONTENT_TYPE], "text/plain");
     }
 }
