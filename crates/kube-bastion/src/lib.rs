@@ -36,6 +36,7 @@ mod authorize;
 mod balance;
 mod body;
 mod config;
+mod context;
 mod forward;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
@@ -68,11 +69,11 @@ pub use balance::{
     EndpointSnapshot, ServiceKey, UnknownPolicy,
 };
 pub use body::{BodyIdleTimeout, ProxyBody};
-pub use config::{PoolOptions, ProxyConfig, ProxyConfigBuilder, Timeouts};
+pub use config::{ProxyConfig, ProxyConfigBuilder};
 pub use headers::{HeaderOptions, HostHeader, PeerAddr};
 pub use layer::{Proxy, ProxyLayer, ProxyService, ResponseBody, ResponseFuture, ServiceFuture};
 pub use rewrite::{RewriteBodyError, RewriteOptions};
-pub use transport::{ClientIdentity, Roots, TlsError, TlsOptions};
+pub use transport::{ClientIdentity, PoolOptions, Roots, Timeouts, TlsError, TlsOptions};
 pub use upgrade::{Shutdown, UpgradeOptions};
 
 /// Internals for this workspace's own tests and benchmarks; not a public API, no

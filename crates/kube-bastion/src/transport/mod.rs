@@ -16,6 +16,7 @@
 //! `http/1.1` only).
 
 mod connect;
+mod options;
 mod pool;
 mod tls;
 
@@ -30,9 +31,9 @@ use hyper::body::Incoming;
 use rustls::pki_types::ServerName;
 
 pub(crate) use connect::{BackendStream, ConnectError, DialedAddr};
+pub use options::{PoolOptions, Timeouts};
 pub use tls::{ClientIdentity, Roots, TlsError, TlsOptions};
 
-use crate::config::{PoolOptions, Timeouts};
 use crate::{AppProtocol, Scheme, Target, TransportKind};
 use connect::DialTimeouts;
 pub(crate) use pool::{Checkin, SendFailure};

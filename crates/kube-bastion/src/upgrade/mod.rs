@@ -20,9 +20,7 @@
 
 mod body;
 mod handshake;
-mod pipeline;
 mod ratelimit;
-mod redirect;
 mod shutdown;
 mod tunnel;
 
@@ -40,13 +38,10 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use crate::Status;
 
 pub(crate) use body::UpgradeBody;
-pub(crate) use redirect::check_forwarding_redirect;
 pub use shutdown::Shutdown;
 
 use handshake::{Verdict, framing, read_response_head, verdict};
 use tunnel::TunnelSettings;
-
-pub(crate) use pipeline::serve;
 
 /// How upgraded connections are handled.
 ///

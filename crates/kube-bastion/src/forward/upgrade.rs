@@ -5,12 +5,14 @@ use bytes::Bytes;
 use http::{HeaderMap, Request, Response, header};
 use http_body::Body;
 
-use super::{UpgradeError, UpgradeRequest, prepare, proxy_upgrade, restore_upgrade_headers};
 use crate::balance::FailureKind;
 use crate::body::ProxyBody;
-use crate::forward::ProxyContext;
+use crate::context::ProxyContext;
 use crate::headers;
 use crate::transport::ConnectError;
+use crate::upgrade::{
+    UpgradeError, UpgradeRequest, prepare, proxy_upgrade, restore_upgrade_headers,
+};
 use crate::{Plan, Status};
 
 /// Serves one upgrade request: checks it, prepares the backend headers as for any request
