@@ -23,7 +23,7 @@ use http::Uri;
 use http::header::HeaderName;
 use http::request::Parts;
 
-use crate::authorize::{AllowAll, Authorizer};
+use crate::authorizer::{AllowAll, Authorizer};
 use crate::headers::{HeaderOptions, HostHeader, PeerAddr};
 use crate::rewrite::RewriteOptions;
 use crate::transport::{

@@ -12,7 +12,7 @@ use crate::{Candidate, Host, ProxyRequest, Status, Target};
 
 /// One address the destination policy approved, with the candidate it came from.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub(crate) struct Endpoint {
+pub(crate) struct ApprovedEndpoint {
     /// The address to dial (never re-resolved).
     pub addr: SocketAddr,
     /// Index of the candidate in [`Target::candidates`].
@@ -36,17 +36,17 @@ pub(crate) struct ProxyContext {
     /// The addresses approved for candidates that name a host (resolved once, each
     /// checked). IP candidates need no entry: their endpoint is computed from the
     /// candidate, so a Service with many endpoints costs nothing per request here.
-    pub(crate) resolved: Vec<Endpoint>,
+    pub(crate) resolved: Vec<ApprovedEndpoint>,
 }
 
 impl ProxyContext {
     /// The endpoint to dial for candidate `candidate` (an index into
     /// [`Target::candidates`]): its IP and dial port, or for a candidate naming a host the
     /// first address the name resolved to. `None` for an index out of range.
-    pub(crate) fn endpoint(&self, candidate: usize) -> Option<Endpoint> {
+    pub(crate) fn endpoint(&self, candidate: usize) -> Option<ApprovedEndpoint> {
         let c = self.target.candidates.get(candidate)?;
         match &c.host {
-            Host::Ip(ip) => Some(Endpoint {
+            Host::Ip(ip) => Some(ApprovedEndpoint {
                 addr: SocketAddr::new(*ip, c.dial_port(self.target.scheme)),
                 candidate,
             }),
@@ -59,19 +59,19 @@ impl ProxyContext {
     }
 
     /// The candidate behind `endpoint`.
-    pub(crate) fn candidate(&self, endpoint: &Endpoint) -> &Candidate {
+    pub(crate) fn candidate(&self, endpoint: &ApprovedEndpoint) -> &Candidate {
         &self.target.candidates[endpoint.candidate]
     }
 
     /// The backend authority as kube-apiserver's location host prints it (`10.1.2.3:8080`,
     /// or the node address name with its port); what `Location` rewriting compares with.
-    pub(crate) fn backend_authority(&self, endpoint: &Endpoint) -> String {
+    pub(crate) fn backend_authority(&self, endpoint: &ApprovedEndpoint) -> String {
         self.candidate(endpoint).authority()
     }
 
     /// The `Host` header the backend receives for `endpoint`, following
     /// [`HostHeader`].
-    pub(crate) fn backend_host(&self, endpoint: &Endpoint) -> Option<HeaderValue> {
+    pub(crate) fn backend_host(&self, endpoint: &ApprovedEndpoint) -> Option<HeaderValue> {
         match self.config.headers().host {
             HostHeader::Client => self.client_host.clone(),
             HostHeader::Target => HeaderValue::from_str(&self.backend_authority(endpoint)).ok(),
@@ -96,7 +96,7 @@ impl ProxyContext {
 pub(crate) async fn approve(
     config: &ProxyConfig,
     target: &Target,
-) -> Result<Vec<Endpoint>, Status> {
+) -> Result<Vec<ApprovedEndpoint>, Status> {
     let policy = config.destination_policy();
     if policy.has_endpoint_rules() {
         for c in target.candidates.iter() {
@@ -130,7 +130,7 @@ pub(crate) async fn approve(
                 policy.check_endpoint(SocketAddr::new(*ip, port))?;
             }
         }
-        resolved.extend(ips.into_iter().map(|ip| Endpoint {
+        resolved.extend(ips.into_iter().map(|ip| ApprovedEndpoint {
             addr: SocketAddr::new(ip, port),
             candidate: i,
         }));
@@ -188,11 +188,11 @@ mod tests {
             peer: None,
             client_host: None,
             resolved: vec![
-                Endpoint {
+                ApprovedEndpoint {
                     addr: "192.0.2.7:10250".parse().expect("addr"),
                     candidate: 1,
                 },
-                Endpoint {
+                ApprovedEndpoint {
                     addr: "192.0.2.8:10250".parse().expect("addr"),
                     candidate: 1,
                 },

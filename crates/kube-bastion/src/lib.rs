@@ -32,7 +32,7 @@
 //! modules, and `docs/api.md` for this map with examples.
 
 mod authn;
-mod authorize;
+mod authorizer;
 mod balance;
 mod body;
 mod config;
@@ -63,7 +63,7 @@ use kube_bastion_core::{
 };
 
 pub use authn::{TokenFile, TokenFileError, UserInfo, websocket_token};
-pub use authorize::{AllowAll, AuthorizeFn, AuthorizeFuture, Authorizer, Decision, authorize_fn};
+pub use authorizer::{AllowAll, AuthorizeFn, AuthorizeFuture, Authorizer, Decision, authorize_fn};
 pub use balance::{
     BALANCER_ANNOTATION, BalancePolicy, Balancer, BalancerConfig, ConcurrencyLimit, EjectionConfig,
     EndpointSnapshot, ServiceKey, UnknownPolicy,

@@ -222,7 +222,7 @@ impl<'a> Attempts<'a> {
             .as_ref()
             .and_then(|s| s.balancer.as_deref());
         if table.annotation.as_deref() != annotation {
-            let (policy, error) = super::policy::effective_policy(default, annotation);
+            let (policy, error) = super::algorithm::effective_policy(default, annotation);
             if let Some(error) = error {
                 tracing::warn!(
                     service = %service.key,

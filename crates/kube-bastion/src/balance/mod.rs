@@ -33,12 +33,12 @@
 // `docs/benchmarks.md` the costs.
 
 mod affinity;
+mod algorithm;
 mod clock;
 mod failover;
 mod handle;
 mod health;
 mod limit;
-mod policy;
 mod state;
 mod table;
 
@@ -58,6 +58,7 @@ use kube_bastion_core::{ServiceInfo, Target};
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
 
+pub use algorithm::{BALANCER_ANNOTATION, BalancePolicy, UnknownPolicy};
 #[cfg_attr(not(feature = "test-util"), allow(unreachable_pub))]
 pub use clock::Clock;
 #[cfg(any(test, feature = "test-util"))]
@@ -68,7 +69,6 @@ pub(crate) use failover::{Attempts, FailureKind};
 pub(crate) use handle::RequestHandle;
 pub use health::EjectionConfig;
 pub use limit::ConcurrencyLimit;
-pub use policy::{BALANCER_ANNOTATION, BalancePolicy, UnknownPolicy};
 
 use clock::{Timeline, nanos};
 use state::{EndpointKey, ServiceStats};

@@ -40,8 +40,8 @@ use rand::rngs::SmallRng;
 
 use super::Core;
 use super::affinity::AffinityTable;
+use super::algorithm::BalancePolicy;
 use super::limit::Limiter;
-use super::policy::BalancePolicy;
 use super::state::{
     Chunk, Endpoint, EndpointKey, FIRST_CHUNK, Hot, ServiceStats, cell_of, new_chunk,
 };

@@ -11,7 +11,7 @@
 //! 4. [`resolve()`] against one cluster view → [`Target`];
 //! 5. destination checks: candidate names are resolved **once** with tokio, every address
 //!    judged by [`DestinationPolicy::check_resolved`](crate::DestinationPolicy::check_resolved),
-//!    and only the checked addresses become [`Endpoint`]s (CVE-2020-8562);
+//!    and only the checked addresses become [`ApprovedEndpoint`]s (CVE-2020-8562);
 //! 6. upgrades go to the upgrade hook; other requests follow [`ProxyRequest::plan`]: a 301,
 //!    or
 //! 7. forwarding: headers prepared ([`crate::headers`]), the body streamed over the pooled
@@ -40,7 +40,7 @@ use tracing::Instrument;
 use crate::balance::FailureKind;
 use crate::body::ProxyBody;
 use crate::config::ProxyConfig;
-use crate::context::{Endpoint, ProxyContext, approve};
+use crate::context::{ApprovedEndpoint, ProxyContext, approve};
 use crate::headers::{self, HostHeader};
 use crate::transport::{BoxError, ConnectError, RequestBody, SendFailure};
 use crate::{Attributes, Plan, ProxyRequest, Status, resolve};
@@ -197,7 +197,7 @@ enum Rewritten {
 /// headers are already removed.
 fn rewrite(
     ctx: &ProxyContext,
-    endpoint: &Endpoint,
+    endpoint: &ApprovedEndpoint,
     parts: http::response::Parts,
     body: ProxyBody,
 ) -> Result<Rewritten, Status> {

@@ -12,10 +12,10 @@
 //! What is rewritten, and how it differs from upstream, is listed in the "Response
 //! rewriting" section of `docs/compatibility.md`.
 
-mod body;
-mod encoding;
+mod compression;
 mod html;
 mod location;
+mod stream;
 mod url;
 
 use std::sync::Arc;
@@ -24,14 +24,14 @@ use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::{Response, StatusCode};
 
-pub use body::RewriteBodyError;
+pub use stream::RewriteBodyError;
 #[cfg_attr(not(feature = "test-util"), allow(unreachable_pub))]
-pub use body::RewrittenBody;
+pub use stream::RewrittenBody;
 #[cfg_attr(not(feature = "test-util"), allow(unreachable_pub))]
 pub use url::UrlParseError;
 
 use crate::{ProxyRequest, ResourceKind, Status};
-use encoding::Coding;
+use compression::Coding;
 use url::{GoUrl, join};
 
 /// What to rewrite. The default is kube-apiserver's behaviour plus our compatible additions

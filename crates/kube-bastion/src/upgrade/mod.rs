@@ -18,9 +18,9 @@
 //! For ordinary requests, [`check_forwarding_redirect`] implements the optional rejection of
 //! backend redirects (kube-apiserver's aggregator behaviour).
 
-mod body;
 mod handshake;
 mod ratelimit;
+mod relay;
 mod shutdown;
 mod tunnel;
 
@@ -37,7 +37,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use crate::Status;
 
-pub(crate) use body::UpgradeBody;
+pub(crate) use relay::UpgradeBody;
 pub use shutdown::Shutdown;
 
 use handshake::{Verdict, framing, read_response_head, verdict};

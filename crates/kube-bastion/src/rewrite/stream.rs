@@ -12,7 +12,7 @@ use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
-use super::encoding::{Coding, Decoder, Encoder};
+use super::compression::{Coding, Decoder, Encoder};
 use super::html::{self, Rewriter, SharedOutput};
 use super::{RewriteOptions, UrlRules};
 
