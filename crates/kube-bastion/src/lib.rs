@@ -43,6 +43,7 @@ mod forward;
 pub mod fuzzing;
 mod headers;
 mod layer;
+mod report;
 mod rewrite;
 mod transport;
 mod upgrade;

@@ -361,3 +361,54 @@ async fn current_thread_runtime_proxies_services_and_upgrades() {
             .starts_with("connected to web-")
     );
 }
+
+/// A refused backend connection: the client gets kube-apiserver's 503 message, unchanged,
+/// and the server's log line carries the cause chain (the address, connection refused).
+#[tokio::test]
+async fn a_refused_backend_is_logged_with_its_cause() {
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let dir = TempDir::new("refused");
+    let cluster = dir.join("cluster.yaml");
+    std::fs::write(
+        &cluster,
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: gone, namespace: ns}\n\
+         spec: {containers: [{name: c, image: i}]}\nstatus: {podIP: 127.0.0.1}\n",
+    )
+    .unwrap();
+    let server = Server::start(&[
+        "--cluster",
+        cluster.to_str().unwrap(),
+        "--destination-allow",
+        "127.0.0.1/32",
+    ]);
+    let reply = get(
+        &server,
+        &format!("/api/v1/namespaces/ns/pods/gone:{port}/proxy/"),
+    )
+    .await;
+    assert_eq!(reply.status, 503);
+    let status = reply.json();
+    assert_eq!(status["reason"], "ServiceUnavailable");
+    let message = status["message"].as_str().unwrap();
+    let expected = format!("error trying to reach service: dial tcp 127.0.0.1:{port}: ");
+    assert!(message.starts_with(&expected), "{message}");
+    assert!(
+        message.to_ascii_lowercase().contains("refused"),
+        "{message}"
+    );
+    let logged = crate::support::eventually(std::time::Duration::from_secs(10), || async {
+        server
+            .stderr()
+            .lines()
+            .find(|l| l.contains("backend unreachable"))
+            .map(str::to_owned)
+    })
+    .await
+    .expect("a log line for the refused backend");
+    assert!(logged.contains(&format!("127.0.0.1:{port}")), "{logged}");
+    assert!(logged.to_ascii_lowercase().contains("refused"), "{logged}");
+    assert!(logged.contains("WARN"), "{logged}");
+}

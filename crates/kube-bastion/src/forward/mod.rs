@@ -358,11 +358,21 @@ impl OutgoingBody {
 }
 
 /// Why a backend exchange failed, before the response head.
+/// Why one attempt failed; each variant keeps its cause for the logs, and
+/// [`SendError::into_status`] gives the client kube-apiserver's message.
+#[derive(Debug, thiserror::Error)]
 enum SendError {
+    #[error(transparent)]
     Connect(ConnectError),
+    #[error("timeout awaiting response headers")]
     Timeout,
-    Invalid(String),
-    Other(String),
+    /// The backend's answer is not HTTP.
+    #[error("invalid response from backend: {0}")]
+    Invalid(#[source] hyper::Error),
+    #[error(transparent)]
+    Other(hyper::Error),
+    #[error("connection closed before the request was sent")]
+    Closed,
 }
 
 impl SendError {
@@ -371,34 +381,24 @@ impl SendError {
             SendFailure::Connect(e) => SendError::Connect(e),
             SendFailure::Handshake(e) | SendFailure::Exchange(e) => {
                 if e.is_parse() || e.is_parse_status() || e.is_parse_too_large() {
-                    SendError::Invalid(e.to_string())
+                    SendError::Invalid(e)
                 } else {
-                    SendError::Other(e.to_string())
+                    SendError::Other(e)
                 }
             }
-            SendFailure::Closed => {
-                SendError::Other("connection closed before the request was sent".to_owned())
-            }
+            SendFailure::Closed => SendError::Closed,
         }
     }
 
+    /// The Status the client gets: kube-apiserver's `error trying to reach service: ...`
+    /// (503, or 504 for a timeout, 502 for an answer that is not HTTP).
     fn into_status(self) -> Status {
+        let message = format!("error trying to reach service: {self}");
         match self {
-            SendError::Connect(e) => {
-                Status::service_unavailable(format!("error trying to reach service: {e}"))
-            }
-            SendError::Timeout => Status::new(
-                504,
-                Some("Timeout"),
-                "error trying to reach service: timeout awaiting response headers",
-            ),
-            SendError::Invalid(e) => Status::new(
-                502,
-                None,
-                format!("error trying to reach service: invalid response from backend: {e}"),
-            ),
-            SendError::Other(e) => {
-                Status::service_unavailable(format!("error trying to reach service: {e}"))
+            SendError::Timeout => Status::new(504, Some("Timeout"), message),
+            SendError::Invalid(_) => Status::new(502, None, message),
+            SendError::Connect(_) | SendError::Other(_) | SendError::Closed => {
+                Status::service_unavailable(message)
             }
         }
     }
@@ -528,10 +528,21 @@ where
             }
         }
     }
-    Err(match last_error {
-        None => Status::service_unavailable("no endpoints available"),
-        Some(SendError::Connect(e)) => attempts.exhausted(&e),
-        Some(SendError::Other(e)) => attempts.exhausted(&e),
-        Some(other) => other.into_status(),
+    // The one place an attempt's error becomes the client's Status: the log keeps the
+    // whole cause chain, the client gets kube-apiserver's message.
+    let Some(error) = last_error else {
+        return Err(Status::service_unavailable("no endpoints available"));
+    };
+    tracing::warn!(
+        error = %crate::report::Report(&error),
+        tried = attempts.tried(),
+        endpoints = attempts.total(),
+        "backend unreachable"
+    );
+    Err(match error {
+        SendError::Connect(_) | SendError::Other(_) | SendError::Closed => {
+            attempts.exhausted(&error)
+        }
+        other => other.into_status(),
     })
 }

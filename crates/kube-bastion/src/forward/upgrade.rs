@@ -97,6 +97,14 @@ where
     }
     let tried = attempts.tried();
     let total = attempts.total();
+    if let Some(error) = &last_error {
+        tracing::warn!(
+            error = %crate::report::Report(error),
+            tried,
+            endpoints = total,
+            "backend unreachable for an upgrade"
+        );
+    }
     let message = match last_error {
         Some(e) if total > 1 => format!("{e} (tried {tried} of {total} endpoints)"),
         Some(e) => e.to_string(),
