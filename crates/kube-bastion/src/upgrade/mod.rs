@@ -18,16 +18,13 @@
 //! For ordinary requests, [`check_forwarding_redirect`] implements the optional rejection of
 //! backend redirects (kube-apiserver's aggregator behaviour).
 
+mod error;
 mod handshake;
+mod options;
 mod ratelimit;
 mod relay;
 mod shutdown;
 mod tunnel;
-
-use std::fmt;
-use std::num::NonZeroU64;
-use std::sync::Arc;
-use std::time::Duration;
 
 use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, Version};
@@ -35,302 +32,14 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
-use crate::Status;
-
+pub(crate) use error::UpgradeError;
+pub use options::UpgradeOptions;
 pub(crate) use relay::UpgradeBody;
 pub use shutdown::Shutdown;
 
+use options::{protocol_allowed, upgrade_tokens};
+
 use handshake::{Verdict, framing, read_response_head, verdict};
-use tunnel::TunnelSettings;
-
-/// How upgraded connections are handled.
-///
-/// Defaults: protocols `websocket` and `SPDY/3.1`; idle timeout 4 hours (the kubelet's
-/// default for streaming connections); no rate limit (kube-apiserver's default); 30 s for the
-/// backend to answer the upgrade; 10 s and 1 MiB for relaying a backend error response;
-/// 64 KiB for the backend's response head; forwarding redirects on ordinary requests passed
-/// to the client (kube-apiserver's choice for pods, services and nodes).
-///
-/// ```
-/// use std::time::Duration;
-/// use kube_bastion::UpgradeOptions;
-///
-/// let options = UpgradeOptions::default()
-///     .allow_protocol("kubernetes.io/portforward")
-///     .idle_timeout(Some(Duration::from_secs(600)))
-///     .max_bytes_per_sec(1 << 20);
-/// assert!(options.allows_protocol("WebSocket"));
-/// assert!(options.allows_protocol("spdy/3.1"));
-/// assert!(!options.allows_protocol("h2c"));
-/// ```
-#[derive(Clone, Debug)]
-pub struct UpgradeOptions {
-    protocols: Arc<[String]>,
-    idle_timeout: Option<Duration>,
-    max_bytes_per_sec: Option<NonZeroU64>,
-    handshake_timeout: Duration,
-    error_deadline: Duration,
-    max_error_body: u64,
-    max_response_head: usize,
-    reject_forwarding_redirects: bool,
-    shutdown: Shutdown,
-}
-
-impl Default for UpgradeOptions {
-    fn default() -> Self {
-        Self {
-            protocols: Arc::from(vec!["websocket".to_owned(), "SPDY/3.1".to_owned()]),
-            idle_timeout: Some(Duration::from_secs(4 * 3600)),
-            max_bytes_per_sec: None,
-            handshake_timeout: Duration::from_secs(30),
-            error_deadline: Duration::from_secs(10),
-            max_error_body: 1 << 20,
-            max_response_head: 64 * 1024,
-            reject_forwarding_redirects: false,
-            shutdown: Shutdown::new(),
-        }
-    }
-}
-
-impl UpgradeOptions {
-    /// Adds an allowed upgrade protocol. A name without a version (`websocket`) allows every
-    /// version of it; a name with one (`SPDY/3.1`) allows exactly that version. Matching
-    /// ignores ASCII case.
-    pub fn allow_protocol(mut self, protocol: impl Into<String>) -> Self {
-        let mut protocols = self.protocols.to_vec();
-        protocols.push(protocol.into());
-        self.protocols = Arc::from(protocols);
-        self
-    }
-
-    /// Replaces the allowed upgrade protocols.
-    pub fn protocols<I, P>(mut self, protocols: I) -> Self
-    where
-        I: IntoIterator<Item = P>,
-        P: Into<String>,
-    {
-        self.protocols = protocols.into_iter().map(Into::into).collect();
-        self
-    }
-
-    /// Closes a tunnel after this long without a byte in either direction (`None`: never).
-    pub fn idle_timeout(mut self, idle: Option<Duration>) -> Self {
-        self.idle_timeout = idle;
-        self
-    }
-
-    /// Caps each direction of each tunnel to this many bytes per second; 0 means unlimited,
-    /// as for kube-apiserver's `--max-connection-bytes-per-sec`.
-    pub fn max_bytes_per_sec(mut self, rate: u64) -> Self {
-        self.max_bytes_per_sec = NonZeroU64::new(rate);
-        self
-    }
-
-    /// How long the backend has to answer the upgrade request (and the client connection to
-    /// be handed over after the `101`).
-    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
-        self.handshake_timeout = timeout;
-        self
-    }
-
-    /// How long relaying a backend error response (status 400 or more) may take.
-    pub fn error_deadline(mut self, deadline: Duration) -> Self {
-        self.error_deadline = deadline;
-        self
-    }
-
-    /// Rejects backend redirects (3xx with a `Location`) on ordinary requests with a 502
-    /// instead of passing them to the client, as kube-apiserver's aggregator does.
-    pub fn reject_forwarding_redirects(mut self, reject: bool) -> Self {
-        self.reject_forwarding_redirects = reject;
-        self
-    }
-
-    /// The shutdown switch tunnels obey.
-    pub fn shutdown(mut self, shutdown: Shutdown) -> Self {
-        self.shutdown = shutdown;
-        self
-    }
-
-    /// Whether an `Upgrade` token (`websocket`, `SPDY/3.1`, ...) is allowed.
-    pub fn allows_protocol(&self, token: &str) -> bool {
-        protocol_allowed(&self.protocols, token.as_bytes())
-    }
-
-    /// Whether forwarding redirects on ordinary requests are rejected.
-    pub fn rejects_forwarding_redirects(&self) -> bool {
-        self.reject_forwarding_redirects
-    }
-
-    /// The configured per-direction rate limit, if any.
-    pub fn rate_limit(&self) -> Option<NonZeroU64> {
-        self.max_bytes_per_sec
-    }
-
-    /// The shutdown switch.
-    pub fn shutdown_switch(&self) -> &Shutdown {
-        &self.shutdown
-    }
-
-    fn tunnel_settings(&self) -> TunnelSettings {
-        TunnelSettings {
-            idle_timeout: self.idle_timeout,
-            max_bytes_per_sec: self.max_bytes_per_sec,
-            shutdown: self.shutdown.clone(),
-        }
-    }
-}
-
-fn protocol_allowed(allowed: &[String], token: &[u8]) -> bool {
-    let name = token.split(|b| *b == b'/').next().unwrap_or(token);
-    allowed.iter().any(|entry| {
-        let entry = entry.as_bytes();
-        if entry.contains(&b'/') {
-            entry.eq_ignore_ascii_case(token)
-        } else {
-            entry.eq_ignore_ascii_case(name)
-        }
-    })
-}
-
-/// The tokens of every `Upgrade` header value, trimmed, empty ones skipped.
-fn upgrade_tokens(headers: &HeaderMap) -> impl Iterator<Item = &[u8]> {
-    headers
-        .get_all(UPGRADE)
-        .iter()
-        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
-        .map(<[u8]>::trim_ascii)
-        .filter(|t| !t.is_empty())
-}
-
-/// Why an upgrade was not tunnelled. Each maps to the Status the client gets
-/// ([`UpgradeError::to_status`]).
-#[derive(Debug)]
-#[non_exhaustive]
-pub(crate) enum UpgradeError {
-    /// The `Upgrade` header names a protocol that is not allowed (400).
-    ProtocolNotAllowed(String),
-    /// `Connection: Upgrade` without any `Upgrade` protocol (400).
-    NoProtocol,
-    /// The client connection is not HTTP/1.1 (HTTP/2 extended CONNECT, HTTP/1.0): there is
-    /// no connection to take over (400).
-    UnsupportedVersion(Version),
-    /// The upgrade request carries a body (400).
-    RequestBody,
-    /// The request did not come from a server that can hand its connection over (500, as
-    /// kube-apiserver's `request connection cannot be hijacked`).
-    NotHijackable,
-    /// The host is shutting down (503).
-    ShuttingDown,
-    /// Connecting to the backend failed (500 `error dialing backend: ...`).
-    Dial(String),
-    /// The request target could not be written on a request line (500).
-    InvalidTarget,
-    /// Writing the request or reading the backend's response head failed (500).
-    Handshake(String),
-    /// The backend did not answer within the handshake timeout (504).
-    Timeout,
-    /// The backend answered below 400 but not 101 (500 `invalid upgrade response: status
-    /// code N`).
-    InvalidStatus(u16),
-    /// The backend switched to a protocol that is not allowed (500).
-    ResponseProtocolNotAllowed(String),
-    /// The backend's `101` names no protocol in `Upgrade`, or one the client did not ask
-    /// for (500): no tunnel is opened, as Go's `httputil.ReverseProxy` refuses it.
-    ResponseProtocolMismatch {
-        /// The client's `Upgrade` protocols, comma-separated.
-        requested: String,
-        /// The backend's `Upgrade` value (empty when it sent none).
-        answered: String,
-    },
-}
-
-impl fmt::Display for UpgradeError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            UpgradeError::ProtocolNotAllowed(p) => {
-                write!(f, "upgrade protocol {p:?} is not allowed")
-            }
-            UpgradeError::NoProtocol => f.write_str("upgrade request without an Upgrade protocol"),
-            UpgradeError::UnsupportedVersion(v) => write!(
-                f,
-                "upgrade requests need an HTTP/1.1 connection and cannot be tunnelled over {v:?}"
-            ),
-            UpgradeError::RequestBody => f.write_str("upgrade requests must not have a body"),
-            UpgradeError::NotHijackable => {
-                f.write_str("request connection cannot be hijacked: no upgradable connection")
-            }
-            UpgradeError::ShuttingDown => f.write_str("the server is shutting down"),
-            UpgradeError::Dial(e) => write!(f, "error dialing backend: {e}"),
-            UpgradeError::InvalidTarget => f.write_str("invalid upgrade request target"),
-            UpgradeError::Handshake(e) => f.write_str(e),
-            UpgradeError::Timeout => f.write_str("timeout awaiting the upgrade response"),
-            UpgradeError::InvalidStatus(code) => {
-                write!(f, "invalid upgrade response: status code {code}")
-            }
-            UpgradeError::ResponseProtocolNotAllowed(p) => {
-                write!(f, "invalid upgrade response: protocol {p:?} is not allowed")
-            }
-            UpgradeError::ResponseProtocolMismatch {
-                requested,
-                answered,
-            } => write!(
-                f,
-                "invalid upgrade response: backend tried to switch protocol {answered:?} when \
-                 {requested:?} was requested"
-            ),
-        }
-    }
-}
-
-impl std::error::Error for UpgradeError {}
-
-impl UpgradeError {
-    /// The HTTP status code the client gets.
-    pub(crate) fn code(&self) -> StatusCode {
-        match self {
-            UpgradeError::ProtocolNotAllowed(_)
-            | UpgradeError::NoProtocol
-            | UpgradeError::UnsupportedVersion(_)
-            | UpgradeError::RequestBody => StatusCode::BAD_REQUEST,
-            UpgradeError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
-            UpgradeError::Timeout => StatusCode::GATEWAY_TIMEOUT,
-            UpgradeError::NotHijackable
-            | UpgradeError::Dial(_)
-            | UpgradeError::InvalidTarget
-            | UpgradeError::Handshake(_)
-            | UpgradeError::InvalidStatus(_)
-            | UpgradeError::ResponseProtocolNotAllowed(_)
-            | UpgradeError::ResponseProtocolMismatch { .. } => StatusCode::INTERNAL_SERVER_ERROR,
-        }
-    }
-
-    /// The Status reason (`None` for untyped 500s, as kube-apiserver writes them).
-    pub(crate) fn reason(&self) -> Option<&'static str> {
-        match self.code() {
-            StatusCode::BAD_REQUEST => Some("BadRequest"),
-            StatusCode::SERVICE_UNAVAILABLE => Some("ServiceUnavailable"),
-            StatusCode::GATEWAY_TIMEOUT => Some("Timeout"),
-            _ => None,
-        }
-    }
-
-    /// The Status the client gets.
-    pub(crate) fn to_status(&self) -> Status {
-        Status::new(self.code().as_u16(), self.reason(), self.to_string())
-    }
-
-    /// The response the client gets: the Status as JSON, with `Connection: close` (the
-    /// client connection is never reused after a failed upgrade).
-    pub(crate) fn into_response(self) -> Response<UpgradeBody> {
-        let mut response = self.to_status().to_response().map(UpgradeBody::full);
-        *response.status_mut() = self.code();
-        response
-            .headers_mut()
-            .insert(CONNECTION, HeaderValue::from_static("close"));
-        response
-    }
-}
 
 /// Checks an upgrade request from the client and takes its connection handle.
 ///
@@ -619,6 +328,8 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     fn parts(version: Version, headers: &[(&str, &str)]) -> http::request::Parts {
