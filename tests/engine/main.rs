@@ -9,6 +9,7 @@ mod harness;
 
 mod authz;
 mod errors;
+mod faults;
 mod forwarding;
 mod headers;
 mod mount;
