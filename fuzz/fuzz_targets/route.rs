@@ -9,10 +9,17 @@ fuzz_target!(|data: &[u8]| {
         Some(i) => (&data[..i], &data[i + 1..]),
         None => (&b"GET"[..], data),
     };
-    let Ok(method) = http::Method::from_bytes(method) else { return };
-    let Ok(uri) = http::Uri::try_from(rest) else { return };
+    let Ok(method) = http::Method::from_bytes(method) else {
+        return;
+    };
+    let Ok(uri) = http::Uri::try_from(rest) else {
+        return;
+    };
     let mut headers = http::HeaderMap::new();
-    headers.insert(http::header::CONNECTION, http::HeaderValue::from_static("Upgrade"));
+    headers.insert(
+        http::header::CONNECTION,
+        http::HeaderValue::from_static("Upgrade"),
+    );
     if let Route::Proxy(request) = ProxyRequest::route(&method, &uri, &headers) {
         let _ = request.attributes();
         let _ = request.check();
