@@ -192,25 +192,7 @@ pub fn should_escape(c: u8, mode: EscapeMode) -> bool {
         return false;
     }
     if matches!(mode, EscapeMode::Host | EscapeMode::Zone)
-        && matches!(
-            c,
-            b'!' | b'$'
-                | b'&'
-                | b'\''
-                | b'('
-                | b')'
-                | b'*'
-                | b'+'
-                | b','
-                | b';'
-                | b'='
-                | b':'
-                | b'['
-                | b']'
-                | b'<'
-                | b'>'
-                | b'"'
-        )
+        && (is_sub_delim(c) || matches!(c, b':' | b'[' | b']' | b'<' | b'>' | b'"'))
     {
         return false;
     }
@@ -236,25 +218,16 @@ pub fn should_escape(c: u8, mode: EscapeMode) -> bool {
 /// Go's `validEncoded`.
 pub fn valid_encoded(s: &[u8], mode: EscapeMode) -> bool {
     s.iter().all(|&c| {
-        matches!(
-            c,
-            b'!' | b'$'
-                | b'&'
-                | b'\''
-                | b'('
-                | b')'
-                | b'*'
-                | b'+'
-                | b','
-                | b';'
-                | b'='
-                | b':'
-                | b'@'
-                | b'['
-                | b']'
-                | b'%'
-        ) || !should_escape(c, mode)
+        is_sub_delim(c) || matches!(c, b':' | b'@' | b'[' | b']' | b'%') || !should_escape(c, mode)
     })
+}
+
+/// RFC 3986 `sub-delims`: `!$&'()*+,;=`.
+pub fn is_sub_delim(c: u8) -> bool {
+    matches!(
+        c,
+        b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'='
+    )
 }
 
 /// Go's `escape` for every mode but the query ones.

@@ -293,26 +293,8 @@ fn parse_authority(authority: &[u8]) -> Result<(Option<UserInfo>, Vec<u8>), Stri
 fn valid_userinfo(s: &[u8]) -> bool {
     s.iter().all(|&c| {
         c.is_ascii_alphanumeric()
-            || matches!(
-                c,
-                b'-' | b'.'
-                    | b'_'
-                    | b':'
-                    | b'~'
-                    | b'!'
-                    | b'$'
-                    | b'&'
-                    | b'\''
-                    | b'('
-                    | b')'
-                    | b'*'
-                    | b'+'
-                    | b','
-                    | b';'
-                    | b'='
-                    | b'%'
-                    | b'@'
-            )
+            || kube_bastion_core::go::is_sub_delim(c)
+            || matches!(c, b'-' | b'.' | b'_' | b':' | b'~' | b'%' | b'@')
     })
 }
 
