@@ -518,7 +518,7 @@ where
                 // Bytes left: only an idempotent request whose body was never read may go
                 // to another endpoint, and only when the balancer allows it.
                 let replayable = body.unsent();
-                let reset = matches!(e, SendError::Other(_));
+                let reset = matches!(e, SendError::Other(_) | SendError::Closed);
                 last_error = Some(e);
                 if !reset
                     || !attempts.may_retry(FailureKind::BeforeResponseHead, &method, replayable)
