@@ -192,6 +192,54 @@ impl<'a> Attempts<'a> {
         }
     }
 
+    /// The next attempt of the loop every proxy path runs: the next candidate in the
+    /// balancer's order that `endpoint` can dial, as `endpoint` maps it, with its started
+    /// handle (which counts the request on the endpoint; a full concurrency limit is the
+    /// limit's Status) and whether it is the last attempt the plan allows. `None` when no
+    /// candidate is left. Pair it with [`failed`](Self::failed).
+    pub(crate) async fn begin<P>(
+        &mut self,
+        mut endpoint: impl FnMut(usize) -> Option<P>,
+    ) -> Result<Option<(P, RequestHandle, bool)>, Status> {
+        while let Some(next) = self.next() {
+            let Some(dial) = endpoint(next.index()) else {
+                continue;
+            };
+            let handle = next.start().await.map_err(|e| e.to_status())?;
+            let last = self.tried() >= self.max_attempts();
+            return Ok(Some((dial, handle, last)));
+        }
+        Ok(None)
+    }
+
+    /// Records a failed attempt on its handle and says whether the request goes on to the
+    /// next candidate: a connect failure (`kind` [`FailureKind::Connect`]) only while the
+    /// request is `replayable`, a failure after bytes left as
+    /// [`may_retry`](Self::may_retry) says, and no `kind` (no other endpoint would do
+    /// better) never.
+    pub(crate) fn failed(
+        &self,
+        handle: RequestHandle,
+        kind: Option<FailureKind>,
+        method: &Method,
+        replayable: bool,
+    ) -> bool {
+        match kind {
+            Some(FailureKind::Connect) => {
+                handle.connect_failed();
+                replayable && self.may_retry(FailureKind::Connect, method, true)
+            }
+            Some(kind) => {
+                handle.failure();
+                self.may_retry(kind, method, replayable)
+            }
+            None => {
+                handle.failure();
+                false
+            }
+        }
+    }
+
     /// The message when every attempt failed: kube-apiserver's
     /// `error trying to reach service: <error>`, followed by
     /// `(tried N of M endpoints)` when the target had more than one candidate.

@@ -443,12 +443,8 @@ where
     let mut attempts = ctx.config.balancer().plan(&ctx.target, ctx.peer_ip());
     let mut body = OutgoingBody::new(body, attempts.max_attempts() > 1);
     let mut last_error: Option<SendError> = None;
-    while let Some(attempt) = attempts.next() {
-        let Some(endpoint) = ctx.endpoint(attempt.index()) else {
-            continue;
-        };
+    while let Some((endpoint, mut handle, last)) = attempts.begin(|i| ctx.endpoint(i)).await? {
         let endpoint = &endpoint;
-        let mut handle = attempt.start().await.map_err(|e| e.to_status())?;
         span.record("endpoint", tracing::field::display(endpoint.addr));
 
         let mut out = Request::new(body.for_attempt());
@@ -456,7 +452,7 @@ where
         *out.uri_mut() = backend_uri(path_and_query)?;
         *out.version_mut() = Version::HTTP_11;
         // The last attempt the plan allows takes the prepared headers; earlier ones copy.
-        *out.headers_mut() = if attempts.tried() >= attempts.max_attempts() {
+        *out.headers_mut() = if last {
             std::mem::take(&mut headers)
         } else {
             headers.clone()
@@ -477,56 +473,52 @@ where
             None => send.await.map_err(SendError::classify),
         };
 
-        match result {
-            Ok((res, checkin)) => {
-                handle.response_head(res.status());
-                let (mut parts, incoming) = res.into_parts();
-                headers::prepare_response(&mut parts.headers);
-                // Redirect safety (see `crate::upgrade::redirect`): optionally refuse 3xx
-                // with a Location instead of passing it on; never follow it.
-                if let Some(status) = redirect::check_forwarding_redirect(
-                    ctx.config.upgrade_options().rejects_forwarding_redirects(),
-                    parts.status,
-                    &parts.headers,
-                ) {
-                    return Err(status);
-                }
-                parts.version = Version::HTTP_11;
-                let body = ProxyBody::pooled(incoming, checkin, ctx.config.timeouts().body_idle)
-                    .on_completion(move |completion| match completion {
-                        crate::body::Completion::Finished => handle.success(),
-                        crate::body::Completion::Failed => handle.failure(),
-                        _ => drop(handle),
-                    });
-                return match rewrite(&ctx, endpoint, parts, body)? {
-                    Rewritten::Ready(response) => Ok(response),
-                    // Boxed: only HTML responses wait here; the others keep a small future.
-                    Rewritten::Html(response) => Box::pin(first_html_frame(response)).await,
+        let (res, checkin) = match result {
+            Ok(answer) => answer,
+            Err(error) => {
+                tracing::debug!(endpoint = %endpoint.addr, %error, "attempt failed");
+                // A connect failure left nothing behind; a reset may be retried (idempotent,
+                // body never read, option on); an answer that is not HTTP or a timeout is
+                // final.
+                let kind = match error {
+                    SendError::Connect(_) => Some(FailureKind::Connect),
+                    SendError::Other(_) | SendError::Closed => {
+                        Some(FailureKind::BeforeResponseHead)
+                    }
+                    SendError::Timeout | SendError::Invalid(_) => None,
                 };
-            }
-            Err(SendError::Connect(e)) => {
-                handle.connect_failed();
-                tracing::debug!(endpoint = %endpoint.addr, error = %e, "connect failed");
-                let body_unsent = body.unsent();
-                last_error = Some(SendError::Connect(e));
-                if !body_unsent || !attempts.may_retry(FailureKind::Connect, &method, true) {
-                    break;
-                }
-            }
-            Err(e) => {
-                handle.failure();
-                // Bytes left: only an idempotent request whose body was never read may go
-                // to another endpoint, and only when the balancer allows it.
                 let replayable = body.unsent();
-                let reset = matches!(e, SendError::Other(_) | SendError::Closed);
-                last_error = Some(e);
-                if !reset
-                    || !attempts.may_retry(FailureKind::BeforeResponseHead, &method, replayable)
-                {
-                    break;
+                last_error = Some(error);
+                if attempts.failed(handle, kind, &method, replayable) {
+                    continue;
                 }
+                break;
             }
+        };
+        handle.response_head(res.status());
+        let (mut parts, incoming) = res.into_parts();
+        headers::prepare_response(&mut parts.headers);
+        // Redirect safety (`redirect`): optionally refuse 3xx with a Location instead of
+        // passing it on; never follow it.
+        if let Some(status) = redirect::check_forwarding_redirect(
+            ctx.config.upgrade_options().rejects_forwarding_redirects(),
+            parts.status,
+            &parts.headers,
+        ) {
+            return Err(status);
         }
+        parts.version = Version::HTTP_11;
+        let body = ProxyBody::pooled(incoming, checkin, ctx.config.timeouts().body_idle)
+            .on_completion(move |completion| match completion {
+                crate::body::Completion::Finished => handle.success(),
+                crate::body::Completion::Failed => handle.failure(),
+                _ => drop(handle),
+            });
+        return match rewrite(&ctx, endpoint, parts, body)? {
+            Rewritten::Ready(response) => Ok(response),
+            // Boxed: only HTML responses wait here; the others keep a small future.
+            Rewritten::Html(response) => Box::pin(first_html_frame(response)).await,
+        };
     }
     // The one place an attempt's error becomes the client's Status: the log keeps the
     // whole cause chain, the client gets kube-apiserver's message.

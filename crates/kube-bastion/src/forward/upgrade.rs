@@ -62,20 +62,16 @@ where
     // lives (the whole tunnel after a 101).
     let mut attempts = ctx.config.balancer().plan(&ctx.target, ctx.peer_ip());
     let mut last_error: Option<ConnectError> = None;
-    while let Some(attempt) = attempts.next() {
-        let Some(endpoint) = ctx.endpoint(attempt.index()) else {
-            continue;
-        };
+    while let Some((endpoint, handle, _last)) = attempts.begin(|i| ctx.endpoint(i)).await? {
         let endpoint = &endpoint;
-        let handle = attempt.start().await.map_err(|e| e.to_status())?;
         span.record("endpoint", tracing::field::display(endpoint.addr));
         let stream = match transport.connect_raw(&ctx.target, endpoint.addr).await {
             Ok(stream) => stream,
             Err(e) => {
-                handle.connect_failed();
                 tracing::debug!(endpoint = %endpoint.addr, error = %e, "upgrade connect failed");
                 last_error = Some(e);
-                if attempts.may_retry(FailureKind::Connect, &parts.method, true) {
+                // Nothing was sent: the request can always go to the next candidate.
+                if attempts.failed(handle, Some(FailureKind::Connect), &parts.method, true) {
                     continue;
                 }
                 break;
