@@ -129,8 +129,23 @@ async fn max_connections_refuses_connection_n_plus_one() {
     })
     .await;
     assert!(served.is_some(), "no room after a connection closed");
-    let text = get(&server, "/metrics").await.body;
+    // Free every slot; the server releases them as each connection task ends.
     drop(open);
+    let text = crate::support::eventually(Duration::from_secs(10), || async {
+        let mut tcp = TcpStream::connect(&addr).await.ok()?;
+        tcp.write_all(
+            format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .ok()?;
+        let mut answer = Vec::new();
+        let _ = tcp.read_to_end(&mut answer).await;
+        let answer = String::from_utf8_lossy(&answer).into_owned();
+        answer.starts_with("HTTP/1.1 200").then_some(answer)
+    })
+    .await
+    .expect("the metrics once the connections are gone");
     assert!(
         metric(
             &text,
