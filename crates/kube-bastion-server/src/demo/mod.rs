@@ -402,7 +402,8 @@ pub(crate) fn banner(base: &str, insecure_tls: bool) -> String {
     format!(
         "\
 The demo cluster (namespace {NAMESPACE}) runs in this process on loopback addresses.
-Loopback destinations are allowed for the demo only; kube-apiserver would refuse them.
+Loopback destinations are allowed for the demo's own backends only (their addresses and ports);
+kube-apiserver would refuse them. The demo listens on loopback unless --demo-allow-remote.
 
 Try:
   # 1. a pod, by IP and container port: the echo app says what it received
