@@ -136,8 +136,6 @@ pub(crate) enum ConnectError {
     NoTls,
 }
 
-impl ConnectError {}
-
 /// Connect and handshake timeouts.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct DialTimeouts {

@@ -1,5 +1,4 @@
-//! Upgraded connections (WebSocket, SPDY, anything with `Connection: Upgrade`) and redirect
-//! safety.
+//! Upgraded connections (WebSocket, SPDY, anything with `Connection: Upgrade`).
 //!
 //! An upgrade request is checked ([`prepare`]: HTTP/1.1 client connection, allowed
 //! protocol, no body, not shutting down), sent as HTTP/1.1 on a fresh raw connection to the
@@ -13,10 +12,8 @@
 //!
 //! The tunnel propagates half-close, ends after an idle timeout, can be rate limited per
 //! direction (kube-apiserver's `--max-connection-bytes-per-sec`) and closes when a
-//! [`Shutdown`] grace period ends.
-//!
-//! For ordinary requests, [`check_forwarding_redirect`] implements the optional rejection of
-//! backend redirects (kube-apiserver's aggregator behaviour).
+//! [`Shutdown`] grace period ends. Backend redirects on ordinary requests are a forwarding
+//! rule (`forward::redirect`).
 
 mod error;
 mod handshake;
