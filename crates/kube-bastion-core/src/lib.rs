@@ -108,11 +108,12 @@ pub mod path;
 pub mod policy;
 pub mod resolve;
 pub mod status;
+mod view;
 
 pub use authz::Attributes;
 pub use cluster::{
-    ClusterSnapshot, ClusterSource, ClusterView, LoadError, MemoryCluster, Object, ObjectKind,
-    parse_objects,
+    Change, ClusterEvent, ClusterSnapshot, ClusterSource, ClusterView, EventType, LoadError,
+    MemoryCluster, Object, ObjectKind, StoredKind, parse_objects,
 };
 pub use id::{InvalidTargetId, Scheme, TargetId};
 pub use path::{Plan, ProxyRequest, ResourceKind, Route};
