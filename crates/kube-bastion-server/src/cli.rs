@@ -226,6 +226,8 @@ pub(crate) struct ServeArgs {
     pub(crate) proxy: ProxyArgs,
     #[command(flatten)]
     pub(crate) limits: LimitArgs,
+    #[command(flatten)]
+    pub(crate) watch: WatchArgs,
     /// Allow the unauthenticated demo cluster on a --listen address other than loopback.
     /// Without it, the demo refuses to serve anyone but this machine.
     #[arg(long = "demo-allow-remote")]
@@ -282,14 +284,44 @@ pub(crate) struct LimitArgs {
     )]
     pub(crate) http2_ping_interval: u64,
     /// Requests of the read-only API (get, list, discovery, /metrics) answered at once;
-    /// more are answered 429 with `Retry-After: 1`. Proxy requests are long-running and
-    /// exempt, as in kube-apiserver, and so are /healthz, /livez and /readyz. 0: no limit.
+    /// more are answered 429 with `Retry-After: 1`. Proxy requests and watches are
+    /// long-running and exempt, as in kube-apiserver, and so are /healthz, /livez and
+    /// /readyz. 0: no limit.
     #[arg(
         long = "max-requests-inflight",
         default_value_t = 400,
         value_name = "N"
     )]
     pub(crate) max_requests_inflight: usize,
+}
+
+/// Flags of the watch API.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Watch")]
+pub(crate) struct WatchArgs {
+    /// Cluster changes kept for watches to resume from (kube-apiserver's watch cache): a
+    /// watch from an older resourceVersion gets 410 Gone and its client relists. It is also
+    /// how far a watcher may fall behind before it is closed. Memory grows with it.
+    #[arg(long = "watch-cache-size", default_value_t = 4096, value_name = "EVENTS",
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub(crate) watch_cache_size: u64,
+    /// Seconds between the BOOKMARK events of watches that allow bookmarks (kube-apiserver
+    /// sends one about every minute).
+    #[arg(long = "watch-bookmark-interval", default_value_t = 60, value_name = "SECONDS",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) bookmark_interval: u64,
+}
+
+impl WatchArgs {
+    /// `--watch-cache-size` as a count.
+    pub(crate) fn cache_size(&self) -> usize {
+        usize::try_from(self.watch_cache_size).unwrap_or(usize::MAX)
+    }
+
+    /// `--watch-bookmark-interval`.
+    pub(crate) fn bookmark_interval(&self) -> Duration {
+        Duration::from_secs(self.bookmark_interval)
+    }
 }
 
 impl LimitArgs {

@@ -1,8 +1,9 @@
 //! `--max-requests-inflight`: how many requests of the read-only API are answered at once.
 //! One more is answered at once with kube-apiserver's 429 Status and `Retry-After: 1`,
 //! instead of queueing without bound. Health probes are exempt (a loaded server must not
-//! look dead to its kubelet); proxy requests never reach this layer (the proxy layer sits
-//! in front of it and answers them itself: long-running requests are exempt upstream too).
+//! look dead to its kubelet), and so are watches (long-running, exempt upstream too); proxy
+//! requests never reach this layer (the proxy layer sits in front of it and answers them
+//! itself).
 
 use std::sync::Arc;
 
@@ -28,13 +29,13 @@ pub(crate) fn in_flight(router: Router, max: usize) -> Router {
     router.layer(axum::middleware::from_fn_with_state(permits, limit))
 }
 
-/// Paths that are never limited.
-fn exempt(path: &str) -> bool {
-    matches!(path, "/healthz" | "/livez" | "/readyz")
+/// Requests that are never limited: health probes and watches.
+fn exempt(uri: &http::Uri) -> bool {
+    matches!(uri.path(), "/healthz" | "/livez" | "/readyz") || crate::metrics::is_watch(uri)
 }
 
 async fn limit(State(permits): State<Arc<Semaphore>>, request: Request, next: Next) -> Response {
-    if exempt(request.uri().path()) {
+    if exempt(request.uri()) {
         return next.run(request).await;
     }
     let Ok(_permit) = permits.try_acquire() else {
@@ -83,7 +84,8 @@ mod tests {
                 }),
             )
             .route("/fast", get(|| async { "fast" }))
-            .route("/healthz", get(|| async { "ok" }));
+            .route("/healthz", get(|| async { "ok" }))
+            .route("/api/v1/pods", get(|| async { "watching" }));
         let app = in_flight(router, 1);
         let first = tokio::spawn(app.clone().oneshot(get_request("/slow")));
         entered.notified().await;
@@ -104,6 +106,13 @@ mod tests {
 
         let probe = app.clone().oneshot(get_request("/healthz")).await.unwrap();
         assert_eq!(probe.status(), 200);
+        // Watches are long-running: never counted, never refused.
+        let watch = app
+            .clone()
+            .oneshot(get_request("/api/v1/pods?watch=1"))
+            .await
+            .unwrap();
+        assert_eq!(watch.status(), 200);
 
         release.notify_one();
         assert_eq!(first.await.unwrap().unwrap().status(), 200);

@@ -10,6 +10,7 @@ mod auth;
 mod cli;
 mod connection;
 mod demo;
+mod item;
 mod limit;
 mod metrics;
 mod proxy;
@@ -17,6 +18,7 @@ mod reload;
 mod resolve_cmd;
 mod serve;
 mod store;
+mod watch_hub;
 
 use std::io::{IsTerminal as _, Write as _};
 use std::process::ExitCode;
@@ -109,7 +111,7 @@ async fn run(args: ServeArgs) -> Result<(), String> {
         let created = SystemTime::now();
         let objects = demo::objects(&addresses, created)?;
         demo::start(addresses, created).await?;
-        Arc::new(Store::new(objects))
+        Arc::new(Store::new(objects, args.watch.cache_size()))
     } else {
         let objects = reload::load_files(&args.clusters).map_err(|e| format!("--cluster {e}"))?;
         tracing::info!(
@@ -117,7 +119,7 @@ async fn run(args: ServeArgs) -> Result<(), String> {
             files = args.clusters.len(),
             "cluster loaded"
         );
-        Arc::new(Store::new(objects))
+        Arc::new(Store::new(objects, args.watch.cache_size()))
     };
     let tunnels = Shutdown::new();
     let balancer = proxy::balancer(&args);
@@ -142,6 +144,7 @@ async fn run(args: ServeArgs) -> Result<(), String> {
         metrics: metrics.clone(),
         server_address: client.to_string(),
         balancer,
+        bookmark_interval: args.watch.bookmark_interval(),
     });
     // The in-flight limit wraps the read-only API only: the proxy layer answers its own
     // requests in front of it (long-running, exempt as in kube-apiserver).
@@ -187,8 +190,12 @@ async fn run(args: ServeArgs) -> Result<(), String> {
     let grace = Duration::from_secs(args.shutdown_grace_period);
     let signal = {
         let tunnels = tunnels.clone();
+        let store = store.clone();
         async move {
             serve::shutdown_signal().await;
+            // Watches last up to an hour: end them now (their clients re-watch elsewhere),
+            // so they do not hold the shutdown for the whole grace period.
+            store.close_watches();
             // Upgraded connections left hyper's hands: the library's switch refuses new
             // upgrades and closes open tunnels at the end of the grace period.
             tunnels.trigger(grace);

@@ -54,8 +54,9 @@ fn stamps(paths: &[PathBuf]) -> Vec<Stamp> {
         .collect()
 }
 
-/// Polls `paths` every `interval` and replaces the store's state when any file changed and
-/// all of them parse. Runs forever.
+/// Polls `paths` every `interval` and, when any file changed and all of them parse, makes
+/// the store hold exactly their objects: only the objects that changed are touched, and
+/// watches get one event per object added, modified or deleted. Runs forever.
 pub(crate) async fn watch(
     paths: Vec<PathBuf>,
     interval: Duration,
@@ -79,9 +80,9 @@ pub(crate) async fn watch(
         match loaded {
             Ok(Ok(objects)) => {
                 let count = objects.len();
-                store.replace(objects);
+                let changed = store.sync(objects);
                 metrics.reload(true);
-                tracing::info!(objects = count, "cluster files changed: reloaded");
+                tracing::info!(objects = count, changed, "cluster files changed: reloaded");
             }
             Ok(Err(err)) => {
                 metrics.reload(false);

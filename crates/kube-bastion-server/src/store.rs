@@ -1,116 +1,68 @@
-//! The server's cluster state: the [`MemoryCluster`] the proxy resolves against, plus an
-//! ordered inventory of the same objects for the read-only API. Both are replaced together
-//! when a cluster file changes.
+//! The server's cluster state: the [`MemoryCluster`] the proxy resolves against and the API
+//! reads (its persistent snapshots, served as they are), the [`WatchHub`] its listener
+//! feeds, and the recent snapshots that paged lists continue from.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, PoisonError};
 
-use arc_swap::ArcSwap;
-use k8s_openapi::api::core::v1::{Endpoints, Namespace, NamespaceStatus, Node, Pod, Service};
+use k8s_openapi::api::core::v1::{Endpoints, Namespace, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube_bastion::{ClusterSnapshot, MemoryCluster, Object};
+use kube_bastion::core::{
+    ClusterEvent, ClusterSnapshot, EventType, MemoryCluster, Object, ObjectKind,
+};
+use tokio::sync::watch;
 
-/// Objects of one kind keyed by `(namespace, name)` (namespace empty when cluster-scoped).
-pub(crate) type Objects<T> = BTreeMap<(String, String), T>;
+use crate::api::kinds::{implied_namespace, namespace_in_use};
+use crate::item::Item;
+use crate::watch_hub::{HubEvent, WatchHub};
 
-/// An immutable, ordered set of the objects the API serves.
-#[derive(Debug, Default)]
-pub(crate) struct Inventory {
-    /// The `resourceVersion` of lists.
-    pub(crate) resource_version: u64,
-    pub(crate) namespaces: Objects<Namespace>,
-    pub(crate) pods: Objects<Pod>,
-    pub(crate) services: Objects<Service>,
-    pub(crate) endpoints: Objects<Endpoints>,
-    pub(crate) endpoint_slices: Objects<EndpointSlice>,
-    pub(crate) nodes: Objects<Node>,
-}
-
-fn key(meta: &ObjectMeta) -> (String, String) {
-    (
-        meta.namespace.clone().unwrap_or_default(),
-        meta.name.clone().unwrap_or_default(),
-    )
-}
-
-impl Inventory {
-    /// Indexes `objects`; later duplicates replace earlier ones. Namespaces that objects live
-    /// in but that no Namespace object declares are added as `Active` namespaces.
-    pub(crate) fn new(objects: &[Object], resource_version: u64) -> Self {
-        let mut inv = Inventory {
-            resource_version,
-            ..Inventory::default()
-        };
-        for object in objects {
-            match object {
-                Object::Pod(o) => {
-                    inv.pods.insert(key(&o.metadata), o.clone());
-                }
-                Object::Service(o) => {
-                    inv.services.insert(key(&o.metadata), o.clone());
-                }
-                Object::Endpoints(o) => {
-                    inv.endpoints.insert(key(&o.metadata), o.clone());
-                }
-                Object::EndpointSlice(o) => {
-                    inv.endpoint_slices.insert(key(&o.metadata), o.clone());
-                }
-                Object::Node(o) => {
-                    let name = o.metadata.name.clone().unwrap_or_default();
-                    inv.nodes.insert((String::new(), name), o.clone());
-                }
-                Object::Namespace(o) => {
-                    let name = o.metadata.name.clone().unwrap_or_default();
-                    inv.namespaces.insert((String::new(), name), o.clone());
-                }
-            }
-        }
-        let implied: Vec<String> = inv
-            .pods
-            .keys()
-            .chain(inv.services.keys())
-            .chain(inv.endpoints.keys())
-            .chain(inv.endpoint_slices.keys())
-            .map(|(ns, _)| ns.clone())
-            .filter(|ns| !ns.is_empty())
-            .collect();
-        for ns in implied {
-            inv.namespaces
-                .entry((String::new(), ns.clone()))
-                .or_insert_with(|| Namespace {
-                    metadata: ObjectMeta {
-                        name: Some(ns),
-                        ..ObjectMeta::default()
-                    },
-                    status: Some(NamespaceStatus {
-                        phase: Some("Active".to_owned()),
-                        ..NamespaceStatus::default()
-                    }),
-                    ..Namespace::default()
-                });
-        }
-        inv
-    }
-}
+/// Snapshots kept for paged lists, at most (besides the current one). Only snapshots whose
+/// changes since are all in the watch history are kept, so they share most of their
+/// memory with the history's objects.
+const RETAINED_SNAPSHOTS: usize = 64;
 
 /// The live cluster state, shared by the proxy and the API.
 #[derive(Debug)]
 pub(crate) struct Store {
     cluster: Arc<MemoryCluster>,
-    inventory: ArcSwap<Inventory>,
-    generation: AtomicU64,
+    hub: Arc<WatchHub<ClusterSnapshot>>,
+    retained: Arc<Mutex<VecDeque<Arc<ClusterSnapshot>>>>,
+    closing: watch::Sender<bool>,
 }
 
 impl Store {
-    /// A store holding `objects`.
-    pub(crate) fn new(objects: Vec<Object>) -> Self {
-        let inventory = Inventory::new(&objects, 1);
+    /// A store holding `objects`, whose watch history keeps `watch_cache_size` events.
+    pub(crate) fn new(objects: Vec<Object>, watch_cache_size: usize) -> Self {
+        let cluster = Arc::new(MemoryCluster::from_objects(objects));
+        let snapshot = cluster.snapshot();
+        let rv = snapshot.resource_version();
+        let hub = Arc::new(WatchHub::new(watch_cache_size, snapshot, rv));
+        let retained = Arc::new(Mutex::new(VecDeque::new()));
+        {
+            let hub = Arc::clone(&hub);
+            let retained = Arc::clone(&retained);
+            cluster.set_listener(move |next, events| {
+                let previous = hub.snapshot();
+                let batch = hub_events(&previous, next, events);
+                hub.publish(Arc::clone(next), next.resource_version(), batch);
+                let complete_after = hub.complete_after();
+                let mut kept = retained.lock().unwrap_or_else(PoisonError::into_inner);
+                kept.push_back(Arc::clone(next));
+                while kept.len() > RETAINED_SNAPSHOTS
+                    || kept.front().is_some_and(|s: &Arc<ClusterSnapshot>| {
+                        s.resource_version() < complete_after
+                    })
+                {
+                    kept.pop_front();
+                }
+            });
+        }
+        let (closing, _) = watch::channel(false);
         Store {
-            cluster: Arc::new(MemoryCluster::from_objects(objects)),
-            inventory: ArcSwap::from_pointee(inventory),
-            generation: AtomicU64::new(1),
+            cluster,
+            hub,
+            retained,
+            closing,
         }
     }
 
@@ -119,16 +71,165 @@ impl Store {
         self.cluster.clone()
     }
 
-    /// The current inventory.
-    pub(crate) fn inventory(&self) -> Arc<Inventory> {
-        self.inventory.load_full()
+    /// The current snapshot.
+    pub(crate) fn snapshot(&self) -> Arc<ClusterSnapshot> {
+        self.cluster.snapshot()
     }
 
-    /// Replaces the whole state.
-    pub(crate) fn replace(&self, objects: Vec<Object>) {
-        let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
-        self.inventory
-            .store(Arc::new(Inventory::new(&objects, generation)));
-        self.cluster.replace(ClusterSnapshot::from_objects(objects));
+    /// The snapshot whose resourceVersion is exactly `rv`, while it is kept.
+    pub(crate) fn snapshot_at(&self, rv: u64) -> Option<Arc<ClusterSnapshot>> {
+        let current = self.cluster.snapshot();
+        if current.resource_version() == rv {
+            return Some(current);
+        }
+        let kept = self.retained.lock().unwrap_or_else(PoisonError::into_inner);
+        kept.iter().find(|s| s.resource_version() == rv).cloned()
     }
+
+    /// The watch hub.
+    pub(crate) fn hub(&self) -> &WatchHub<ClusterSnapshot> {
+        &self.hub
+    }
+
+    /// Makes the cluster hold exactly `objects`; returns how many objects changed.
+    pub(crate) fn sync(&self, objects: Vec<Object>) -> usize {
+        self.cluster.sync(objects).len()
+    }
+
+    /// Ends every watch (server shutdown).
+    pub(crate) fn close_watches(&self) {
+        self.closing.send_replace(true);
+    }
+
+    /// Becomes true when watches must end.
+    pub(crate) fn closing(&self) -> watch::Receiver<bool> {
+        self.closing.subscribe()
+    }
+}
+
+/// The object of `kind` `namespace/name` in `snapshot`.
+fn lookup(
+    snapshot: &ClusterSnapshot,
+    kind: ObjectKind,
+    namespace: &str,
+    name: &str,
+) -> Option<Item> {
+    Some(match kind {
+        ObjectKind::Pod => Item::Pod(snapshot.get::<Pod>(namespace, name)?.clone()),
+        ObjectKind::Service => Item::Service(snapshot.get::<Service>(namespace, name)?.clone()),
+        ObjectKind::Endpoints => {
+            Item::Endpoints(snapshot.get::<Endpoints>(namespace, name)?.clone())
+        }
+        ObjectKind::EndpointSlice => {
+            Item::EndpointSlice(snapshot.get::<EndpointSlice>(namespace, name)?.clone())
+        }
+        ObjectKind::Node => Item::Node(snapshot.get::<Node>("", name)?.clone()),
+        ObjectKind::Namespace => Item::Namespace(snapshot.get::<Namespace>("", name)?.clone()),
+    })
+}
+
+/// The Namespace the API serves as `name` in `snapshot`: the stored one, or the implied one
+/// (stamped `rv`) of a namespace that objects use.
+fn served_namespace(snapshot: &ClusterSnapshot, name: &str, rv: u64) -> Option<Arc<Namespace>> {
+    if let Some(stored) = snapshot.get::<Namespace>("", name) {
+        return Some(Arc::clone(stored));
+    }
+    namespace_in_use(snapshot, name).then(|| Arc::new(implied_namespace(name, rv)))
+}
+
+/// The namespace event (if any) for `name` between two snapshots, at `rv`.
+fn namespace_event(
+    before: &ClusterSnapshot,
+    after: &ClusterSnapshot,
+    name: &str,
+    rv: u64,
+) -> Option<HubEvent> {
+    let old = served_namespace(before, name, rv);
+    let new = served_namespace(after, name, rv);
+    let stamped = |ns: &Namespace| {
+        let mut ns = ns.clone();
+        ns.metadata.resource_version = Some(rv.to_string());
+        Item::Namespace(Arc::new(ns))
+    };
+    match (old, new) {
+        (None, Some(new)) => Some(HubEvent::new(
+            rv,
+            EventType::Added,
+            Item::Namespace(new),
+            None,
+        )),
+        (Some(old), None) => Some(HubEvent::new(rv, EventType::Deleted, stamped(&old), None)),
+        (Some(old), Some(new)) => {
+            let explicit_before = before.get::<Namespace>("", name).is_some();
+            let explicit_after = after.get::<Namespace>("", name).is_some();
+            let changed = match (explicit_before, explicit_after) {
+                (true, true) => !Arc::ptr_eq(&old, &new),
+                (false, false) => false,
+                _ => true,
+            };
+            changed.then(|| {
+                HubEvent::new(
+                    rv,
+                    EventType::Modified,
+                    Item::Namespace(new),
+                    Some(Item::Namespace(old)),
+                )
+            })
+        }
+        (None, None) => None,
+    }
+}
+
+/// The watch events of one published batch: every core event of a namespaced kind, Node
+/// or Namespace with the object's previous state, and for namespaces, one event per
+/// namespace whose served object changed (explicit Namespaces and the implied ones alike),
+/// placed at the last change that touched it.
+pub(crate) fn hub_events(
+    before: &ClusterSnapshot,
+    after: &ClusterSnapshot,
+    events: &[ClusterEvent],
+) -> Vec<HubEvent> {
+    let namespace_of = |event: &ClusterEvent| -> String {
+        match event.object.kind() {
+            ObjectKind::Namespace => event.object.name().to_owned(),
+            ObjectKind::Node => String::new(),
+            _ => event.object.namespace().unwrap_or("").to_owned(),
+        }
+    };
+    let mut last_touch: HashMap<String, usize> = HashMap::new();
+    for (i, event) in events.iter().enumerate() {
+        let ns = namespace_of(event);
+        if !ns.is_empty() {
+            last_touch.insert(ns, i);
+        }
+    }
+    let mut in_batch: HashMap<(ObjectKind, String, String), Item> = HashMap::new();
+    let mut out = Vec::with_capacity(events.len());
+    for (i, event) in events.iter().enumerate() {
+        let rv = event.resource_version();
+        let kind = event.object.kind();
+        if kind != ObjectKind::Namespace {
+            let namespace = event.object.namespace().unwrap_or("").to_owned();
+            let name = event.object.name().to_owned();
+            let object = Item::of_event(&event.object, after);
+            let key = (kind, namespace, name);
+            let previous = match event.event_type {
+                EventType::Modified => in_batch
+                    .get(&key)
+                    .cloned()
+                    .or_else(|| lookup(before, kind, &key.1, &key.2)),
+                _ => None,
+            };
+            in_batch.insert(key, object.clone());
+            out.push(HubEvent::new(rv, event.event_type, object, previous));
+        }
+        let ns = namespace_of(event);
+        if !ns.is_empty()
+            && last_touch.get(&ns) == Some(&i)
+            && let Some(event) = namespace_event(before, after, &ns, rv)
+        {
+            out.push(event);
+        }
+    }
+    out
 }

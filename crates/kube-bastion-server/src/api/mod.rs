@@ -1,33 +1,40 @@
-//! The read-only apiserver face: version, health, discovery, and get/list of namespaces,
-//! pods, services, endpoints, endpointslices and nodes, as JSON objects and lists or as the
-//! `meta.k8s.io/v1` Table that `kubectl get` prints.
+//! The read-only apiserver face: version, health, discovery, and get, list and watch of
+//! namespaces, pods, services, endpoints, endpointslices and nodes, as JSON objects, lists
+//! and watch events or as the `meta.k8s.io/v1` Table that `kubectl get` prints.
 //!
 //! Proxy routes never reach this router: the proxy layer in front of it answers them.
 //! Every other path is a 404 Status, and a write method on a non-proxy path a 405 Status.
 
+pub(crate) mod continue_token;
 pub(crate) mod discovery;
+pub(crate) mod kinds;
+pub(crate) mod list;
+pub(crate) mod query;
+pub(crate) mod resources;
 pub(crate) mod selector;
 pub(crate) mod table;
+pub(crate) mod watch;
 
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ListMeta;
-use k8s_openapi::{List, ListableResource};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1 as meta;
 use kube_bastion::Balancer;
 use kube_bastion::Status;
 use serde::Serialize;
 
 use crate::metrics::{self, Metrics};
-use crate::store::{Objects, Store};
-use selector::Selector;
-use table::{IncludeObject, Tabular};
+use crate::store::Store;
+use resources::{
+    get_namespace, get_namespaced, get_node, get_slice, list_cluster_wide, list_namespaced,
+    list_ns_slices, list_slices, watch_cluster_wide, watch_namespace, watch_namespaced,
+    watch_namespaced_one, watch_node, watch_ns_slices, watch_slice, watch_slices,
+};
 
 /// What the API handlers share.
 #[derive(Clone, Debug)]
@@ -40,6 +47,8 @@ pub(crate) struct ApiState {
     pub(crate) server_address: String,
     /// The proxy's balancer, for endpoint health in `/metrics`.
     pub(crate) balancer: Balancer,
+    /// How often a watch that allows bookmarks gets one.
+    pub(crate) bookmark_interval: Duration,
 }
 
 /// The router of the read-only API.
@@ -81,7 +90,30 @@ pub(crate) fn router(state: ApiState) -> Router {
             "/api/v1/namespaces/{namespace}/{resource}/{name}",
             get(get_namespaced),
         )
+        .route("/api/v1/watch/{resource}", get(watch_cluster_wide))
+        .route("/api/v1/watch/namespaces/{name}", get(watch_namespace))
+        .route("/api/v1/watch/nodes/{name}", get(watch_node))
+        .route(
+            "/api/v1/watch/namespaces/{namespace}/{resource}",
+            get(watch_namespaced),
+        )
+        .route(
+            "/api/v1/watch/namespaces/{namespace}/{resource}/{name}",
+            get(watch_namespaced_one),
+        )
         .route("/apis/discovery.k8s.io/v1/endpointslices", get(list_slices))
+        .route(
+            "/apis/discovery.k8s.io/v1/watch/endpointslices",
+            get(watch_slices),
+        )
+        .route(
+            "/apis/discovery.k8s.io/v1/watch/namespaces/{namespace}/endpointslices",
+            get(watch_ns_slices),
+        )
+        .route(
+            "/apis/discovery.k8s.io/v1/watch/namespaces/{namespace}/endpointslices/{name}",
+            get(watch_slice),
+        )
         .route(
             "/apis/discovery.k8s.io/v1/namespaces/{namespace}/endpointslices",
             get(list_ns_slices),
@@ -118,6 +150,17 @@ pub(crate) fn method_not_allowed_status() -> Status {
     )
 }
 
+/// A `metav1.Status` (one a [`Status`] cannot express: causes, a continue token) as a
+/// response with its code.
+pub(crate) fn meta_status_response(status: &meta::Status) -> Response {
+    let code = status
+        .code
+        .and_then(|c| u16::try_from(c).ok())
+        .and_then(|c| StatusCode::from_u16(c).ok())
+        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    json(code, status)
+}
+
 fn json<T: Serialize>(code: StatusCode, value: &T) -> Response {
     match serde_json::to_vec(value) {
         Ok(body) => {
@@ -143,7 +186,12 @@ async fn serve_metrics(State(state): State<ApiState>) -> Response {
             "text/plain; version=0.0.4; charset=utf-8",
         )],
         state.metrics.render()
-            + &metrics::endpoint_health(&state.store.inventory(), &state.balancer),
+            + &metrics::endpoint_health(&state.store.snapshot(), &state.balancer)
+            + &format!(
+                "# HELP kube_bastion_watches Watches being served now.\n\
+                 # TYPE kube_bastion_watches gauge\nkube_bastion_watches {}\n",
+                state.store.hub().watchers()
+            ),
     )
         .into_response()
 }
@@ -175,6 +223,7 @@ pub(crate) fn is_write(method: &Method) -> bool {
     )
 }
 
+/// Seconds since the epoch (for Age cells).
 fn now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -197,229 +246,6 @@ pub(crate) fn wants_table(headers: &HeaderMap) -> bool {
                 && params.iter().any(|p| p == "v=v1" || p == "v=v1beta1")
         })
     })
-}
-
-/// Query parameters of get and list.
-struct ListQuery {
-    selector: Selector,
-    include: IncludeObject,
-}
-
-fn list_query(query: &HashMap<String, String>) -> Result<ListQuery, Status> {
-    if query.get("watch").is_some_and(|w| w == "true" || w == "1") {
-        return Err(Status::new(
-            405,
-            Some("MethodNotAllowed"),
-            "watch is not supported",
-        ));
-    }
-    let mut selector =
-        Selector::parse_labels(query.get("labelSelector").map_or("", String::as_str))
-            .map_err(Status::bad_request)?;
-    selector
-        .add_fields(query.get("fieldSelector").map_or("", String::as_str))
-        .map_err(Status::bad_request)?;
-    let include = IncludeObject::parse(query.get("includeObject").map(String::as_str))
-        .map_err(Status::bad_request)?;
-    Ok(ListQuery { selector, include })
-}
-
-/// Answers a list of `objects` (optionally restricted to `namespace`).
-fn list<T>(
-    objects: &Objects<T>,
-    namespace: Option<&str>,
-    resource_version: u64,
-    headers: &HeaderMap,
-    query: &HashMap<String, String>,
-) -> Response
-where
-    T: Tabular + ListableResource + Clone,
-{
-    let query = match list_query(query) {
-        Ok(q) => q,
-        Err(status) => return status_response(&status),
-    };
-    let items: Vec<&T> = objects
-        .iter()
-        .filter(|((ns, _), _)| namespace.is_none_or(|want| want == ns))
-        .map(|(_, object)| object)
-        .filter(|object| query.selector.matches(object.metadata()))
-        .collect();
-    if wants_table(headers) {
-        return json(
-            StatusCode::OK,
-            &table::table(items, resource_version, query.include, now()),
-        );
-    }
-    let list = List::<T> {
-        items: items.into_iter().cloned().collect(),
-        metadata: ListMeta {
-            resource_version: Some(resource_version.to_string()),
-            ..ListMeta::default()
-        },
-    };
-    json(StatusCode::OK, &list)
-}
-
-/// Answers one object.
-fn get_one<T>(
-    objects: &Objects<T>,
-    key: (&str, &str),
-    resource: &str,
-    resource_version: u64,
-    headers: &HeaderMap,
-    query: &HashMap<String, String>,
-) -> Response
-where
-    T: Tabular,
-{
-    let query = match list_query(query) {
-        Ok(q) => q,
-        Err(status) => return status_response(&status),
-    };
-    match objects.get(&(key.0.to_owned(), key.1.to_owned())) {
-        Some(object) if wants_table(headers) => json(
-            StatusCode::OK,
-            &table::table([object], resource_version, query.include, now()),
-        ),
-        Some(object) => json(StatusCode::OK, object),
-        None => status_response(&Status::not_found(resource, key.1)),
-    }
-}
-
-async fn list_cluster_wide(
-    State(state): State<ApiState>,
-    Path(resource): Path<String>,
-    Query(query): Query<HashMap<String, String>>,
-    headers: HeaderMap,
-) -> Response {
-    let inv = state.store.inventory();
-    let rv = inv.resource_version;
-    match resource.as_str() {
-        "namespaces" => list(&inv.namespaces, None, rv, &headers, &query),
-        "pods" => list(&inv.pods, None, rv, &headers, &query),
-        "services" => list(&inv.services, None, rv, &headers, &query),
-        "endpoints" => list(&inv.endpoints, None, rv, &headers, &query),
-        "nodes" => list(&inv.nodes, None, rv, &headers, &query),
-        _ => status_response(&not_found_path()),
-    }
-}
-
-async fn list_namespaced(
-    State(state): State<ApiState>,
-    Path((namespace, resource)): Path<(String, String)>,
-    Query(query): Query<HashMap<String, String>>,
-    headers: HeaderMap,
-) -> Response {
-    let inv = state.store.inventory();
-    let rv = inv.resource_version;
-    let ns = Some(namespace.as_str());
-    match resource.as_str() {
-        "pods" => list(&inv.pods, ns, rv, &headers, &query),
-        "services" => list(&inv.services, ns, rv, &headers, &query),
-        "endpoints" => list(&inv.endpoints, ns, rv, &headers, &query),
-        _ => status_response(&not_found_path()),
-    }
-}
-
-async fn get_namespaced(
-    State(state): State<ApiState>,
-    Path((namespace, resource, name)): Path<(String, String, String)>,
-    Query(query): Query<HashMap<String, String>>,
-    headers: HeaderMap,
-) -> Response {
-    let inv = state.store.inventory();
-    let rv = inv.resource_version;
-    let key = (namespace.as_str(), name.as_str());
-    match resource.as_str() {
-        "pods" => get_one(&inv.pods, key, "pods", rv, &headers, &query),
-        "services" => get_one(&inv.services, key, "services", rv, &headers, &query),
-        "endpoints" => get_one(&inv.endpoints, key, "endpoints", rv, &headers, &query),
-        _ => status_response(&not_found_path()),
-    }
-}
-
-async fn get_namespace(
-    State(state): State<ApiState>,
-    Path(name): Path<String>,
-    Query(query): Query<HashMap<String, String>>,
-    headers: HeaderMap,
-) -> Response {
-    let inv = state.store.inventory();
-    get_one(
-        &inv.namespaces,
-        ("", &name),
-        "namespaces",
-        inv.resource_version,
-        &headers,
-        &query,
-    )
-}
-
-async fn get_node(
-    State(state): State<ApiState>,
-    Path(name): Path<String>,
-    Query(query): Query<HashMap<String, String>>,
-    headers: HeaderMap,
-) -> Response {
-    let inv = state.store.inventory();
-    get_one(
-        &inv.nodes,
-        ("", &name),
-        "nodes",
-        inv.resource_version,
-        &headers,
-        &query,
-    )
-}
-
-async fn list_slices(
-    State(state): State<ApiState>,
-    Query(query): Query<HashMap<String, String>>,
-    headers: HeaderMap,
-) -> Response {
-    let inv = state.store.inventory();
-    list(
-        &inv.endpoint_slices,
-        None,
-        inv.resource_version,
-        &headers,
-        &query,
-    )
-}
-
-async fn list_ns_slices(
-    State(state): State<ApiState>,
-    Path(namespace): Path<String>,
-    Query(query): Query<HashMap<String, String>>,
-    headers: HeaderMap,
-) -> Response {
-    let inv = state.store.inventory();
-    list(
-        &inv.endpoint_slices,
-        Some(&namespace),
-        inv.resource_version,
-        &headers,
-        &query,
-    )
-}
-
-async fn get_slice(
-    State(state): State<ApiState>,
-    Path((namespace, name)): Path<(String, String)>,
-    Query(query): Query<HashMap<String, String>>,
-    headers: HeaderMap,
-) -> Response {
-    let inv = state.store.inventory();
-    let key = (namespace.as_str(), name.as_str());
-    get_one(
-        &inv.endpoint_slices,
-        key,
-        "endpointslices",
-        inv.resource_version,
-        &headers,
-        &query,
-    )
 }
 
 #[cfg(test)]

@@ -1,8 +1,11 @@
-//! `labelSelector` and `fieldSelector` for lists: equality (`a=b`, `a==b`), inequality
-//! (`a!=b`), sets (`a in (x,y)`, `a notin (x)`) and existence (`a`, `!a`) on labels, and
-//! `metadata.name` / `metadata.namespace` (in)equality on fields.
+//! `labelSelector` and `fieldSelector` for lists and watches: equality (`a=b`, `a==b`),
+//! inequality (`a!=b`), sets (`a in (x,y)`, `a notin (x)`) and existence (`a`, `!a`) on
+//! labels, and (in)equality on `metadata.name`, `metadata.namespace` and the kind's own
+//! field labels ([`Served::FIELDS`], e.g. `spec.nodeName` for pods).
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+use super::kinds::{Served, namespace_field};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Requirement {
@@ -14,17 +17,12 @@ enum Requirement {
     NotExists(String),
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Field {
-    Name,
-    Namespace,
-}
-
 /// A parsed selector.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Selector {
     labels: Vec<Requirement>,
-    fields: Vec<(Field, bool, String)>,
+    /// (label, equal or not, value).
+    fields: Vec<(String, bool, String)>,
 }
 
 /// Splits on commas that are not inside parentheses.
@@ -102,8 +100,26 @@ impl Selector {
         })
     }
 
-    /// Adds the terms of a `fieldSelector` value.
-    pub(crate) fn add_fields(&mut self, text: &str) -> Result<(), String> {
+    /// Whether it selects everything.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.labels.is_empty() && self.fields.is_empty()
+    }
+
+    /// Parses both selectors of a query for kind `T`.
+    pub(crate) fn parse<T: Served>(labels: &str, fields: &str) -> Result<Self, String> {
+        let mut selector = Self::parse_labels(labels)?;
+        selector.add_fields(fields, T::FIELDS)?;
+        Ok(selector)
+    }
+
+    /// Adds `metadata.name=<name>` (the watch of one object).
+    pub(crate) fn add_name(&mut self, name: &str) {
+        self.fields
+            .push(("metadata.name".to_owned(), true, name.to_owned()));
+    }
+
+    /// Adds the terms of a `fieldSelector` value; `extra` are the kind's own field labels.
+    pub(crate) fn add_fields(&mut self, text: &str, extra: &[&str]) -> Result<(), String> {
         for term in split_terms(text) {
             let (key, equal, value) = if let Some((k, v)) = term.split_once("!=") {
                 (k, false, v)
@@ -115,40 +131,45 @@ impl Selector {
                 ));
             };
             let field = match key.trim() {
-                "metadata.name" => Field::Name,
-                "metadata.namespace" => Field::Namespace,
+                known @ ("metadata.name" | "metadata.namespace") => known,
+                other if extra.contains(&other) => other,
                 other => return Err(format!("field label not supported: {other}")),
             };
-            self.fields.push((field, equal, value.trim().to_owned()));
+            self.fields
+                .push((field.to_owned(), equal, value.trim().to_owned()));
         }
         Ok(())
     }
 
-    /// Whether an object with this metadata is selected.
-    pub(crate) fn matches(&self, meta: &ObjectMeta) -> bool {
+    /// Whether `object` is selected.
+    pub(crate) fn matches<T: Served>(&self, object: &T) -> bool {
+        let meta = object.metadata();
+        self.labels_match(meta)
+            && self.fields.iter().all(|(field, equal, value)| {
+                let actual = match field.as_str() {
+                    "metadata.name" => meta.name.clone().unwrap_or_default(),
+                    "metadata.namespace" => namespace_field::<T>(meta).to_owned(),
+                    other => object.field(other).unwrap_or_default(),
+                };
+                (actual == *value) == *equal
+            })
+    }
+
+    fn labels_match(&self, meta: &ObjectMeta) -> bool {
         let label = |key: &str| {
             meta.labels
                 .as_ref()
                 .and_then(|l| l.get(key))
                 .map(String::as_str)
         };
-        let labels_ok = self.labels.iter().all(|req| match req {
+        self.labels.iter().all(|req| match req {
             Requirement::Equals(k, v) => label(k) == Some(v.as_str()),
             Requirement::NotEquals(k, v) => label(k) != Some(v.as_str()),
             Requirement::In(k, vs) => label(k).is_some_and(|l| vs.iter().any(|v| v == l)),
             Requirement::NotIn(k, vs) => label(k).is_none_or(|l| vs.iter().all(|v| v != l)),
             Requirement::Exists(k) => label(k).is_some(),
             Requirement::NotExists(k) => label(k).is_none(),
-        });
-        let fields_ok = self.fields.iter().all(|(field, equal, value)| {
-            let actual = match field {
-                Field::Name => meta.name.as_deref(),
-                Field::Namespace => meta.namespace.as_deref(),
-            }
-            .unwrap_or("");
-            (actual == value) == *equal
-        });
-        labels_ok && fields_ok
+        })
     }
 }
 
@@ -156,26 +177,35 @@ impl Selector {
 mod tests {
     use super::*;
 
-    fn meta(name: &str, labels: &[(&str, &str)]) -> ObjectMeta {
-        ObjectMeta {
-            name: Some(name.to_owned()),
-            namespace: Some("demo".to_owned()),
-            labels: Some(
-                labels
-                    .iter()
-                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                    .collect(),
-            ),
-            ..ObjectMeta::default()
+    use k8s_openapi::api::core::v1::{Pod, PodSpec};
+
+    fn pod(name: &str, labels: &[(&str, &str)]) -> Pod {
+        Pod {
+            metadata: ObjectMeta {
+                name: Some(name.to_owned()),
+                namespace: Some("demo".to_owned()),
+                labels: Some(
+                    labels
+                        .iter()
+                        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                        .collect(),
+                ),
+                ..ObjectMeta::default()
+            },
+            spec: Some(PodSpec {
+                node_name: Some("n1".to_owned()),
+                ..PodSpec::default()
+            }),
+            ..Pod::default()
         }
     }
 
     #[test]
     fn label_requirements() {
-        let echo = meta("echo-0", &[("app", "echo"), ("tier", "web")]);
-        let web = meta("web-0", &[("app", "web")]);
+        let echo = pod("echo-0", &[("app", "echo"), ("tier", "web")]);
+        let web = pod("web-0", &[("app", "web")]);
         let select = |text: &str| Selector::parse_labels(text).unwrap();
-        assert!(select("").matches(&echo));
+        assert!(select("").matches(&echo) && select("").is_empty());
         assert!(select("app=echo").matches(&echo) && !select("app=echo").matches(&web));
         assert!(select("app==web").matches(&web));
         assert!(select("app!=echo").matches(&web) && !select("app!=echo").matches(&echo));
@@ -189,14 +219,26 @@ mod tests {
 
     #[test]
     fn field_requirements() {
-        let echo = meta("echo-0", &[]);
-        let mut s = Selector::default();
-        s.add_fields("metadata.name=echo-0,metadata.namespace!=other")
-            .unwrap();
-        assert!(s.matches(&echo));
-        let mut s = Selector::default();
-        s.add_fields("metadata.name=nope").unwrap();
+        let echo = pod("echo-0", &[]);
+        let s =
+            Selector::parse::<Pod>("", "metadata.name=echo-0,metadata.namespace!=other").unwrap();
+        assert!(s.matches(&echo) && !s.is_empty());
+        let s = Selector::parse::<Pod>("", "metadata.name=nope").unwrap();
         assert!(!s.matches(&echo));
-        assert!(Selector::default().add_fields("spec.nodeName=x").is_err());
+        assert!(
+            Selector::parse::<Pod>("", "spec.nodeName=n1")
+                .unwrap()
+                .matches(&echo)
+        );
+        assert!(
+            !Selector::parse::<Pod>("", "spec.nodeName=n2")
+                .unwrap()
+                .matches(&echo)
+        );
+        let node_field = Selector::parse::<k8s_openapi::api::core::v1::Node>("", "spec.nodeName=x");
+        assert_eq!(
+            node_field.unwrap_err(),
+            "field label not supported: spec.nodeName"
+        );
     }
 }

@@ -7,17 +7,20 @@ use std::net::{IpAddr, SocketAddr};
 use kube_bastion::{Balancer, ServiceKey};
 
 use super::label;
-use crate::store::Inventory;
+use k8s_openapi::api::core::v1::Endpoints;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube_bastion::core::ClusterSnapshot;
 
 /// Every (service port, endpoint address) pair the cluster declares, from EndpointSlices
 /// and, for Services without slices, the Endpoints object.
 /// (namespace, service, port name) and an endpoint address.
 type EndpointRef = ((String, String, String), SocketAddr);
 
-fn endpoint_addresses(inventory: &Inventory) -> BTreeSet<EndpointRef> {
+fn endpoint_addresses(snapshot: &ClusterSnapshot) -> BTreeSet<EndpointRef> {
     let mut out = BTreeSet::new();
     let mut sliced = BTreeSet::new();
-    for ((namespace, _), slice) in &inventory.endpoint_slices {
+    for slice in snapshot.iter::<EndpointSlice>(None) {
+        let namespace = slice.metadata.namespace.clone().unwrap_or_default();
         let Some(service) = slice
             .metadata
             .labels
@@ -44,7 +47,9 @@ fn endpoint_addresses(inventory: &Inventory) -> BTreeSet<EndpointRef> {
             }
         }
     }
-    for ((namespace, name), endpoints) in &inventory.endpoints {
+    for endpoints in snapshot.iter::<Endpoints>(None) {
+        let namespace = endpoints.metadata.namespace.clone().unwrap_or_default();
+        let name = endpoints.metadata.name.clone().unwrap_or_default();
         if sliced.contains(&(namespace.clone(), name.clone())) {
             continue;
         }
@@ -68,12 +73,12 @@ fn endpoint_addresses(inventory: &Inventory) -> BTreeSet<EndpointRef> {
 
 /// Per-endpoint balancer state of every endpoint the balancer has seen: requests in
 /// flight, consecutive failures, ejection and the latency estimate.
-pub(crate) fn endpoint_health(inventory: &Inventory, balancer: &Balancer) -> String {
+pub(crate) fn endpoint_health(snapshot: &ClusterSnapshot, balancer: &Balancer) -> String {
     let mut in_flight = String::new();
     let mut failures = String::new();
     let mut ejected = String::new();
     let mut latency = String::new();
-    for ((namespace, service, port), addr) in endpoint_addresses(inventory) {
+    for ((namespace, service, port), addr) in endpoint_addresses(snapshot) {
         let key = ServiceKey::new(&namespace, &service, &port);
         let Some(snapshot) = balancer.endpoint(&key, addr) else {
             continue;

@@ -243,6 +243,20 @@ pub(crate) struct RequestInfo {
     proxy: bool,
 }
 
+/// Whether a request is a watch, as kube-apiserver's request info decides: the
+/// `/api/v1/watch/...` (or `/apis/<group>/<version>/watch/...`) path form, or `?watch=` a
+/// true value on a collection (a get of one object ignores it).
+pub(crate) fn is_watch(uri: &http::Uri) -> bool {
+    let segments: Vec<&str> = uri.path().split('/').filter(|s| !s.is_empty()).collect();
+    let rest: &[&str] = match segments.as_slice() {
+        ["api", _, "watch", ..] | ["apis", _, _, "watch", ..] => return true,
+        ["api", _, rest @ ..] | ["apis", _, _, rest @ ..] => rest,
+        _ => return false,
+    };
+    matches!(rest, [_resource] | ["namespaces", _, _resource])
+        && crate::api::query::is_watch_query(uri.query())
+}
+
 /// Classifies a request: proxy requests by the library's own parser (so metrics and
 /// authorization agree), API paths by their shape, anything else as a non-resource URL
 /// whose verb is the lowercase method. Names outside the server's resources, subresources
@@ -271,10 +285,13 @@ pub(crate) fn classify<B>(request: &Request<B>) -> RequestInfo {
         .filter(|s| !s.is_empty())
         .collect();
     let rest: &[&str] = match segments.as_slice() {
+        ["api", "v1", "watch", rest @ ..] => rest,
+        ["apis", _group, _version, "watch", rest @ ..] => rest,
         ["api", "v1", rest @ ..] => rest,
         ["apis", _group, _version, rest @ ..] => rest,
         _ => &[],
     };
+    let watch = is_watch(request.uri()) && (*method == Method::GET || *method == Method::HEAD);
     let rest = match rest {
         ["namespaces", _ns, inner @ ..] if !inner.is_empty() => inner,
         other => other,
@@ -287,7 +304,9 @@ pub(crate) fn classify<B>(request: &Request<B>) -> RequestInfo {
     };
     match rest {
         [resource] => RequestInfo {
-            verb: if *method == Method::GET || *method == Method::HEAD {
+            verb: if watch {
+                "watch"
+            } else if *method == Method::GET || *method == Method::HEAD {
                 "list"
             } else {
                 "create"
@@ -298,6 +317,7 @@ pub(crate) fn classify<B>(request: &Request<B>) -> RequestInfo {
         },
         [resource, _name, sub @ ..] => RequestInfo {
             verb: match *method {
+                Method::GET | Method::HEAD if watch => "watch",
                 Method::GET | Method::HEAD => "get",
                 Method::PUT => "update",
                 Method::PATCH => "patch",
@@ -463,6 +483,21 @@ mod tests {
         assert_eq!((get.verb, get.resource), ("get", "nodes"));
         let slices = info(Method::GET, "/apis/discovery.k8s.io/v1/endpointslices");
         assert_eq!(slices.resource, "endpointslices");
+        let watch = info(Method::GET, "/api/v1/namespaces/demo/pods?watch=1");
+        assert_eq!((watch.verb, watch.resource), ("watch", "pods"));
+        let watch = info(Method::GET, "/api/v1/watch/namespaces/demo/services");
+        assert_eq!((watch.verb, watch.resource), ("watch", "services"));
+        let watch = info(
+            Method::GET,
+            "/apis/discovery.k8s.io/v1/watch/endpointslices",
+        );
+        assert_eq!((watch.verb, watch.resource), ("watch", "endpointslices"));
+        let watch = info(Method::GET, "/api/v1/watch/nodes/n1");
+        assert_eq!((watch.verb, watch.resource), ("watch", "nodes"));
+        let not = info(Method::GET, "/api/v1/pods?watch=false");
+        assert_eq!(not.verb, "list");
+        let one = info(Method::GET, "/api/v1/namespaces/demo/pods/p?watch=1");
+        assert_eq!(one.verb, "get");
         let health = info(Method::GET, "/healthz");
         assert_eq!((health.verb, health.resource), ("get", ""));
         let proxy = info(Method::GET, "/api/v1/namespaces/demo/pods/echo-0/proxy/x");
