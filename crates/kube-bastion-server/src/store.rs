@@ -36,8 +36,8 @@ impl Store {
         let cluster = Arc::new(MemoryCluster::from_objects(objects));
         let snapshot = cluster.snapshot();
         let rv = snapshot.resource_version();
+        let retained = Arc::new(Mutex::new(VecDeque::from([Arc::clone(&snapshot)])));
         let hub = Arc::new(WatchHub::new(watch_cache_size, snapshot, rv));
-        let retained = Arc::new(Mutex::new(VecDeque::new()));
         {
             let hub = Arc::clone(&hub);
             let retained = Arc::clone(&retained);

@@ -1,7 +1,8 @@
 //! End-to-end tests of the `kube-bastion` binary: each test starts the real server on a free
 //! port and drives it with real clients (kubectl, curl, Python's `kubernetes` client,
-//! tokio-tungstenite) over real loopback sockets.
+//! tokio-tungstenite, a kube-rs watcher) over real loopback sockets.
 
+mod live;
 mod support;
 
 mod api;
@@ -11,4 +12,7 @@ mod cluster;
 mod demo;
 mod lifecycle;
 mod limits;
+mod paging;
 mod proxy;
+mod watch;
+mod watch_kube;
