@@ -96,15 +96,18 @@ fn choose(
     state: &ApiState,
     options: &ListOptions,
     rv: Option<u64>,
-) -> Result<(Arc<ClusterSnapshot>, Option<Continue>), meta::Status> {
+) -> Result<(Arc<ClusterSnapshot>, Option<Continue>), Box<meta::Status>> {
     let current = state.store.snapshot();
     if !options.continue_token.is_empty() {
-        let token = continue_token::decode(&options.continue_token)?;
+        let token = continue_token::decode(&options.continue_token)
+            .map_err(|status| Box::new(status.into()))?;
         if rv.is_some() {
-            return Err(Status::bad_request(
-                "specifying resource version is not allowed when using continue",
-            )
-            .into());
+            return Err(Box::new(
+                Status::bad_request(
+                    "specifying resource version is not allowed when using continue",
+                )
+                .into(),
+            ));
         }
         let snapshot = match u64::try_from(token.resource_version) {
             // A negative version continues from the current state (the fresh token of a
@@ -115,7 +118,7 @@ fn choose(
                 None => {
                     let mut status = expired(INCONSISTENT_CONTINUE);
                     status.metadata.continue_ = Some(continue_token::encode(-1, &token.start));
-                    return Err(status);
+                    return Err(Box::new(status));
                 }
             },
         };
@@ -126,15 +129,19 @@ fn choose(
         None => Ok((current, None)),
         Some(rv) if options.resource_version_match == EXACT => {
             if rv > latest {
-                return Err(too_large(rv, latest));
+                return Err(Box::new(too_large(rv, latest)));
             }
             state
                 .store
                 .snapshot_at(rv)
                 .map(|s| (s, None))
-                .ok_or_else(|| expired("The resourceVersion for the provided list is too old."))
+                .ok_or_else(|| {
+                    Box::new(expired(
+                        "The resourceVersion for the provided list is too old.",
+                    ))
+                })
         }
-        Some(rv) if rv > latest => Err(too_large(rv, latest)),
+        Some(rv) if rv > latest => Err(Box::new(too_large(rv, latest))),
         Some(_) => Ok((current, None)),
     }
 }

@@ -189,12 +189,13 @@ impl ListOptions {
 
     /// Validates: the 422 Invalid Status of `ListOptions.meta.k8s.io` with every field
     /// error, or the parsed `resourceVersion` (`None` for `""` and `"0"`).
-    pub(crate) fn validate(&self) -> Result<Option<u64>, meta::Status> {
+    pub(crate) fn validate(&self) -> Result<Option<u64>, Box<meta::Status>> {
         let errors = self.field_errors();
         if !errors.is_empty() {
-            return Err(invalid("meta.k8s.io", "ListOptions", "", &errors));
+            return Err(Box::new(invalid("meta.k8s.io", "ListOptions", "", &errors)));
         }
-        parse_resource_version(&self.resource_version).map_err(meta::Status::from)
+        parse_resource_version(&self.resource_version)
+            .map_err(|status| Box::new(meta::Status::from(status)))
     }
 }
 
