@@ -9,7 +9,6 @@
 //! the proxy must still answer a healthy request afterwards.
 
 use std::cell::Cell;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::Once;
@@ -17,31 +16,28 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{HeaderMap, Request, Response, StatusCode};
+use http::{HeaderMap, Request, StatusCode};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
-use hyper::service::service_fn;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioIo;
-use kube_bastion::{BalancerConfig, EndpointSnapshot, ProxyConfig, ServiceKey};
+use kube_bastion::ProxyConfig;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinSet;
 
 use crate::harness::*;
 
 /// Requests per load.
-const REQUESTS: usize = 200;
+pub(crate) const REQUESTS: usize = 200;
 /// Concurrent clients per load.
-const CLIENTS: usize = 16;
+pub(crate) const CLIENTS: usize = 16;
 /// Longest any single request may take, head and body: far above every proxy timeout
 /// configured here (300 ms response-header timeout, 5 s connect timeout).
-const HANG: Duration = Duration::from_secs(15);
+pub(crate) const HANG: Duration = Duration::from_secs(15);
 /// Size the resetting backend announces.
-const ANNOUNCED: usize = 100_000;
+pub(crate) const ANNOUNCED: usize = 100_000;
 /// Bytes the resetting backend sends before the reset.
-const SENT_BEFORE_RESET: usize = 10_000;
+pub(crate) const SENT_BEFORE_RESET: usize = 10_000;
 
 thread_local! {
     /// Panics on this thread since the hook was installed.
@@ -52,7 +48,7 @@ thread_local! {
 /// the previous hook. Each test runs on its own current-thread runtime, so every task of
 /// its proxy, backends and clients runs on its thread: a panic there, even one tokio
 /// catches in a spawned task, shows up in [`panics`].
-fn count_panics() {
+pub(crate) fn count_panics() {
     static HOOK: Once = Once::new();
     HOOK.call_once(|| {
         let previous = std::panic::take_hook();
@@ -63,13 +59,13 @@ fn count_panics() {
     });
 }
 
-fn panics() -> usize {
+pub(crate) fn panics() -> usize {
     PANICS.with(Cell::get)
 }
 
 /// What a client got for one request.
 #[derive(Debug)]
-enum Outcome {
+pub(crate) enum Outcome {
     /// A head and the whole body.
     Complete(StatusCode, HeaderMap, Bytes),
     /// A head, then the body failed after `received` bytes.
@@ -84,7 +80,7 @@ enum Outcome {
 
 /// Sends `GET uri` and reads the answer to its end; panics if that takes longer than
 /// [`HANG`] or if the proxy could not even be reached.
-async fn exchange(client: &Client<HttpConnector, TestBody>, uri: &str) -> Outcome {
+pub(crate) async fn exchange(client: &Client<HttpConnector, TestBody>, uri: &str) -> Outcome {
     let attempt = async {
         let res = match client
             .request(Request::get(uri).body(empty()).unwrap())
@@ -124,7 +120,7 @@ async fn exchange(client: &Client<HttpConnector, TestBody>, uri: &str) -> Outcom
 
 /// [`REQUESTS`] `GET uri` from [`CLIENTS`] concurrent workers sharing `client` (its pool
 /// opens one connection per concurrent HTTP/1.1 request, or multiplexes HTTP/2 streams).
-async fn load(client: Client<HttpConnector, TestBody>, uri: &str) -> Vec<Outcome> {
+pub(crate) async fn load(client: Client<HttpConnector, TestBody>, uri: &str) -> Vec<Outcome> {
     let next = Arc::new(AtomicUsize::new(0));
     let mut workers = JoinSet::new();
     for _ in 0..CLIENTS {
@@ -146,7 +142,7 @@ async fn load(client: Client<HttpConnector, TestBody>, uri: &str) -> Vec<Outcome
 }
 
 /// A one-line tally of outcomes for the test output (`--nocapture`).
-fn tally(outcomes: &[Outcome]) -> String {
+pub(crate) fn tally(outcomes: &[Outcome]) -> String {
     let mut counts = std::collections::BTreeMap::<String, usize>::new();
     for o in outcomes {
         let key = match o {
@@ -166,7 +162,7 @@ fn tally(outcomes: &[Outcome]) -> String {
 
 /// Asserts that `outcome` is a complete Status answer with `code` and `reason` and returns
 /// its message.
-fn status_answer(outcome: &Outcome, code: u16, reason: Option<&str>) -> String {
+pub(crate) fn status_answer(outcome: &Outcome, code: u16, reason: Option<&str>) -> String {
     let Outcome::Complete(status, headers, body) = outcome else {
         panic!("expected a complete {code} Status, got {outcome:?}");
     };
@@ -182,7 +178,7 @@ fn status_answer(outcome: &Outcome, code: u16, reason: Option<&str>) -> String {
 }
 
 /// The proxy still serves a healthy backend, and nothing panicked on this thread.
-async fn assert_still_healthy(proxy: SocketAddr) {
+pub(crate) async fn assert_still_healthy(proxy: SocketAddr) {
     let (backend, rec) = recording_backend(None).await;
     let (status, _, body) = get(proxy, &pod_path("ns", "ok", backend.port(), "/after")).await;
     assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
@@ -193,7 +189,7 @@ async fn assert_still_healthy(proxy: SocketAddr) {
 
 /// What a raw backend does after reading a request head.
 #[derive(Clone, Copy, Debug)]
-enum Fault {
+pub(crate) enum Fault {
     /// Answers a head announcing [`ANNOUNCED`] bytes and [`SENT_BEFORE_RESET`] of them,
     /// waits a moment, then resets the connection (SO_LINGER 0, then close: an RST).
     ResetMidBody,
@@ -206,7 +202,7 @@ enum Fault {
 
 /// A raw TCP backend on 127.0.0.1 applying `fault` to every connection. The counter is the
 /// number of its connections still open.
-async fn faulty_backend(fault: Fault) -> (SocketAddr, Arc<AtomicUsize>) {
+pub(crate) async fn faulty_backend(fault: Fault) -> (SocketAddr, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let open = Arc::new(AtomicUsize::new(0));
@@ -230,7 +226,7 @@ async fn faulty_backend(fault: Fault) -> (SocketAddr, Arc<AtomicUsize>) {
 }
 
 /// Reads one request head; false when the peer closed first.
-async fn read_head(tcp: &mut TcpStream) -> bool {
+pub(crate) async fn read_head(tcp: &mut TcpStream) -> bool {
     let mut head = Vec::new();
     let mut buf = [0u8; 4096];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -243,7 +239,7 @@ async fn read_head(tcp: &mut TcpStream) -> bool {
 }
 
 /// Reads and discards until the peer closes (or the connection fails).
-async fn drain_until_closed(tcp: &mut TcpStream) {
+pub(crate) async fn drain_until_closed(tcp: &mut TcpStream) {
     let mut buf = [0u8; 4096];
     while let Ok(n) = tcp.read(&mut buf).await {
         if n == 0 {
@@ -254,7 +250,7 @@ async fn drain_until_closed(tcp: &mut TcpStream) {
 
 /// `len` bytes of xorshift noise seeded by `seed`, never starting like an HTTP/1 status
 /// line.
-fn noise(seed: u64, len: usize) -> Vec<u8> {
+pub(crate) fn noise(seed: u64, len: usize) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     let mut out = Vec::with_capacity(len);
     while out.len() < len {
@@ -270,7 +266,7 @@ fn noise(seed: u64, len: usize) -> Vec<u8> {
     out
 }
 
-async fn serve_fault(mut tcp: TcpStream, fault: Fault, seq: u64) {
+pub(crate) async fn serve_fault(mut tcp: TcpStream, fault: Fault, seq: u64) {
     // A backend may see several requests on one connection only if the proxy reuses it,
     // which none of these faults allows: one request per connection.
     if !read_head(&mut tcp).await {
@@ -306,7 +302,7 @@ async fn serve_fault(mut tcp: TcpStream, fault: Fault, seq: u64) {
 }
 
 /// Polls `open` until it reaches zero; false after `within`.
-async fn all_closed(open: &AtomicUsize, within: Duration) -> bool {
+pub(crate) async fn all_closed(open: &AtomicUsize, within: Duration) -> bool {
     let deadline = Instant::now() + within;
     while Instant::now() < deadline {
         if open.load(Ordering::SeqCst) == 0 {
@@ -318,7 +314,7 @@ async fn all_closed(open: &AtomicUsize, within: Duration) -> bool {
 }
 
 /// A proxy admitting loopback, with a 300 ms response-header timeout.
-async fn proxy_for(docs: &[String]) -> (SocketAddr, ProxyConfig) {
+pub(crate) async fn proxy_for(docs: &[String]) -> (SocketAddr, ProxyConfig) {
     let config = config(docs)
         .response_header_timeout(Some(Duration::from_millis(300)))
         .build()
@@ -326,7 +322,7 @@ async fn proxy_for(docs: &[String]) -> (SocketAddr, ProxyConfig) {
     (serve_proxy(config.clone()).await, config)
 }
 
-fn pods() -> Vec<String> {
+pub(crate) fn pods() -> Vec<String> {
     ["faulty", "ok", "a", "b", "c"]
         .iter()
         .map(|name| pod_yaml("ns", name, "127.0.0.1"))
@@ -451,193 +447,4 @@ async fn garbage_from_a_backend_is_502_for_every_request() {
         open.load(Ordering::SeqCst)
     );
     assert_still_healthy(proxy).await;
-}
-
-/// A hyper HTTP/1.1 backend answering `200 ok` that can be killed: aborting the handle
-/// drops the listener and every connection task with it.
-fn start_endpoint(listener: TcpListener, served: Arc<AtomicUsize>) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut connections = JoinSet::new();
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else {
-                return;
-            };
-            let served = served.clone();
-            connections.spawn(async move {
-                let svc = service_fn(move |_req: Request<Incoming>| {
-                    served.fetch_add(1, Ordering::Relaxed);
-                    async { Ok::<_, Infallible>(Response::new(full("ok"))) }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(tcp), svc)
-                    .await;
-            });
-            // Reap finished connections so the set does not grow with the load.
-            while connections.try_join_next().is_some() {}
-        }
-    })
-}
-
-#[tokio::test]
-async fn a_vanished_service_is_503_and_serves_again_within_a_second_of_its_return() {
-    // Default balancing: at most half the endpoints (here one of three) may be ejected.
-    vanish_and_return(BalancerConfig::default(), 1).await;
-}
-
-#[tokio::test]
-async fn a_vanished_service_serves_again_within_a_second_even_with_every_endpoint_ejected() {
-    // Every endpoint may be ejected: all three are when they return, each for 30 s, and the
-    // proxy must still dial them rather than answer 503 without trying.
-    let mut balancing = BalancerConfig::default();
-    balancing.ejection.max_ejection_percent = 100;
-    vanish_and_return(balancing, 3).await;
-}
-
-/// Three endpoints serve, all vanish (503 for every request), then return on the same
-/// addresses: the first 200 must come within a second. `ejected` endpoints are expected
-/// to be ejected when they return.
-async fn vanish_and_return(balancing: BalancerConfig, ejected: usize) {
-    count_panics();
-    let served = Arc::new(AtomicUsize::new(0));
-    let mut listeners = Vec::new();
-    for _ in 0..3 {
-        listeners.push(TcpListener::bind("127.0.0.1:0").await.unwrap());
-    }
-    let addrs: Vec<SocketAddr> = listeners.iter().map(|l| l.local_addr().unwrap()).collect();
-    let mut endpoints: Vec<JoinHandle<()>> = listeners
-        .into_iter()
-        .map(|l| start_endpoint(l, served.clone()))
-        .collect();
-    let mut docs = pods();
-    docs.push(service_yaml(
-        "ns",
-        "svc",
-        80,
-        None,
-        &[
-            ("a", "127.0.0.1", addrs[0].port()),
-            ("b", "127.0.0.1", addrs[1].port()),
-            ("c", "127.0.0.1", addrs[2].port()),
-        ],
-    ));
-    let config = config(&docs)
-        .response_header_timeout(Some(Duration::from_millis(300)))
-        .balancing(balancing)
-        .build()
-        .unwrap();
-    let proxy = serve_proxy(config.clone()).await;
-    let uri = format!("http://{proxy}/api/v1/namespaces/ns/services/svc:http/proxy/up");
-
-    // Up: every request served, and the proxy pools connections to all three.
-    let outcomes = load(client(), &uri).await;
-    println!("service up: {}", tally(&outcomes));
-    for outcome in &outcomes {
-        assert!(
-            matches!(outcome, Outcome::Complete(StatusCode::OK, _, body) if body == "ok"),
-            "{outcome:?}"
-        );
-    }
-    assert_eq!(served.load(Ordering::Relaxed), REQUESTS);
-
-    // Vanish: listeners dropped, open connections closed, every address refuses.
-    for endpoint in endpoints.drain(..) {
-        endpoint.abort();
-        let _ = endpoint.await;
-    }
-    for addr in &addrs {
-        let refused = TcpStream::connect(addr).await.expect_err("nothing listens");
-        assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
-    }
-    let outcomes = load(client(), &uri).await;
-    println!("service gone: {}", tally(&outcomes));
-    let mut refused_everywhere = 0;
-    for outcome in &outcomes {
-        let message = status_answer(outcome, 503, Some("ServiceUnavailable"));
-        assert!(
-            message.starts_with("error trying to reach service: ")
-                && message.ends_with(" of 3 endpoints)"),
-            "{message}"
-        );
-        if message.starts_with("error trying to reach service: dial tcp 127.0.0.1:")
-            && message.ends_with("(tried 3 of 3 endpoints)")
-        {
-            refused_everywhere += 1;
-        }
-    }
-    // A request may find a pooled connection whose close the proxy has not seen yet
-    // ("connection closed before message completed"); the rest dial and are refused.
-    assert!(
-        refused_everywhere >= REQUESTS * 9 / 10,
-        "{refused_everywhere} of {REQUESTS} refused by all three endpoints"
-    );
-    let key = ServiceKey::new("ns", "svc", "http");
-    let health: Vec<EndpointSnapshot> = addrs
-        .iter()
-        .map(|a| {
-            config
-                .balancer()
-                .endpoint(&key, *a)
-                .expect("endpoint state")
-        })
-        .collect();
-    println!("endpoint state while gone: {health:#?}");
-    assert_eq!(
-        health.iter().filter(|h| h.ejected).count(),
-        ejected,
-        "{health:#?}"
-    );
-
-    // Back on the same addresses.
-    let mut listeners = Vec::new();
-    for addr in &addrs {
-        listeners.push(
-            TcpListener::bind(addr)
-                .await
-                .expect("the address is free again"),
-        );
-    }
-    let back = Instant::now();
-    let endpoints: Vec<JoinHandle<()>> = listeners
-        .into_iter()
-        .map(|l| start_endpoint(l, served.clone()))
-        .collect();
-    let poller = client();
-    let mut tries = 0;
-    let recovered = loop {
-        tries += 1;
-        let outcome = exchange(&poller, &uri).await;
-        if matches!(&outcome, Outcome::Complete(StatusCode::OK, _, body) if body == "ok") {
-            break back.elapsed();
-        }
-        assert!(
-            back.elapsed() < Duration::from_secs(5),
-            "still no 200 five seconds after the endpoints returned ({tries} tries); last: {outcome:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    };
-    println!("first 200 {recovered:?} after the endpoints returned ({tries} tries)");
-    // Ejection and backoff may keep an endpoint out of rotation for a while, but must not
-    // keep the whole Service unavailable once its endpoints answer again.
-    assert!(
-        recovered < Duration::from_secs(1),
-        "the proxy answered 200 only {recovered:?} after the endpoints returned"
-    );
-    // And it stays up: the next load is served in full.
-    let outcomes = load(client(), &uri).await;
-    println!("service back: {}", tally(&outcomes));
-    for outcome in &outcomes {
-        assert!(
-            matches!(outcome, Outcome::Complete(StatusCode::OK, _, body) if body == "ok"),
-            "{outcome:?}"
-        );
-    }
-    let health: Vec<Option<EndpointSnapshot>> = addrs
-        .iter()
-        .map(|a| config.balancer().endpoint(&key, *a))
-        .collect();
-    println!("endpoint state once back: {health:#?}");
-    assert_still_healthy(proxy).await;
-    for endpoint in endpoints {
-        endpoint.abort();
-    }
 }

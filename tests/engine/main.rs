@@ -15,3 +15,4 @@ mod headers;
 mod mount;
 mod streaming;
 mod tls;
+mod vanishing;

@@ -7,6 +7,7 @@ mod common;
 mod concurrency;
 mod errors;
 mod fixture;
+mod incremental;
 mod loading;
 mod nodes;
 mod pods;

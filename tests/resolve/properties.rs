@@ -14,8 +14,8 @@ use serde_json::{Value, json};
 
 use crate::common::encode_segment;
 
-const NAMES: &[&str] = &["a", "b", "web", "x-1", "https"];
-const NAMESPACES: &[&str] = &["ns1", "ns2"];
+pub(crate) const NAMES: &[&str] = &["a", "b", "web", "x-1", "https"];
+pub(crate) const NAMESPACES: &[&str] = &["ns1", "ns2"];
 const IPS: &[&str] = &[
     "10.0.0.1",
     "10.0.0.2",
@@ -31,7 +31,7 @@ const IPS: &[&str] = &[
     "fe80::1%eth0",
 ];
 const PORT_NAMES: &[&str] = &["", "http", "web", "p"];
-const ID_PORTS: &[&str] = &[
+pub(crate) const ID_PORTS: &[&str] = &[
     "",
     "80",
     "+80",
@@ -62,7 +62,7 @@ fn opt_bool() -> impl Strategy<Value = Value> {
     prop_oneof![Just(Value::Null), Just(json!(true)), Just(json!(false))]
 }
 
-fn pod_strategy() -> impl Strategy<Value = Value> {
+pub(crate) fn pod_strategy() -> impl Strategy<Value = Value> {
     (
         select(NAMESPACES),
         select(NAMES),
@@ -99,7 +99,7 @@ fn pod_strategy() -> impl Strategy<Value = Value> {
         })
 }
 
-fn service_strategy() -> impl Strategy<Value = Value> {
+pub(crate) fn service_strategy() -> impl Strategy<Value = Value> {
     (
         select(NAMESPACES),
         select(NAMES),
@@ -128,7 +128,7 @@ fn target_ref() -> impl Strategy<Value = Value> {
     ]
 }
 
-fn slice_strategy() -> impl Strategy<Value = Value> {
+pub(crate) fn slice_strategy() -> impl Strategy<Value = Value> {
     (
         select(NAMESPACES),
         select(NAMES),
@@ -159,7 +159,7 @@ fn slice_strategy() -> impl Strategy<Value = Value> {
         })
 }
 
-fn endpoints_strategy() -> impl Strategy<Value = Value> {
+pub(crate) fn endpoints_strategy() -> impl Strategy<Value = Value> {
     (
         select(NAMESPACES),
         select(NAMES),
@@ -194,7 +194,7 @@ fn endpoints_strategy() -> impl Strategy<Value = Value> {
         })
 }
 
-fn node_strategy() -> impl Strategy<Value = Value> {
+pub(crate) fn node_strategy() -> impl Strategy<Value = Value> {
     (
         select(NAMES),
         prop::collection::vec((select(&["Hostname", "InternalIP", "ExternalIP", "InternalDNS", "Other"][..]), select(IPS)), 0..3),

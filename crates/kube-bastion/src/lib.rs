@@ -53,9 +53,9 @@ mod upgrade;
 pub use kube_bastion_core as core;
 
 pub use kube_bastion_core::{
-    Attributes, ClusterSnapshot, ClusterSource, ClusterView, DestinationPolicy, KubeletOptions,
-    LoadError, MemoryCluster, NodeAddressType, Object, ProxyRequest, ResolveOptions, ResourceKind,
-    Route, Status,
+    Attributes, Change, ClusterEvent, ClusterSnapshot, ClusterSource, ClusterView,
+    DestinationPolicy, EventType, KubeletOptions, LoadError, MemoryCluster, NodeAddressType,
+    Object, ProxyRequest, ResolveOptions, ResourceKind, Route, Status,
 };
 
 // Core types the modules of this crate name as `crate::X`.

@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::{Endpoints, Namespace, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use super::SERVICE_NAME_LABEL;
-use super::snapshot::{ClusterSnapshot, SliceGroup};
+use super::snapshot::{ClusterSnapshot, Key, SliceGroup, slot};
 use crate::view::ServiceBackends;
 
 /// Which services' endpoint objects (EndpointSlices labelled for the service, its Endpoints
@@ -18,20 +18,12 @@ use crate::view::ServiceBackends;
 /// references. Kept for every reference, valid or not, so a pod that appears later still
 /// finds the services waiting for it.
 #[derive(Clone, Debug, Default)]
-pub(super) struct Refs(OrdMap<String, OrdMap<String, OrdMap<String, u32>>>);
+pub(super) struct Refs(OrdMap<Key, OrdMap<Key, OrdMap<Key, u32>>>);
 
 impl Refs {
     fn add<'a>(&mut self, namespace: &str, service: &str, pods: impl Iterator<Item = &'a str>) {
         for pod in pods {
-            let count = self
-                .0
-                .entry(namespace.to_owned())
-                .or_default()
-                .entry(pod.to_owned())
-                .or_default()
-                .entry(service.to_owned())
-                .or_default();
-            *count += 1;
+            *slot(slot(slot(&mut self.0, namespace), pod), service) += 1;
         }
     }
 
@@ -58,7 +50,7 @@ impl Refs {
         }
     }
 
-    fn services_of(&self, namespace: &str, pod: &str) -> impl Iterator<Item = &String> {
+    fn services_of(&self, namespace: &str, pod: &str) -> impl Iterator<Item = &Key> {
         self.0
             .get(namespace)
             .and_then(|by_pod| by_pod.get(pod))
@@ -92,6 +84,15 @@ fn endpoints_refs<'a>(
         .filter_map(|r| r.name.as_deref())
 }
 
+/// Whether two reference lists name the same pods as often (in any order).
+fn same<'a>(a: impl Iterator<Item = &'a str>, b: impl Iterator<Item = &'a str>) -> bool {
+    let mut a: Vec<&str> = a.collect();
+    let mut b: Vec<&str> = b.collect();
+    a.sort_unstable();
+    b.sort_unstable();
+    a == b
+}
+
 fn service_label(slice: &EndpointSlice) -> Option<&str> {
     slice
         .metadata
@@ -107,7 +108,7 @@ fn service_label(slice: &EndpointSlice) -> Option<&str> {
 /// object's previous state and its next one (`None` when absent).
 #[derive(Debug, Default)]
 pub(super) struct Dirty {
-    services: BTreeSet<(String, String)>,
+    services: BTreeSet<(Key, Key)>,
 }
 
 impl Dirty {
@@ -121,7 +122,7 @@ impl Dirty {
     ) {
         for service in snapshot.refs.services_of(namespace, name) {
             self.services
-                .insert((namespace.to_owned(), service.to_owned()));
+                .insert((Key::from(namespace), service.clone()));
         }
     }
 
@@ -164,18 +165,24 @@ impl Dirty {
         previous: Option<&Endpoints>,
         next: Option<&Arc<Endpoints>>,
     ) {
-        if let Some(previous) = previous {
-            snapshot
-                .refs
-                .remove(namespace, name, endpoints_refs(previous, namespace));
-        }
-        if let Some(next) = next {
-            snapshot
-                .refs
-                .add(namespace, name, endpoints_refs(next, namespace));
+        let unchanged = match (previous, next) {
+            (Some(a), Some(b)) => same(endpoints_refs(a, namespace), endpoints_refs(b, namespace)),
+            _ => false,
+        };
+        if !unchanged {
+            if let Some(previous) = previous {
+                snapshot
+                    .refs
+                    .remove(namespace, name, endpoints_refs(previous, namespace));
+            }
+            if let Some(next) = next {
+                snapshot
+                    .refs
+                    .add(namespace, name, endpoints_refs(next, namespace));
+            }
         }
         self.services
-            .insert((namespace.to_owned(), name.to_owned()));
+            .insert((Key::from(namespace), Key::from(name)));
     }
 
     pub(super) fn slices(
@@ -186,25 +193,38 @@ impl Dirty {
         previous: Option<&EndpointSlice>,
         next: Option<&Arc<EndpointSlice>>,
     ) {
-        if let Some(previous) = previous
-            && let Some(service) = service_label(previous)
-        {
-            snapshot
-                .refs
-                .remove(namespace, service, slice_refs(previous, namespace));
-            update_group(snapshot, namespace, service, name, None);
+        let was = previous.and_then(|p| service_label(p).map(|s| (p, s)));
+        let is = next.and_then(|n| service_label(n).map(|s| (n, s)));
+        // The usual change (conditions, addresses) keeps the service and the pods named:
+        // the reference index stays as it is.
+        let same_refs = match (was, is) {
+            (Some((p, a)), Some((n, b))) => {
+                a == b && same(slice_refs(p, namespace), slice_refs(n, namespace))
+            }
+            _ => false,
+        };
+        if let Some((previous, service)) = was {
+            if !same_refs {
+                snapshot
+                    .refs
+                    .remove(namespace, service, slice_refs(previous, namespace));
+            }
+            // Staying in the same service, the update below replaces it in place.
+            if is.is_none_or(|(_, next_service)| next_service != service) {
+                update_group(snapshot, namespace, service, name, None);
+            }
             self.services
-                .insert((namespace.to_owned(), service.to_owned()));
+                .insert((Key::from(namespace), Key::from(service)));
         }
-        if let Some(next) = next
-            && let Some(service) = service_label(next)
-        {
-            snapshot
-                .refs
-                .add(namespace, service, slice_refs(next, namespace));
+        if let Some((next, service)) = is {
+            if !same_refs {
+                snapshot
+                    .refs
+                    .add(namespace, service, slice_refs(next, namespace));
+            }
             update_group(snapshot, namespace, service, name, Some(next));
             self.services
-                .insert((namespace.to_owned(), service.to_owned()));
+                .insert((Key::from(namespace), Key::from(service)));
         }
     }
 
@@ -213,23 +233,19 @@ impl Dirty {
         for (namespace, service) in self.services {
             let has_slices = snapshot
                 .slices_by_service
-                .get(&namespace)
-                .is_some_and(|services| services.contains_key(&service));
+                .get(&*namespace)
+                .is_some_and(|services| services.contains_key(&*service));
             let has_endpoints = snapshot
                 .endpoints
-                .get(&namespace)
-                .is_some_and(|names| names.contains_key(&service));
+                .get(&*namespace)
+                .is_some_and(|names| names.contains_key(&*service));
             if has_slices || has_endpoints {
                 let backends = Arc::new(ServiceBackends::compute(snapshot, &namespace, &service));
-                snapshot
-                    .backends
-                    .entry(namespace)
-                    .or_default()
-                    .insert(service, backends);
-            } else if let Some(services) = snapshot.backends.get_mut(&namespace) {
-                services.remove(&service);
+                slot(&mut snapshot.backends, &namespace).insert(service, backends);
+            } else if let Some(services) = snapshot.backends.get_mut(&*namespace) {
+                services.remove(&*service);
                 if services.is_empty() {
-                    snapshot.backends.remove(&namespace);
+                    snapshot.backends.remove(&*namespace);
                 }
             }
         }
@@ -245,10 +261,7 @@ fn update_group(
     name: &str,
     slice: Option<&Arc<EndpointSlice>>,
 ) {
-    let services = snapshot
-        .slices_by_service
-        .entry(namespace.to_owned())
-        .or_default();
+    let services = slot(&mut snapshot.slices_by_service, namespace);
     let mut group: Vec<Arc<EndpointSlice>> = services
         .get(service)
         .map(|g| {
@@ -266,7 +279,7 @@ fn update_group(
         services.remove(service);
     } else {
         let group: SliceGroup = Arc::from(group);
-        services.insert(service.to_owned(), group);
+        services.insert(Key::from(service), group);
     }
     if services.is_empty() {
         snapshot.slices_by_service.remove(namespace);

@@ -18,13 +18,25 @@ use crate::view::{ClusterView, ServiceBackends};
 /// Objects of one kind: namespace (empty for cluster-scoped kinds) → name → object. Both
 /// levels are persistent ordered maps: cloning is O(1), lookups by `&str` allocate nothing,
 /// and iteration is in (namespace, name) order.
-pub(crate) type Namespaced<T> = OrdMap<String, OrdMap<String, Arc<T>>>;
+pub(crate) type Namespaced<T> = OrdMap<Key, OrdMap<Key, Arc<T>>>;
 
 /// The EndpointSlices of one service, sorted by name.
 pub(crate) type SliceGroup = Arc<[Arc<EndpointSlice>]>;
 
 /// Namespace → service name → value.
-pub(crate) type PerService<T> = OrdMap<String, OrdMap<String, T>>;
+pub(crate) type PerService<T> = OrdMap<Key, OrdMap<Key, T>>;
+
+/// A namespace or name as a map key: shared, so copying a map node on a change copies
+/// reference counts, not strings.
+pub(crate) type Key = Arc<str>;
+
+/// The value at `key`, inserted as `V::default()` when absent (allocates the key only then).
+pub(crate) fn slot<'a, V: Clone + Default>(map: &'a mut OrdMap<Key, V>, key: &str) -> &'a mut V {
+    if !map.contains_key(key) {
+        map.insert(Key::from(key), V::default());
+    }
+    map.get_mut(key).expect("just inserted")
+}
 
 /// An immutable, indexed set of cluster objects: one consistent view.
 ///
@@ -279,11 +291,9 @@ impl ClusterSnapshot {
             kind: ObjectKind,
             index: &Namespaced<T>,
         ) -> impl Iterator<Item = (ObjectKind, &str, &str)> {
-            index.iter().flat_map(move |(ns, names)| {
-                names
-                    .keys()
-                    .map(move |name| (kind, ns.as_str(), name.as_str()))
-            })
+            index
+                .iter()
+                .flat_map(move |(ns, names)| names.keys().map(move |name| (kind, &**ns, &**name)))
         }
         of(ObjectKind::Pod, &self.pods)
             .chain(of(ObjectKind::Service, &self.services))
@@ -321,9 +331,9 @@ impl ClusterSnapshot {
         };
         T::index(self)
             .range::<_, str>((Bound::Included(lower), Bound::Unbounded))
-            .take_while(move |(ns, _)| namespace.is_none_or(|want| want == ns.as_str()))
+            .take_while(move |(ns, _)| namespace.is_none_or(|want| want == &***ns))
             .flat_map(move |(ns, names)| {
-                let from = if ns.as_str() == start.0 {
+                let from = if &**ns == start.0 {
                     Bound::Included(start.1)
                 } else {
                     Bound::Unbounded
@@ -382,10 +392,10 @@ impl ClusterSnapshot {
             .iter::<Namespace>(None)
             .filter_map(|ns| ns.metadata.name.as_deref())
             .collect();
-        names.extend(self.pods.keys().map(String::as_str));
-        names.extend(self.services.keys().map(String::as_str));
-        names.extend(self.endpoints.keys().map(String::as_str));
-        names.extend(self.slices.keys().map(String::as_str));
+        names.extend(self.pods.keys().map(|k| &**k));
+        names.extend(self.services.keys().map(|k| &**k));
+        names.extend(self.endpoints.keys().map(|k| &**k));
+        names.extend(self.slices.keys().map(|k| &**k));
         names.into_iter().map(str::to_owned).collect()
     }
 
@@ -430,10 +440,7 @@ pub(super) fn lookup<T>(index: &Namespaced<T>, namespace: &str, name: &str) -> O
 fn store<T>(index: &mut Namespaced<T>, namespace: &str, name: &str, object: Option<Arc<T>>) {
     match object {
         Some(object) => {
-            index
-                .entry(namespace.to_owned())
-                .or_default()
-                .insert(name.to_owned(), object);
+            slot(index, namespace).insert(Key::from(name), object);
         }
         None => {
             let Some(names) = index.get_mut(namespace) else {
