@@ -226,8 +226,6 @@ pub(crate) struct ServeArgs {
     pub(crate) proxy: ProxyArgs,
     #[command(flatten)]
     pub(crate) limits: LimitArgs,
-    #[command(flatten)]
-    pub(crate) watch: WatchArgs,
     /// Allow the unauthenticated demo cluster on a --listen address other than loopback.
     /// Without it, the demo refuses to serve anyone but this machine.
     #[arg(long = "demo-allow-remote")]
@@ -246,6 +244,9 @@ pub(crate) struct ServeArgs {
     /// current-thread runtime: one core, the least CPU per request). Default: one per CPU.
     #[arg(long = "worker-threads", value_name = "N")]
     pub(crate) worker_threads: Option<usize>,
+    // Last: a flattened group's help heading also covers the flags after it.
+    #[command(flatten)]
+    pub(crate) watch: WatchArgs,
 }
 
 /// Limits that keep clients from exhausting the server (defaults in docs/security.md).
@@ -308,7 +309,7 @@ pub(crate) struct WatchArgs {
     /// Seconds between the BOOKMARK events of watches that allow bookmarks (kube-apiserver
     /// sends one about every minute).
     #[arg(long = "watch-bookmark-interval", default_value_t = 60, value_name = "SECONDS",
-          value_parser = clap::value_parser!(u64).range(1..))]
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub(crate) bookmark_interval: u64,
 }
 
@@ -537,6 +538,23 @@ mod tests {
         assert_eq!(cli.serve.listen, "127.0.0.1:8080".parse().unwrap());
         let options = cli.serve.resolution.resolve_options(None);
         assert_eq!(options, ResolveOptions::default());
+    }
+
+    #[test]
+    fn watch_flags_have_bounds() {
+        let cli = Cli::try_parse_from(["kube-bastion"]).unwrap();
+        assert_eq!(cli.serve.watch.cache_size(), 4096);
+        assert_eq!(cli.serve.watch.bookmark_interval(), Duration::from_secs(60));
+        for (flag, value) in [
+            ("--watch-cache-size", "0"),
+            ("--watch-bookmark-interval", "0"),
+            ("--watch-bookmark-interval", "99999999999"),
+        ] {
+            assert!(
+                Cli::try_parse_from(["kube-bastion", flag, value]).is_err(),
+                "{flag} {value}"
+            );
+        }
     }
 
     #[test]
