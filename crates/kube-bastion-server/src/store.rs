@@ -233,3 +233,75 @@ pub(crate) fn hub_events(
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::watch_hub::Resume;
+    use kube_bastion::core::Change;
+
+    fn pod(namespace: &str, name: &str, note: &str) -> Object {
+        Object::Pod(
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": name, "namespace": namespace, "annotations": {"n": note}}
+            }))
+            .unwrap(),
+        )
+    }
+
+    fn describe(event: &HubEvent) -> String {
+        let kind = match &event.object {
+            Item::Pod(_) => "pod",
+            Item::Namespace(_) => "ns",
+            _ => "other",
+        };
+        let name = match &event.object {
+            Item::Pod(p) => p.metadata.name.clone(),
+            Item::Namespace(n) => n.metadata.name.clone(),
+            _ => None,
+        };
+        format!("{} {kind} {}", event.event_type, name.unwrap_or_default())
+    }
+
+    /// Pod events carry their previous state; namespaces come and go with the objects in
+    /// them, at the change that made them; snapshots stay reachable by resourceVersion.
+    #[test]
+    fn events_previous_states_and_implied_namespaces() {
+        let store = Store::new(vec![pod("one", "a", "")], 16);
+        let first = store.snapshot().resource_version();
+        let mut sub = store.hub().subscribe(Resume::Now).unwrap();
+        let cluster = store.cluster();
+        cluster.apply_batch([Change::Apply(pod("two", "b", ""))]);
+        cluster.apply_batch([Change::Apply(pod("two", "b", "changed"))]);
+        cluster.apply_batch([Change::delete(ObjectKind::Pod, "two", "b")]);
+        let mut seen = Vec::new();
+        while let Ok(event) = sub.receiver.try_recv() {
+            if event.event_type == EventType::Modified {
+                let Some(Item::Pod(previous)) = &event.previous else {
+                    panic!("no previous state")
+                };
+                assert_eq!(previous.metadata.annotations.as_ref().unwrap()["n"], "");
+            }
+            seen.push((describe(&event), event.resource_version));
+        }
+        let names: Vec<&str> = seen.iter().map(|(d, _)| d.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "ADDED pod b",
+                "ADDED ns two",
+                "MODIFIED pod b",
+                "DELETED pod b",
+                "DELETED ns two"
+            ]
+        );
+        assert_eq!(seen[0].1, seen[1].1);
+        assert_eq!(seen[3].1, seen[4].1);
+        assert!(seen[2].1 > seen[0].1 && seen[3].1 > seen[2].1);
+        assert_eq!(store.snapshot_at(first).unwrap().resource_version(), first);
+        assert!(store.snapshot_at(first + 1).is_some());
+        assert!(store.snapshot_at(first + 99).is_none());
+        // Unchanged objects make no event.
+        assert_eq!(store.sync(vec![pod("one", "a", "")]), 0);
+    }
+}
