@@ -232,6 +232,27 @@ async fn versions_older_than_the_history_are_410_error_events() {
     assert_eq!(events.map(|e| summary(&e)), ["ADDED c", "ADDED d"]);
 }
 
+#[tokio::test]
+async fn watches_end_at_shutdown_without_holding_it() {
+    let file = ClusterFile::new("watch-shutdown", &pods(&["a"]));
+    let mut server = file.serve(&["--shutdown-grace-period", "60"]);
+    let url = format!("{}/api/v1/pods?watch=1", server.url);
+    let mut watch = WatchStream::open(&url, &[]).await;
+    assert_eq!(summary(&watch.next(WAIT).await.unwrap()), "ADDED a");
+    let asked = Instant::now();
+    server.signal("TERM");
+    assert!(watch.next(WAIT).await.is_none(), "the watch ends cleanly");
+    let status = server
+        .wait_exit(Duration::from_secs(20))
+        .expect("the server exits");
+    assert!(status.success());
+    assert!(
+        asked.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        asked.elapsed()
+    );
+}
+
 /// The vectors' ListOptions rows, through the server (its WatchList gate is on: the
 /// gate's own error is not expected).
 #[tokio::test]
