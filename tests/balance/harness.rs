@@ -1,6 +1,7 @@
-//! Backends, a proxy and clients for the balancing tests.
+//! The balancing tests' own pieces: the Service `shop/web` with one pod per loopback
+//! endpoint, backends that name themselves or hang up, and calls through the proxy. The
+//! loopback harness itself is `tests/support`.
 
-use std::convert::Infallible;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -8,21 +9,19 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper::service::service_fn;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use kube_bastion::{Balancer, ServiceKey};
-use kube_bastion::{DestinationPolicy, MemoryCluster, PeerAddr, ProxyConfig, ProxyService};
+use kube_bastion::{Balancer, MemoryCluster, ServiceKey};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
 
-pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
-pub(crate) type TestBody = BoxBody<Bytes, BoxError>;
+use crate::support::net::{TestBody, accept_each, backend_on, full, listener, serve_proxy};
+use crate::support::objects::{self, Conditions, config_for, endpoint_slice_yaml, pod_yaml};
+use crate::support::status::status_of;
+
+pub(crate) use crate::support::net::{client, client_from, closed_port};
 
 pub(crate) const NS: &str = "shop";
 pub(crate) const SERVICE: &str = "web";
@@ -30,10 +29,6 @@ pub(crate) const SERVICE: &str = "web";
 /// The key the balancer keeps the test Service's state under.
 pub(crate) fn service_key() -> ServiceKey {
     ServiceKey::new(NS, SERVICE, "http")
-}
-
-fn body(bytes: impl Into<Bytes>) -> TestBody {
-    Full::new(bytes.into()).map_err(|e| match e {}).boxed()
 }
 
 /// A backend that answers `200` with its name after `delay`, counting requests.
@@ -45,8 +40,7 @@ pub(crate) struct Backend {
 
 impl Backend {
     pub(crate) async fn start(name: &str, delay: Duration) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        Self::on(listener, name, delay)
+        Self::on(listener().await, name, delay)
     }
 
     /// Starts on `port` (a port that was closed until now).
@@ -58,32 +52,17 @@ impl Backend {
     }
 
     fn on(listener: TcpListener, name: &str, delay: Duration) -> Self {
-        let addr = listener.local_addr().unwrap();
         let hits = Arc::new(AtomicUsize::new(0));
         let (counter, name) = (hits.clone(), Bytes::from(name.to_owned()));
-        tokio::spawn(async move {
-            loop {
-                let Ok((tcp, _)) = listener.accept().await else {
-                    return;
-                };
-                let _ = tcp.set_nodelay(true);
-                let (counter, name) = (counter.clone(), name.clone());
-                tokio::spawn(async move {
-                    let svc = service_fn(move |req: Request<Incoming>| {
-                        let (counter, name) = (counter.clone(), name.clone());
-                        async move {
-                            let _ = req.into_body().collect().await;
-                            counter.fetch_add(1, Ordering::SeqCst);
-                            if !delay.is_zero() {
-                                tokio::time::sleep(delay).await;
-                            }
-                            Ok::<_, Infallible>(Response::new(body(name)))
-                        }
-                    });
-                    let _ = auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(tcp), svc)
-                        .await;
-                });
+        let addr = backend_on(listener, None, move |req: Request<Incoming>| {
+            let (counter, name) = (counter.clone(), name.clone());
+            async move {
+                let _ = req.into_body().collect().await;
+                counter.fetch_add(1, Ordering::SeqCst);
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
+                Response::new(full(name))
             }
         });
         Self { addr, hits }
@@ -94,40 +73,28 @@ impl Backend {
     }
 }
 
-/// A port on 127.0.0.1 where nothing listens (connections are refused).
-pub(crate) async fn closed_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    listener.local_addr().unwrap().port()
-}
-
 /// A backend that reads each request and closes the connection without answering (the
 /// exchange breaks after the request left, before a response head). Counts requests.
 pub(crate) async fn hanging_up_backend() -> (u16, Arc<AtomicUsize>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
     let seen = Arc::new(AtomicUsize::new(0));
     let counter = seen.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut tcp, _)) = listener.accept().await else {
-                return;
-            };
-            let counter = counter.clone();
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 64 * 1024];
-                let mut got = Vec::new();
-                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match tcp.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => got.extend_from_slice(&buf[..n]),
-                    }
+    let addr = accept_each(None, move |mut io, _| {
+        let counter = counter.clone();
+        async move {
+            let mut buf = vec![0u8; 64 * 1024];
+            let mut got = Vec::new();
+            while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                match io.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
                 }
-                counter.fetch_add(1, Ordering::SeqCst);
-                // Closing with unread data (the body) makes the kernel send a reset.
-            });
+            }
+            counter.fetch_add(1, Ordering::SeqCst);
+            // Closing with unread data (the body) makes the kernel send a reset.
         }
-    });
-    (port, seen)
+    })
+    .await;
+    (addr.port(), seen)
 }
 
 /// How the test Service looks.
@@ -160,68 +127,30 @@ pub(crate) fn cluster(ports: &[u16], spec: &ServiceSpec) -> Arc<MemoryCluster> {
     docs.push(format!(
         "apiVersion: v1\nkind: Service\nmetadata:\n  name: {SERVICE}\n  namespace: {NS}\n{annotations}spec:\n  ports:\n  - name: http\n    port: 80\n{affinity}"
     ));
-    for (i, port) in ports.iter().enumerate() {
+    for (i, &port) in ports.iter().enumerate() {
         let pod = format!("web-{i}");
-        docs.push(format!(
-            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {pod}\n  namespace: {NS}\nspec:\n  containers:\n  - name: c\n    image: x\nstatus:\n  phase: Running\n  podIP: 127.0.0.1\n  podIPs:\n  - ip: 127.0.0.1\n"
-        ));
-        let (ready, terminating) = if spec.terminating.contains(port) {
-            (false, true)
-        } else {
-            (true, false)
-        };
-        docs.push(format!(
-            "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {SERVICE}-{i}\n  namespace: {NS}\n  labels:\n    kubernetes.io/service-name: {SERVICE}\naddressType: IPv4\nendpoints:\n- addresses: [\"127.0.0.1\"]\n  conditions:\n    ready: {ready}\n    serving: true\n    terminating: {terminating}\n  targetRef:\n    kind: Pod\n    name: {pod}\n    namespace: {NS}\nports:\n- name: http\n  port: {port}\n  protocol: TCP\n"
+        docs.push(pod_yaml(NS, &pod, "127.0.0.1"));
+        let terminating = spec.terminating.contains(&port);
+        docs.push(endpoint_slice_yaml(
+            NS,
+            SERVICE,
+            i,
+            (&pod, "127.0.0.1", port),
+            None,
+            Conditions::Serving { terminating },
         ));
     }
-    Arc::new(MemoryCluster::from_yaml(&docs.join("---\n")).expect("valid cluster YAML"))
+    objects::cluster(&docs)
 }
 
 /// Serves the proxy over `cluster` with `balancer` (loopback allowed), inserting each
 /// connection's peer address.
 pub(crate) async fn proxy(cluster: Arc<MemoryCluster>, balancer: &Balancer) -> SocketAddr {
-    let config = ProxyConfig::builder(cluster)
-        .destination_policy(DestinationPolicy::kube_default().allow_loopback())
-        .connect_timeout(Duration::from_secs(5))
+    let config = config_for(cluster)
         .balancer(balancer.clone())
         .build()
         .expect("proxy config");
-    let svc = ProxyService::new(config);
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((tcp, peer)) = listener.accept().await else {
-                return;
-            };
-            let _ = tcp.set_nodelay(true);
-            let svc = svc.clone();
-            tokio::spawn(async move {
-                let hyper_svc = service_fn(move |mut req: Request<Incoming>| {
-                    req.extensions_mut().insert(PeerAddr(peer));
-                    let mut svc = svc.clone();
-                    async move { tower::Service::call(&mut svc, req).await }
-                });
-                let _ = auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(tcp), hyper_svc)
-                    .await;
-            });
-        }
-    });
-    addr
-}
-
-/// An HTTP/1.1 client whose connections come from `from`.
-pub(crate) fn client_from(from: IpAddr) -> Client<HttpConnector, TestBody> {
-    let mut connector = HttpConnector::new();
-    connector.set_local_address(Some(from));
-    connector.set_nodelay(true);
-    Client::builder(TokioExecutor::new()).build(connector)
-}
-
-/// A client from 127.0.0.1.
-pub(crate) fn client() -> Client<HttpConnector, TestBody> {
-    client_from(IpAddr::V4(Ipv4Addr::LOCALHOST))
+    serve_proxy(config).await
 }
 
 /// What the proxy answered: status and body.
@@ -234,13 +163,7 @@ pub(crate) struct Answer {
 impl Answer {
     /// The Status body's `(code, reason, message)`.
     pub(crate) fn status_body(&self) -> (u64, Option<String>, String) {
-        let v: serde_json::Value = serde_json::from_str(&self.body)
-            .unwrap_or_else(|e| panic!("not a Status ({e}): {}", self.body));
-        (
-            v["code"].as_u64().unwrap_or_default(),
-            v["reason"].as_str().map(str::to_owned),
-            v["message"].as_str().unwrap_or_default().to_owned(),
-        )
+        status_of(self.body.as_bytes())
     }
 }
 
@@ -255,7 +178,7 @@ pub(crate) async fn call(
     let req = Request::builder()
         .method(method)
         .uri(uri)
-        .body(body(payload))
+        .body(full(payload))
         .unwrap();
     let res = client.request(req).await.expect("the proxy answers");
     let status = res.status();

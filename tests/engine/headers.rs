@@ -8,40 +8,26 @@ use hyper::body::Incoming;
 use kube_bastion::HostHeader;
 
 use crate::harness::*;
-use crate::support::vector_rows;
+use crate::support::data::vector_rows;
 
-/// A backend that records requests and answers with the headers named in the JSON object
-/// of the request's `x-respond-with` header.
+/// A recording backend that answers with the headers named in the JSON object of the
+/// request's `x-respond-with` header.
 async fn scripted_backend() -> (SocketAddr, Recorder) {
-    let rec = Recorder::default();
-    let r = rec.clone();
-    let addr = backend_with(None, move |req: Request<Incoming>| {
-        let r = r.clone();
-        async move {
-            let (parts, _) = req.into_parts();
-            let mut res = http::Response::new(full("ok"));
-            if let Some(spec) = parts.headers.get("x-respond-with") {
-                let spec: serde_json::Map<String, serde_json::Value> =
-                    serde_json::from_slice(spec.as_bytes()).unwrap();
-                for (k, v) in spec {
-                    res.headers_mut().append(
-                        HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                        HeaderValue::from_str(v.as_str().unwrap()).unwrap(),
-                    );
-                }
+    recording_backend_with(None, |head| {
+        let mut res = http::Response::new(full("ok"));
+        if let Some(spec) = head.headers.get("x-respond-with") {
+            let spec: serde_json::Map<String, serde_json::Value> =
+                serde_json::from_slice(spec.as_bytes()).unwrap();
+            for (k, v) in spec {
+                res.headers_mut().append(
+                    HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                    HeaderValue::from_str(v.as_str().unwrap()).unwrap(),
+                );
             }
-            r.0.lock().unwrap().push(Seen {
-                method: parts.method,
-                uri: parts.uri,
-                version: parts.version,
-                headers: parts.headers,
-                body: Default::default(),
-            });
-            res
         }
+        res
     })
-    .await;
-    (addr, rec)
+    .await
 }
 
 #[tokio::test]

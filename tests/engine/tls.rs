@@ -6,12 +6,6 @@ use kube_bastion::{ClientIdentity, Roots};
 
 use crate::harness::*;
 
-fn node_yaml(name: &str, address_type: &str, address: &str, kubelet_port: u16) -> String {
-    format!(
-        "apiVersion: v1\nkind: Node\nmetadata:\n  name: {name}\nstatus:\n  addresses:\n  - type: {address_type}\n    address: {address}\n  daemonEndpoints:\n    kubeletEndpoint:\n      Port: {kubelet_port}\n"
-    )
-}
-
 #[tokio::test]
 async fn https_pod_unverified_by_default_speaks_http2_by_alpn() {
     // A certificate for a name the proxy never asks for: upstream skips verification.

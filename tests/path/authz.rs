@@ -2,7 +2,7 @@
 
 use kube_bastion_core::Route;
 
-use crate::{route, s, support::vector_rows};
+use crate::{route, s, support::data::vector_rows};
 
 #[test]
 fn every_authorization_row() {

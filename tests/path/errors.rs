@@ -3,7 +3,7 @@
 
 use kube_bastion_core::{Plan, ResourceKind, Status};
 
-use crate::{pct, proxy, s, support::vector_rows};
+use crate::{pct, proxy, s, support::data::vector_rows};
 
 fn kind_of(resource: &str) -> ResourceKind {
     match resource {

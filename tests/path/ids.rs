@@ -2,7 +2,7 @@
 
 use kube_bastion_core::{ResourceKind, Scheme, TargetId};
 
-use crate::{pct, proxy, s, support::vector_rows};
+use crate::{pct, proxy, s, support::data::vector_rows};
 
 fn scheme_str(scheme: Option<Scheme>) -> &'static str {
     scheme.map_or("", Scheme::as_str)

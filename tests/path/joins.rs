@@ -3,7 +3,7 @@
 use kube_bastion_core::Plan;
 use kube_bastion_core::path::{escape_path, join_preserving_trailing_slash};
 
-use crate::{pct, proxy, s, support::vector_rows};
+use crate::{pct, proxy, s, support::data::vector_rows};
 
 #[test]
 fn every_join_row() {

@@ -3,7 +3,7 @@
 
 use kube_bastion_core::{Plan, Route};
 
-use crate::{route, s, support::vector_rows};
+use crate::{route, s, support::data::vector_rows};
 
 /// Rows whose proxy prefix we compute differently on purpose (docs/compatibility.md):
 /// upstream trims the backend path off the request path as a plain string suffix, which for

@@ -9,8 +9,8 @@ use serde_json::{Value, json};
 
 use crate::common::{
     assert_status, cluster, node, node_path, pod, pod_path, resolve_path, service, service_path,
-    vectors,
 };
+use crate::support::data::vector_rows;
 
 /// Resolves `ip` as a pod IP: `Some(true)` allowed, `Some(false)` 400 address not allowed.
 fn as_pod_ip(ip: &str) -> bool {
@@ -92,7 +92,7 @@ fn as_node_address(ip: &str) -> Option<bool> {
 
 #[test]
 fn proxyable_ip_vectors() {
-    let rows = vectors("proxyable_ip.json");
+    let rows = vector_rows("proxyable_ip.json");
     assert!(rows.len() >= 38, "the vector file shrank");
     let policy = DestinationPolicy::kube_default();
     let mut stricter_than_endpoints_validation = Vec::new();

@@ -1,7 +1,5 @@
-//! Helpers shared by the resolution tests: vector loading, request building, cluster
-//! building from JSON, and Status assertions.
-
-use std::path::PathBuf;
+//! Helpers shared by the resolution tests: request building, cluster building from JSON,
+//! and Status assertions (the data files are read by `tests/support`).
 
 use http::{HeaderMap, Method, Uri};
 use kube_bastion_core::{
@@ -9,26 +7,6 @@ use kube_bastion_core::{
     resolve,
 };
 use serde_json::{Value, json};
-
-/// The rows of `tests/vectors/<name>`.
-pub(crate) fn vectors(name: &str) -> Vec<Value> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/vectors")
-        .join(name);
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
-    match serde_json::from_str(&text) {
-        Ok(Value::Array(rows)) => rows,
-        other => panic!("{name}: not a JSON array: {other:?}"),
-    }
-}
-
-/// The text of `tests/fixtures/<name>`.
-pub(crate) fn fixture(name: &str) -> String {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name);
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{name}: {e}"))
-}
 
 /// Percent-encodes everything in an id but unreserved characters and `:`, so that the
 /// router decodes it back to exactly `id`.

@@ -6,8 +6,8 @@ use serde_json::json;
 
 use crate::common::{
     cluster, endpoints, node, node_path, pod, pod_path, resolve_path, service, service_path,
-    vectors,
 };
+use crate::support::data::vector_rows;
 
 /// Conditions answered before or after resolution, by other parts of the library (their
 /// tests own these rows).
@@ -106,7 +106,7 @@ fn reproduce(
 
 #[test]
 fn location_stage_error_rows() {
-    let rows = vectors("error_responses.json");
+    let rows = vector_rows("error_responses.json");
     let mut reproduced = 0;
     for row in &rows {
         let condition = row["condition"].as_str().expect("condition");

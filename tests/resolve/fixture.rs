@@ -7,7 +7,8 @@ use kube_bastion_core::{
     ResolveOptions, Scheme, TransportKind, parse_objects,
 };
 
-use crate::common::{assert_status, fixture, node_path, pod_path, resolve_path, service_path};
+use crate::common::{assert_status, node_path, pod_path, resolve_path, service_path};
+use crate::support::data::fixture;
 
 fn load() -> MemoryCluster {
     MemoryCluster::from_yaml(&fixture("cluster.yaml")).expect("fixture loads")

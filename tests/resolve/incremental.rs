@@ -146,7 +146,7 @@ proptest! {
     ) {
         // The model: what the cluster must hold.
         let mut model: BTreeMap<Key, Object> = BTreeMap::new();
-        let mut apply_model = |change: &Change, model: &mut BTreeMap<Key, Object>| match change {
+        let apply_model = |change: &Change, model: &mut BTreeMap<Key, Object>| match change {
             Change::Apply(object) if !object.name().is_empty() => {
                 model.insert(key(object), object.clone());
             }

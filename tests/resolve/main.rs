@@ -2,6 +2,9 @@
 //! (`tests/vectors/*.json`) and a `kubectl get -o yaml` fixture (`tests/fixtures/`), plus
 //! loading, concurrent updates and property tests.
 
+#[path = "../support/mod.rs"]
+mod support;
+
 mod addresses;
 mod common;
 mod concurrency;

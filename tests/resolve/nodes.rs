@@ -6,9 +6,8 @@ use kube_bastion_core::{
 };
 use serde_json::json;
 
-use crate::common::{
-    assert_status, assert_status_value, cluster, node, node_path, resolve_path, vectors,
-};
+use crate::common::{assert_status, assert_status_value, cluster, node, node_path, resolve_path};
+use crate::support::data::vector_rows;
 
 /// The kubelet client configuration of upstream's node storage test.
 fn upstream_test_options() -> ResolveOptions {
@@ -23,7 +22,7 @@ fn upstream_test_options() -> ResolveOptions {
 
 #[test]
 fn node_location_vectors() {
-    let rows = vectors("node_location.json");
+    let rows = vector_rows("node_location.json");
     assert!(rows.len() >= 16, "the vector file shrank");
     for (i, row) in rows.iter().enumerate() {
         let input = &row["input"];

@@ -5,14 +5,14 @@ use serde_json::json;
 
 use crate::common::{
     assert_status, assert_status_value, cluster, containers, location, pod, pod_path, resolve_path,
-    vectors,
 };
+use crate::support::data::vector_rows;
 
 const NS: &str = "default";
 
 #[test]
 fn pod_location_vectors() {
-    let rows = vectors("pod_location.json");
+    let rows = vector_rows("pod_location.json");
     assert!(rows.len() >= 16, "the vector file shrank");
     for (i, row) in rows.iter().enumerate() {
         let input = &row["input"];

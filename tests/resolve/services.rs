@@ -10,8 +10,9 @@ use serde_json::{Value, json};
 
 use crate::common::{
     assert_status, assert_status_value, cluster, endpoints, endpoints_as_slices, location, pod,
-    resolve_path, service, service_path, vectors,
+    resolve_path, service, service_path,
 };
+use crate::support::data::vector_rows;
 
 /// Which source of endpoints a fixture is built with.
 #[derive(Clone, Copy, Debug)]
@@ -66,7 +67,7 @@ fn row_fixture(input: &Value) -> Value {
 }
 
 fn run_service_vectors(source: Source) {
-    let rows = vectors("service_location.json");
+    let rows = vector_rows("service_location.json");
     let shared = rows
         .iter()
         .find(|r| !r["fixture"].is_null())
@@ -139,7 +140,7 @@ fn service_location_vectors_with_endpoint_slices() {
 
 #[test]
 fn numeric_ports_follow_go_parse_int() {
-    let rows = vectors("service_location.json");
+    let rows = vector_rows("service_location.json");
     let shared = rows[0]["fixture"].clone();
     for source in [Source::Endpoints, Source::Slices] {
         let cluster = build(&shared, source);

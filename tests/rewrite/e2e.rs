@@ -8,11 +8,10 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use crate::harness::{
-    TestBody, backend_with, config, empty, full, get, pod_yaml, send, serve_proxy, service_yaml,
-    status_of,
-};
 use crate::html_events::triples;
+use crate::support::net::{TestBody, backend_with, client, empty, full, get, send, serve_proxy};
+use crate::support::objects::{config, pod_yaml, service_yaml};
+use crate::support::status::status_of;
 
 const PREFIX: &str = "/api/v1/namespaces/default/services/web:http/proxy";
 
@@ -387,7 +386,7 @@ async fn a_body_that_is_not_gzip_is_a_complete_500() {
 async fn a_body_that_breaks_after_the_first_bytes_ends_in_an_error() {
     use http_body_util::BodyExt as _;
     let proxy = start().await;
-    let res = crate::harness::client()
+    let res = client()
         .request(
             Request::get(format!("http://{proxy}{PREFIX}/breaks-late"))
                 .body(empty())

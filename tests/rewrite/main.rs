@@ -1,10 +1,8 @@
 //! Response rewriting: data-driven over the upstream vectors, streaming behaviour, header
 //! rules and switches, and (through the real proxy) end to end.
 
-/// The engine tests' loopback servers and clients (shared, not copied).
-#[path = "../engine/harness.rs"]
-#[allow(dead_code)]
-mod harness;
+#[path = "../support/mod.rs"]
+mod support;
 
 mod bodies;
 mod e2e;

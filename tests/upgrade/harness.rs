@@ -1,8 +1,7 @@
-//! Real loopback peers for the upgrade tests: WebSocket backends (tokio-tungstenite, plain
-//! or TLS with rcgen certificates), scripted raw TCP backends that record every byte, the
-//! proxy served by hyper with upgrades, and clients.
+//! The upgrade tests' own peers: WebSocket backends (tokio-tungstenite, plain or TLS),
+//! scripted raw TCP backends that record every byte, and WebSocket and upgrade clients. The
+//! loopback harness itself is `tests/support`, re-exported here.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -12,19 +11,20 @@ use futures_util::{SinkExt, StreamExt};
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use kube_bastion::{
-    DestinationPolicy, MemoryCluster, PeerAddr, ProxyConfig, ProxyConfigBuilder, ProxyService,
-};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use hyper_util::rt::TokioIo;
+use kube_bastion::UpgradeOptions;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::server::{
     Request as WsRequest, Response as WsResponse,
 };
 use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
+
+pub(crate) use crate::support::net::*;
+pub(crate) use crate::support::objects::*;
+pub(crate) use crate::support::status::*;
+pub(crate) use crate::support::tls::*;
 
 /// A generous bound on anything that should happen "soon" (a safety net against hangs, not
 /// a timing assertion).
@@ -35,81 +35,6 @@ pub(crate) async fn soon<F: std::future::Future>(what: &str, fut: F) -> F::Outpu
     tokio::time::timeout(SOON, fut)
         .await
         .unwrap_or_else(|_| panic!("{what} did not happen"))
-}
-
-// ----- TLS -------------------------------------------------------------------------------
-
-/// A self-signed certificate (rcgen) for `names`.
-pub(crate) struct TlsIdentity {
-    pub(crate) cert_pem: String,
-    cert_der: rustls_pki_types::CertificateDer<'static>,
-    key_der: Vec<u8>,
-}
-
-impl TlsIdentity {
-    pub(crate) fn new(names: &[&str]) -> Self {
-        let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
-        let ck = rcgen::generate_simple_self_signed(names).unwrap();
-        Self {
-            cert_pem: ck.cert.pem(),
-            cert_der: ck.cert.der().clone(),
-            key_der: ck.signing_key.serialize_der(),
-        }
-    }
-
-    /// A server config offering ALPN `h2` and `http/1.1` (the proxy must pick `http/1.1`).
-    pub(crate) fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let key = rustls_pki_types::PrivateKeyDer::try_from(self.key_der.clone()).unwrap();
-        let mut config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(vec![self.cert_der.clone()], key)
-            .unwrap();
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        tokio_rustls::TlsAcceptor::from(Arc::new(config))
-    }
-}
-
-/// A stream that is plain TCP or TLS, for backends that serve both.
-pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
-
-/// Accepts connections on a fresh 127.0.0.1 port (TLS-terminated when `tls` is given) and
-/// hands each to `handle` with the ALPN protocol negotiated.
-pub(crate) async fn accept_each<F, Fut>(tls: Option<&TlsIdentity>, handle: F) -> SocketAddr
-where
-    F: Fn(Box<dyn Io>, Option<Vec<u8>>) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let acceptor = tls.map(TlsIdentity::acceptor);
-    let handle = Arc::new(handle);
-    tokio::spawn(async move {
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else {
-                return;
-            };
-            let _ = tcp.set_nodelay(true);
-            let acceptor = acceptor.clone();
-            let handle = handle.clone();
-            tokio::spawn(async move {
-                match acceptor {
-                    None => handle(Box::new(tcp), None).await,
-                    Some(acceptor) => {
-                        let Ok(tls) = acceptor.accept(tcp).await else {
-                            return;
-                        };
-                        let alpn = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
-                        handle(Box::new(tls), alpn).await;
-                    }
-                }
-            });
-        }
-    });
-    addr
 }
 
 // ----- WebSocket backend -----------------------------------------------------------------
@@ -163,7 +88,7 @@ pub(crate) async fn ws_backend(
 ) -> (SocketAddr, WsLog) {
     let log = WsLog::default();
     let l = log.clone();
-    let addr = accept_each(tls, move |io, alpn| {
+    let addr = accept_each(tls, move |io, Accepted { alpn, .. }| {
         let log = l.clone();
         async move {
             let seen = log.clone();
@@ -318,7 +243,7 @@ pub(crate) async fn raw_backend(answer: Vec<u8>) -> (SocketAddr, RawLog) {
 
 /// A listener that only counts the connections it accepts (and keeps them open).
 pub(crate) async fn counting_listener() -> (SocketAddr, Arc<Mutex<usize>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = listener().await;
     let addr = listener.local_addr().unwrap();
     let count = Arc::new(Mutex::new(0));
     let c = count.clone();
@@ -332,74 +257,26 @@ pub(crate) async fn counting_listener() -> (SocketAddr, Arc<Mutex<usize>>) {
     (addr, count)
 }
 
-/// A port on 127.0.0.1 where nothing listens.
-pub(crate) async fn closed_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    l.local_addr().unwrap().port()
-}
-
 // ----- the proxy -------------------------------------------------------------------------
 
-/// Serves a [`ProxyService`] on 127.0.0.1 with hyper's auto server (upgrades enabled),
-/// inserting [`PeerAddr`] into every request.
-pub(crate) async fn serve_proxy(config: ProxyConfig) -> SocketAddr {
-    let svc = ProxyService::new(config);
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((tcp, peer)) = listener.accept().await else {
-                return;
-            };
-            let _ = tcp.set_nodelay(true);
-            let svc = svc.clone();
-            tokio::spawn(async move {
-                let hyper_svc = service_fn(move |mut req: Request<Incoming>| {
-                    req.extensions_mut().insert(PeerAddr(peer));
-                    let mut svc = svc.clone();
-                    async move {
-                        let res = tower::Service::call(&mut svc, req).await?;
-                        Ok::<_, Infallible>(res)
-                    }
-                });
-                let _ = auto::Builder::new(TokioExecutor::new())
-                    .serve_connection_with_upgrades(TokioIo::new(tcp), hyper_svc)
-                    .await;
-            });
-        }
-    });
-    addr
-}
-
-/// A pod `ns/name` with IP `ip`.
-pub(crate) fn pod_yaml(ns: &str, name: &str, ip: &str) -> String {
-    format!(
-        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: {ns}\nspec:\n  containers:\n  - name: c\n    image: x\nstatus:\n  phase: Running\n  podIP: {ip}\n  podIPs:\n  - ip: {ip}\n"
+/// The proxy over pod `ns/web` at 127.0.0.1, with these upgrade options.
+pub(crate) async fn proxy_with(options: UpgradeOptions) -> SocketAddr {
+    serve_proxy(
+        config(&[pod_yaml("ns", "web", "127.0.0.1")])
+            .upgrade_options(options)
+            .build()
+            .unwrap(),
     )
+    .await
 }
 
-/// A Service `ns/name` with port 80 named `http` whose one EndpointSlice endpoint is pod
-/// `pod` at `ip:target`.
-pub(crate) fn service_yaml(ns: &str, name: &str, pod: &str, ip: &str, target: u16) -> String {
-    format!(
-        "apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: {ns}\nspec:\n  ports:\n  - name: http\n    port: 80\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {name}-0\n  namespace: {ns}\n  labels:\n    kubernetes.io/service-name: {name}\naddressType: IPv4\nendpoints:\n- addresses: [\"{ip}\"]\n  conditions:\n    ready: true\n  targetRef:\n    kind: Pod\n    name: {pod}\n    namespace: {ns}\nports:\n- name: http\n  port: {target}\n  protocol: TCP\n"
-    )
-}
-
-/// A Node `name` with an InternalIP and a kubelet port.
-pub(crate) fn node_yaml(name: &str, address: &str, kubelet_port: u16) -> String {
-    format!(
-        "apiVersion: v1\nkind: Node\nmetadata:\n  name: {name}\nstatus:\n  addresses:\n  - type: InternalIP\n    address: {address}\n  daemonEndpoints:\n    kubeletEndpoint:\n      Port: {kubelet_port}\n"
-    )
-}
-
-/// A proxy config builder over `docs`, loopback admitted.
-pub(crate) fn config(docs: &[String]) -> ProxyConfigBuilder {
-    let cluster =
-        Arc::new(MemoryCluster::from_yaml(&docs.join("---\n")).expect("valid cluster YAML"));
-    ProxyConfig::builder(cluster)
-        .destination_policy(DestinationPolicy::kube_default().allow_loopback())
-        .connect_timeout(Duration::from_secs(5))
+/// Pod `ns/web` at 127.0.0.1 behind Service `ns/svc` (port 80, named `http`), whose one
+/// endpoint is the pod on `port`.
+pub(crate) fn service_docs(port: u16) -> [String; 2] {
+    [
+        pod_yaml("ns", "web", "127.0.0.1"),
+        service_yaml("ns", "svc", 80, None, &[("web", "127.0.0.1", port)]),
+    ]
 }
 
 // ----- clients ---------------------------------------------------------------------------
@@ -460,18 +337,6 @@ pub(crate) async fn upgrade_attempt(
         .map(|c| c.to_bytes())
         .unwrap_or_default();
     (parts.status, parts.headers, body)
-}
-
-/// Parses a Status body: (code, reason, message).
-pub(crate) fn status_of(body: &[u8]) -> (u64, Option<String>, String) {
-    let v: serde_json::Value = serde_json::from_slice(body)
-        .unwrap_or_else(|e| panic!("not a Status ({e}): {}", String::from_utf8_lossy(body)));
-    assert_eq!(v["kind"], "Status", "{v}");
-    (
-        v["code"].as_u64().unwrap(),
-        v["reason"].as_str().map(str::to_owned),
-        v["message"].as_str().unwrap_or_default().to_owned(),
-    )
 }
 
 /// Reads from a raw connection until the peer closes it (or [`SOON`] passes).

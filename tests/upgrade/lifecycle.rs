@@ -10,16 +10,6 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::harness::*;
 
-async fn proxy_with(options: UpgradeOptions) -> SocketAddr {
-    serve_proxy(
-        config(&[pod_yaml("ns", "web", "127.0.0.1")])
-            .upgrade_options(options)
-            .build()
-            .unwrap(),
-    )
-    .await
-}
-
 fn path(backend: SocketAddr) -> String {
     format!("/api/v1/namespaces/ns/pods/web:{}/proxy/ws", backend.port())
 }
@@ -194,10 +184,7 @@ async fn shutdown_refuses_new_upgrades_and_drains_open_tunnels_after_the_grace_p
 async fn an_open_tunnel_counts_in_flight_on_its_service_endpoint() {
     use kube_bastion::{Balancer, BalancerConfig, ServiceKey};
     let (backend, log) = ws_backend(None, WsBehaviour::Echo).await;
-    let docs = [
-        pod_yaml("ns", "web", "127.0.0.1"),
-        service_yaml("ns", "svc", "web", "127.0.0.1", backend.port()),
-    ];
+    let docs = service_docs(backend.port());
     let balancer = Balancer::new(BalancerConfig::default());
     let proxy = serve_proxy(config(&docs).balancer(balancer.clone()).build().unwrap()).await;
     let key = ServiceKey::new("ns", "svc", "http");

@@ -40,13 +40,7 @@ async fn get(proxy: SocketAddr, path: &str) -> (StatusCode, HeaderMap, Bytes) {
 
 async fn proxy(reject: bool) -> SocketAddr {
     let options = UpgradeOptions::default().reject_forwarding_redirects(reject);
-    serve_proxy(
-        config(&[pod_yaml("ns", "web", "127.0.0.1")])
-            .upgrade_options(options)
-            .build()
-            .unwrap(),
-    )
-    .await
+    proxy_with(options).await
 }
 
 #[tokio::test]

@@ -4,23 +4,19 @@
 
 use std::time::Duration;
 
+use kube_bastion::UpgradeOptions;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::harness::*;
-use crate::support::vector_rows;
+use crate::support::data::vector_rows;
 
 fn pod_proxy(port: u16, rest: &str) -> String {
     format!("/api/v1/namespaces/ns/pods/web:{port}/proxy{rest}")
 }
 
 async fn pod_proxy_server() -> std::net::SocketAddr {
-    serve_proxy(
-        config(&[pod_yaml("ns", "web", "127.0.0.1")])
-            .build()
-            .unwrap(),
-    )
-    .await
+    proxy_with(UpgradeOptions::default()).await
 }
 
 /// CVE-2018-1002105: the backend refuses the upgrade with 403 and would then serve further
@@ -199,19 +195,12 @@ async fn refused_protocol_is_400_and_the_backend_sees_nothing() {
 
 #[tokio::test]
 async fn host_added_protocols_are_allowed() {
-    use kube_bastion::UpgradeOptions;
     let (backend, log) = raw_backend(
         b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: Custom/2\r\nConnection: Upgrade\r\n\r\nhello from the backend".to_vec(),
     )
     .await;
     let options = UpgradeOptions::default().allow_protocol("custom");
-    let proxy = serve_proxy(
-        config(&[pod_yaml("ns", "web", "127.0.0.1")])
-            .upgrade_options(options)
-            .build()
-            .unwrap(),
-    )
-    .await;
+    let proxy = proxy_with(options).await;
     let mut client = TcpStream::connect(proxy).await.unwrap();
     let req = format!(
         "GET {} HTTP/1.1\r\nHost: {proxy}\r\nConnection: Upgrade\r\nUpgrade: custom/2\r\n\r\n",

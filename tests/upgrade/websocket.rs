@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 
 use futures_util::{SinkExt, StreamExt};
-use kube_bastion::Roots;
+use kube_bastion::{Roots, UpgradeOptions};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::harness::*;
@@ -118,12 +118,7 @@ async fn converse(proxy: SocketAddr, path: &str, log: &WsLog, expect_tls: bool) 
 #[tokio::test]
 async fn pod_over_http() {
     let (backend, log) = ws_backend(None, WsBehaviour::Echo).await;
-    let proxy = serve_proxy(
-        config(&[pod_yaml("ns", "web", "127.0.0.1")])
-            .build()
-            .unwrap(),
-    )
-    .await;
+    let proxy = proxy_with(UpgradeOptions::default()).await;
     let path = format!(
         "/api/v1/namespaces/ns/pods/web:{}/proxy/shell?tty=1&x=%2F",
         backend.port()
@@ -136,12 +131,7 @@ async fn pod_over_http() {
 async fn pod_over_https() {
     let id = TlsIdentity::new(&["web.example"]);
     let (backend, log) = ws_backend(Some(&id), WsBehaviour::Echo).await;
-    let proxy = serve_proxy(
-        config(&[pod_yaml("ns", "web", "127.0.0.1")])
-            .build()
-            .unwrap(),
-    )
-    .await;
+    let proxy = proxy_with(UpgradeOptions::default()).await;
     let path = format!(
         "/api/v1/namespaces/ns/pods/https:web:{}/proxy/a/b/?tty=1&x=%2F",
         backend.port()
@@ -153,10 +143,7 @@ async fn pod_over_https() {
 #[tokio::test]
 async fn service_over_http() {
     let (backend, log) = ws_backend(None, WsBehaviour::Echo).await;
-    let docs = [
-        pod_yaml("ns", "web", "127.0.0.1"),
-        service_yaml("ns", "svc", "web", "127.0.0.1", backend.port()),
-    ];
+    let docs = service_docs(backend.port());
     let proxy = serve_proxy(config(&docs).build().unwrap()).await;
     converse(
         proxy,
@@ -172,10 +159,7 @@ async fn service_over_http() {
 async fn service_over_https() {
     let id = TlsIdentity::new(&["svc.ns.svc"]);
     let (backend, log) = ws_backend(Some(&id), WsBehaviour::Echo).await;
-    let docs = [
-        pod_yaml("ns", "web", "127.0.0.1"),
-        service_yaml("ns", "svc", "web", "127.0.0.1", backend.port()),
-    ];
+    let docs = service_docs(backend.port());
     // Verification on, anchored on the backend's certificate: the service name is checked.
     let roots = Roots::from_pem(id.cert_pem.as_bytes()).unwrap();
     let proxy = serve_proxy(config(&docs).verify_backends(roots).build().unwrap()).await;
@@ -192,7 +176,12 @@ async fn service_over_https() {
 async fn node_port_over_http() {
     let (backend, log) = ws_backend(None, WsBehaviour::Echo).await;
     // The kubelet port is elsewhere: this port is reached with the generic transport.
-    let docs = [node_yaml("n1", "127.0.0.1", closed_port().await)];
+    let docs = [node_yaml(
+        "n1",
+        "InternalIP",
+        "127.0.0.1",
+        closed_port().await,
+    )];
     let proxy = serve_proxy(config(&docs).build().unwrap()).await;
     let path = format!("/api/v1/nodes/n1:{}/proxy/ws?tty=1&x=%2F", backend.port());
     converse(proxy, &path, &log, false).await;
@@ -202,7 +191,7 @@ async fn node_port_over_http() {
 async fn node_kubelet_port_over_tls() {
     let kubelet = TlsIdentity::new(&["127.0.0.1"]);
     let (backend, log) = ws_backend(Some(&kubelet), WsBehaviour::Echo).await;
-    let docs = [node_yaml("n1", "127.0.0.1", backend.port())];
+    let docs = [node_yaml("n1", "InternalIP", "127.0.0.1", backend.port())];
     let ca = Roots::from_pem(kubelet.cert_pem.as_bytes()).unwrap();
     let proxy = serve_proxy(config(&docs).kubelet_ca(ca).build().unwrap()).await;
     converse(
@@ -219,7 +208,7 @@ async fn node_kubelet_port_over_tls() {
 async fn kubelet_with_another_ca_is_a_dial_error() {
     let kubelet = TlsIdentity::new(&["127.0.0.1"]);
     let (backend, log) = ws_backend(Some(&kubelet), WsBehaviour::Echo).await;
-    let docs = [node_yaml("n1", "127.0.0.1", backend.port())];
+    let docs = [node_yaml("n1", "InternalIP", "127.0.0.1", backend.port())];
     let other = TlsIdentity::new(&["127.0.0.1"]);
     let ca = Roots::from_pem(other.cert_pem.as_bytes()).unwrap();
     let proxy = serve_proxy(config(&docs).kubelet_ca(ca).build().unwrap()).await;
