@@ -15,4 +15,5 @@ mod loading;
 mod nodes;
 mod pods;
 mod properties;
+mod readiness;
 mod services;
