@@ -12,7 +12,7 @@ pub enum Host {
     /// An IP address, already approved by the destination policy.
     Ip(IpAddr),
     /// A DNS name (node `Hostname`/`*DNS` addresses): the caller resolves it once, judges
-    /// every address with [`DestinationPolicy::check_resolved`] and dials what it checked.
+    /// every address with [`DestinationPolicy::check_resolved`](crate::DestinationPolicy::check_resolved) and dials what it checked.
     Name(String),
 }
 
@@ -65,10 +65,10 @@ impl Candidate {
     }
 }
 
-/// The candidate endpoints of a [`Target`]: an immutable list shared by reference count.
+/// The candidate endpoints of a [`Target`](crate::Target): an immutable list shared by reference count.
 ///
 /// Cloning it is O(1) whatever its length: service resolution hands out the list its
-/// [`ServiceBackends`] precomputed (when the destination policy keeps every address, the usual
+/// [`ServiceBackends`](crate::ServiceBackends) precomputed (when the destination policy keeps every address, the usual
 /// case) instead of copying it per request, and a balancer can tell by
 /// [`same_list`](Self::same_list) that two targets carry the very same list. It reads as a
 /// slice (`candidates[0]`, `.len()`, `.iter()`).

@@ -33,7 +33,7 @@ pub trait ClusterView: Send + Sync {
     fn node(&self, name: &str) -> Option<Arc<Node>>;
 
     /// The service's endpoints, already validated and grouped by port name, when this view
-    /// precomputes them ([`ClusterSnapshot`] does). `None` (the default) makes resolution
+    /// precomputes them ([`ClusterSnapshot`](crate::ClusterSnapshot) does). `None` (the default) makes resolution
     /// compute them from the objects on every request with [`ServiceBackends::compute`],
     /// which gives the same answer, only slower.
     fn service_backends(&self, namespace: &str, service: &str) -> Option<Arc<ServiceBackends>> {
