@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Instructions per proxied small GET, measured by difference (docs/benchmarks.md,
+# "Instructions per request"): examples/bench_target (release) under
+# `valgrind --tool=callgrind` in front of an nginx origin answering 100 bytes, driven by a
+# Python keep-alive loop of FEW and then of MANY requests; the figure is
+# (instructions of the MANY run - instructions of the FEW run) / (MANY - FEW), which cancels
+# start-up, warm-up and shutdown. Instruction counts are repeatable where CPU time is not.
+#
+# Usage: bench/callgrind.sh [BINARY]
+#   BINARY  a bench_target build to measure (default: build this checkout's)
+# Env: FEW (500), MANY (2500), TARGET_PATH (a pod path through the proxy).
+# Needs: valgrind, nginx, python3.
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+few=${FEW:-500}
+many=${MANY:-2500}
+path=${TARGET_PATH:-/api/v1/namespaces/default/pods/origin:18090/proxy/small}
+origin_port=18090
+proxy_port=18093
+
+if [[ $# -ge 1 ]]; then
+    binary=$1
+else
+    cargo build --release --locked --quiet --example bench_target --manifest-path "$repo/Cargo.toml"
+    binary=$repo/target/release/examples/bench_target
+fi
+
+run=$(mktemp -d)
+cleanup() {
+    [[ -f $run/nginx.pid ]] && kill "$(cat "$run/nginx.pid")" 2>/dev/null || true
+    rm -rf "$run"
+}
+trap cleanup EXIT
+
+mkdir -p "$run/tmp"
+cat > "$run/nginx.conf" <<EOF
+worker_processes 1;
+pid $run/nginx.pid;
+error_log $run/nginx.error.log warn;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    client_body_temp_path $run/tmp/client;
+    proxy_temp_path $run/tmp/proxy;
+    fastcgi_temp_path $run/tmp/fastcgi;
+    uwsgi_temp_path $run/tmp/uwsgi;
+    scgi_temp_path $run/tmp/scgi;
+    keepalive_requests 1000000;
+    server {
+        listen 127.0.0.1:$origin_port;
+        location ~ /small\$ {
+            default_type text/plain;
+            return 200 "sssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssss\n";
+        }
+    }
+}
+EOF
+nginx -c "$run/nginx.conf" -p "$run" -e "$run/nginx.error.log"
+
+# Sends N keep-alive GETs once the proxy listens; fails on any answer but 200.
+drive() {
+    python3 - "$proxy_port" "$path" "$1" <<'PY'
+import http.client, sys, time
+port, path, n = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+deadline = time.time() + 120
+while True:
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        conn.connect()
+        break
+    except OSError:
+        if time.time() > deadline:
+            sys.exit("the proxy did not start")
+        time.sleep(0.2)
+for _ in range(n):
+    conn.request("GET", path)
+    response = conn.getresponse()
+    body = response.read()
+    if response.status != 200:
+        sys.exit(f"status {response.status}: {body[:200]!r}")
+PY
+}
+
+# Total instructions of one run of N requests.
+instructions() {
+    local n=$1 out=$run/callgrind.$1
+    valgrind --tool=callgrind --callgrind-out-file="$out" "$binary" "127.0.0.1:$proxy_port" \
+        >/dev/null 2>"$run/valgrind.$n.log" &
+    local pid=$!
+    drive "$n"
+    kill -TERM "$pid"
+    wait "$pid" || true
+    awk '/^summary:/ { print $2 }' "$out"
+}
+
+a=$(instructions "$few")
+b=$(instructions "$many")
+echo "instructions: $few requests $a, $many requests $b"
+echo "per request: $(( (b - a) / (many - few) ))"
