@@ -112,6 +112,24 @@ impl ClusterSnapshot {
         snapshot
     }
 
+    /// An empty snapshot whose next change gets resource version `resource_version + 1`:
+    /// for a process that must not reuse the versions of an earlier run (start it from the
+    /// clock, say), since clients that resume a watch trust a version to name one state.
+    ///
+    /// ```
+    /// use kube_bastion_core::{ClusterSnapshot, MemoryCluster, parse_objects};
+    ///
+    /// let objects = parse_objects("{kind: Node, apiVersion: v1, metadata: {name: n1}}").unwrap();
+    /// let snapshot = ClusterSnapshot::starting_at(1_000).with_applied(objects);
+    /// assert_eq!(snapshot.resource_version(), 1_001);
+    /// ```
+    pub fn starting_at(resource_version: u64) -> Self {
+        Self {
+            revision: resource_version,
+            ..Self::default()
+        }
+    }
+
     /// A new snapshot: this one with `changes` made in order, and the events they caused
     /// (one per object that was added, modified or deleted; an `Apply` of an object equal to
     /// the stored one, resource version aside, and a `Delete` of a missing object cause
