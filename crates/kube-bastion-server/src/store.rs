@@ -32,8 +32,17 @@ pub(crate) struct Store {
 
 impl Store {
     /// A store holding `objects`, whose watch history keeps `watch_cache_size` events.
+    ///
+    /// Resource versions start after the microseconds since the Unix epoch, so a restarted
+    /// server never serves a version an earlier run gave to another state (a client
+    /// resuming a watch would trust it), and they stay below 2^53, exact for clients that
+    /// read them as JavaScript numbers.
     pub(crate) fn new(objects: Vec<Object>, watch_cache_size: usize) -> Self {
-        let cluster = Arc::new(MemoryCluster::from_objects(objects));
+        let base = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or_default());
+        let initial = ClusterSnapshot::starting_at(base).with_applied(objects);
+        let cluster = Arc::new(MemoryCluster::from_snapshot(initial));
         let snapshot = cluster.snapshot();
         let rv = snapshot.resource_version();
         let retained = Arc::new(Mutex::new(VecDeque::from([Arc::clone(&snapshot)])));

@@ -70,7 +70,7 @@ impl Scope<'_> {
     }
 }
 
-fn too_large(requested: u64, current: u64) -> meta::Status {
+pub(crate) fn too_large(requested: u64, current: u64) -> meta::Status {
     let mut status = meta::Status::from(Status::gateway_timeout(format!(
         "Too large resource version: {requested}, current: {current}"
     )));

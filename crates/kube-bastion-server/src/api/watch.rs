@@ -30,6 +30,7 @@ use tokio::sync::{broadcast, watch};
 use tokio::time::{Instant, Interval, Sleep};
 
 use super::kinds::{Served, namespace_field};
+use super::list::too_large;
 use super::query::{ListOptions, WatchStart};
 use super::selector::Selector;
 use super::table::{self, IncludeObject};
@@ -353,6 +354,16 @@ impl<T: Served> Watcher<T> {
 
 /// Answers a watch of `T`.
 pub(crate) fn watch<T: Served>(state: &ApiState, request: WatchRequest) -> Response {
+    if let WatchStart::After(rv) = request.start {
+        // A version the server has not reached: kube-apiserver's watch cache answers 504
+        // `Too large resource version` (after waiting for it); nothing here makes versions
+        // advance but a file reload, so it answers at once. A version a list has already
+        // returned is never refused: the current snapshot is published before its events.
+        let current = state.store.snapshot().resource_version();
+        if rv > current {
+            return stream_response(Body::from(error_frame(&too_large(rv, current))));
+        }
+    }
     let resume = match request.start {
         WatchStart::After(rv) => Resume::After(rv),
         WatchStart::Initial { .. } | WatchStart::Now => Resume::Now,
@@ -361,14 +372,16 @@ pub(crate) fn watch<T: Served>(state: &ApiState, request: WatchRequest) -> Respo
         Err(err) => Body::from(error_frame(&too_old(err))),
         Ok(subscription) => {
             let snapshot_rv = subscription.resource_version;
-            let (phase, after, end_bookmark) = match request.start {
+            // Only the initial events read the snapshot: other watches do not keep it.
+            let (phase, after, end_bookmark, snapshot) = match request.start {
                 WatchStart::Initial { end_bookmark } => (
                     Phase::Initial((String::new(), String::new())),
                     snapshot_rv,
                     end_bookmark,
+                    Some(subscription.snapshot),
                 ),
-                WatchStart::Now => (Phase::Live, snapshot_rv, false),
-                WatchStart::After(rv) => (Phase::Backlog, rv, false),
+                WatchStart::Now => (Phase::Live, snapshot_rv, false, None),
+                WatchStart::After(rv) => (Phase::Backlog, rv, false, None),
             };
             let interval = state.bookmark_interval;
             let mut bookmark = tokio::time::interval_at(Instant::now() + interval, interval);
@@ -377,7 +390,7 @@ pub(crate) fn watch<T: Served>(state: &ApiState, request: WatchRequest) -> Respo
                 deadline: Box::pin(tokio::time::sleep(request.timeout)),
                 request,
                 phase,
-                snapshot: Some(subscription.snapshot),
+                snapshot,
                 end_bookmark,
                 backlog: subscription.backlog,
                 receiver: subscription.receiver,
@@ -394,6 +407,11 @@ pub(crate) fn watch<T: Served>(state: &ApiState, request: WatchRequest) -> Respo
             }))
         }
     };
+    stream_response(body)
+}
+
+/// The 200 `application/json` response streaming `body`.
+fn stream_response(body: Body) -> Response {
     let mut response = Response::new(body);
     *response.status_mut() = StatusCode::OK;
     response.headers_mut().insert(

@@ -16,3 +16,4 @@ mod paging;
 mod proxy;
 mod watch;
 mod watch_kube;
+mod watch_versions;

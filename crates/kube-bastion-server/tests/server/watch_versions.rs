@@ -1,0 +1,63 @@
+//! Resource versions across watches and restarts: a watch from a version the server has
+//! not reached, versions that do not restart with the process, and the namespace events of
+//! a batch in version order.
+
+use std::time::Duration;
+
+use crate::live::{ClusterFile, WatchStream, list_rv, pod};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+#[tokio::test]
+async fn watches_from_a_future_version_are_504_error_events() {
+    let file = ClusterFile::new("watch-future", &pod("a", "live", &[], "n1", ""));
+    let server = file.serve(&["--watch-bookmark-interval", "1"]);
+    let current = list_rv(&server, "/api/v1/pods").await;
+    let future = current + 1000;
+    let url = format!(
+        "{}/api/v1/pods?watch=1&allowWatchBookmarks=true&resourceVersion={future}",
+        server.url
+    );
+    let mut watch = WatchStream::open(&url, &[]).await;
+    assert_eq!(watch.status, 200);
+    let error = watch.next(WAIT).await.expect("an ERROR event");
+    assert_eq!(error["type"], "ERROR", "{error}");
+    let status = &error["object"];
+    assert_eq!(status["kind"], "Status");
+    assert_eq!(status["status"], "Failure");
+    assert_eq!(status["code"], 504);
+    assert_eq!(status["reason"], "Timeout");
+    assert_eq!(
+        status["message"],
+        format!("Too large resource version: {future}, current: {current}")
+    );
+    assert_eq!(
+        status["details"]["causes"][0]["reason"],
+        "ResourceVersionTooLarge"
+    );
+    assert!(
+        watch.next(WAIT).await.is_none(),
+        "the stream ends after ERROR"
+    );
+    // The current version itself is a valid start.
+    let url = format!(
+        "{}/api/v1/pods?watch=1&resourceVersion={current}&timeoutSeconds=1",
+        server.url
+    );
+    let mut ok = WatchStream::open(&url, &[]).await;
+    assert!(ok.next(WAIT).await.is_none(), "a clean end, no ERROR");
+}
+
+#[tokio::test]
+async fn a_restarted_server_serves_larger_versions() {
+    let file = ClusterFile::new("watch-restart", &pod("a", "live", &[], "n1", ""));
+    let first = {
+        let server = file.serve(&[]);
+        list_rv(&server, "/api/v1/pods").await
+    };
+    let server = file.serve(&[]);
+    let second = list_rv(&server, "/api/v1/pods").await;
+    assert!(second > first, "{second} after {first}");
+    // Exact as a JavaScript number.
+    assert!(second < 1 << 53, "{second}");
+}
