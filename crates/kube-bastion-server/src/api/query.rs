@@ -43,17 +43,47 @@ pub(crate) fn truthy(value: &str) -> bool {
     !(value == "0" || value.eq_ignore_ascii_case("false"))
 }
 
-/// Whether a request with this raw query string is a watch (`watch` set to a true value).
-pub(crate) fn is_watch_query(query: Option<&str>) -> bool {
-    let Some(query) = query else { return false };
-    // Go takes the first value of a repeated parameter.
-    for pair in query.split('&') {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        if key == "watch" {
-            return truthy(value);
+/// A request's query parameters, decoded once for every reader (the handlers, the
+/// in-flight limiter and the metrics): percent-decoded with `+` as a space, as axum's
+/// `Query` decodes them, and the FIRST value of a repeated parameter wins, as Go's
+/// `url.Values.Get` in kube-apiserver.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct QueryParams(pub(crate) HashMap<String, String>);
+
+impl QueryParams {
+    /// Decodes a request's query (with axum's own decoder).
+    pub(crate) fn of(uri: &axum::http::Uri) -> Self {
+        let pairs = axum::extract::Query::<Vec<(String, String)>>::try_from_uri(uri)
+            .map(|q| q.0)
+            .unwrap_or_default();
+        let mut params = HashMap::with_capacity(pairs.len());
+        for (key, value) in pairs {
+            params.entry(key).or_insert(value);
         }
+        QueryParams(params)
     }
-    false
+
+    /// Whether `watch` is set to a true value.
+    pub(crate) fn is_watch(&self) -> bool {
+        self.0.get("watch").is_some_and(|v| truthy(v))
+    }
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for QueryParams {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(QueryParams::of(&parts.uri))
+    }
+}
+
+/// Whether a request's query makes it a watch (`watch` set to a true value), decoded as
+/// the handlers decode it.
+pub(crate) fn is_watch_query(uri: &axum::http::Uri) -> bool {
+    QueryParams::of(uri).is_watch()
 }
 
 /// Go's `strconv.ParseInt` with its error text.
@@ -351,6 +381,10 @@ mod tests {
         ListOptions::decode(&query).unwrap()
     }
 
+    fn uri(query: &str) -> axum::http::Uri {
+        format!("/api/v1/pods?{query}").parse().unwrap()
+    }
+
     fn message(pairs: &[(&str, &str)]) -> String {
         options(pairs).validate().unwrap_err().message.unwrap()
     }
@@ -359,9 +393,32 @@ mod tests {
     fn booleans_follow_go() {
         assert!(truthy("true") && truthy("1") && truthy("True") && truthy(""));
         assert!(!truthy("0") && !truthy("false") && !truthy("FALSE"));
-        assert!(is_watch_query(Some("a=b&watch=1")));
-        assert!(!is_watch_query(Some("watch=false&watch=true")));
-        assert!(!is_watch_query(None));
+        assert!(is_watch_query(&uri("a=b&watch=1")));
+        assert!(!is_watch_query(&"/api/v1/pods".parse().unwrap()));
+    }
+
+    /// One decoding for the handlers, the limiter and the metrics: percent-decoded, the
+    /// first of repeated values wins (Go's `url.Values.Get`).
+    #[test]
+    fn the_query_is_decoded_once_first_value_wins() {
+        for (query, watch) in [
+            ("watch=true&watch=false", true),
+            ("watch=%74rue", true),
+            ("w%61tch=1", true),
+            ("watch=false&watch=true", false),
+            ("watch=%30", false),
+        ] {
+            assert_eq!(is_watch_query(&uri(query)), watch, "{query}");
+            let params = QueryParams::of(&uri(query));
+            assert_eq!(
+                ListOptions::decode(&params.0).unwrap().watch,
+                watch,
+                "{query}"
+            );
+        }
+        let params = QueryParams::of(&uri("labelSelector=a%3Db+c&limit=1&limit=2"));
+        assert_eq!(params.0["labelSelector"], "a=b c");
+        assert_eq!(params.0["limit"], "1");
     }
 
     /// The vectors' ListOptions rows (the WatchList gate on).

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use k8s_openapi::api::core::v1::{Endpoints, Namespace, Node, Pod, Service};
@@ -13,13 +13,13 @@ use kube_bastion::Status;
 
 use super::kinds::Served;
 use super::list::{self, Scope};
-use super::query::ListOptions;
+use super::query::{ListOptions, QueryParams};
 use super::selector::Selector;
 use super::table::IncludeObject;
 use super::watch::{self, WatchRequest};
 use super::{ApiState, meta_status_response, not_found_path, status_response, wants_table};
 
-type Params = Query<HashMap<String, String>>;
+type Params = QueryParams;
 
 /// A collection request: list, watch (`?watch=true`), or the watch path form (`/watch/`,
 /// `watch_path`), optionally of one object (`name`).
@@ -116,7 +116,7 @@ fn by_resource(
 pub(crate) async fn list_cluster_wide(
     State(state): State<ApiState>,
     Path(resource): Path<String>,
-    Query(query): Params,
+    QueryParams(query): Params,
     headers: HeaderMap,
 ) -> Response {
     by_resource(&state, &resource, None, None, false, &query, &headers)
@@ -126,7 +126,7 @@ pub(crate) async fn list_cluster_wide(
 pub(crate) async fn list_namespaced(
     State(state): State<ApiState>,
     Path((namespace, resource)): Path<(String, String)>,
-    Query(query): Params,
+    QueryParams(query): Params,
     headers: HeaderMap,
 ) -> Response {
     by_resource(
@@ -144,7 +144,7 @@ pub(crate) async fn list_namespaced(
 pub(crate) async fn watch_cluster_wide(
     State(state): State<ApiState>,
     Path(resource): Path<String>,
-    Query(query): Params,
+    QueryParams(query): Params,
     headers: HeaderMap,
 ) -> Response {
     by_resource(&state, &resource, None, None, true, &query, &headers)
@@ -154,7 +154,7 @@ pub(crate) async fn watch_cluster_wide(
 pub(crate) async fn watch_namespaced(
     State(state): State<ApiState>,
     Path((namespace, resource)): Path<(String, String)>,
-    Query(query): Params,
+    QueryParams(query): Params,
     headers: HeaderMap,
 ) -> Response {
     by_resource(
@@ -172,7 +172,7 @@ pub(crate) async fn watch_namespaced(
 pub(crate) async fn watch_namespaced_one(
     State(state): State<ApiState>,
     Path((namespace, resource, name)): Path<(String, String, String)>,
-    Query(query): Params,
+    QueryParams(query): Params,
     headers: HeaderMap,
 ) -> Response {
     by_resource(
@@ -190,7 +190,7 @@ pub(crate) async fn watch_namespaced_one(
 pub(crate) async fn watch_namespace(
     State(state): State<ApiState>,
     Path(name): Path<String>,
-    Query(query): Params,
+    QueryParams(query): Params,
     headers: HeaderMap,
 ) -> Response {
     collection::<Namespace>(&state, None, Some(&name), true, &query, &headers)
@@ -200,7 +200,7 @@ pub(crate) async fn watch_namespace(
 pub(crate) async fn watch_node(
     State(state): State<ApiState>,
     Path(name): Path<String>,
-    Query(query): Params,
+    QueryParams(query): Params,
     headers: HeaderMap,
 ) -> Response {
     collection::<Node>(&state, None, Some(&name), true, &query, &headers)
@@ -210,7 +210,7 @@ pub(crate) async fn watch_node(
 pub(crate) async fn get_namespaced(
     State(state): State<ApiState>,
     Path((namespace, resource, name)): Path<(String, String, String)>,
-    Query(query): Params,
+    QueryParams(query): Params,
     headers: HeaderMap,
 ) -> Response {
     match resource.as_str() {
@@ -225,7 +225,7 @@ pub(crate) async fn get_namespaced(
 pub(crate) async fn get_namespace(
     State(state): State<ApiState>,
     Path(name): Path<String>,
-    Query(query): Params,
+    QueryParams(query): Params,
     headers: HeaderMap,
 ) -> Response {
     one::<Namespace>(&state, "", &name, &query, &headers)
@@ -235,7 +235,7 @@ pub(crate) async fn get_namespace(
 pub(crate) async fn get_node(
     State(state): State<ApiState>,
     Path(name): Path<String>,
-    Query(query): Params,
+    QueryParams(query): Params,
     headers: HeaderMap,
 ) -> Response {
     one::<Node>(&state, "", &name, &query, &headers)
@@ -244,7 +244,7 @@ pub(crate) async fn get_node(
 /// `GET /apis/discovery.k8s.io/v1/endpointslices`.
 pub(crate) async fn list_slices(
     State(state): State<ApiState>,
-    Query(query): Params,
+    QueryParams(query): Params,
     headers: HeaderMap,
 ) -> Response {
     collection::<EndpointSlice>(&state, None, None, false, &query, &headers)
@@ -254,7 +254,7 @@ pub(crate) async fn list_slices(
 pub(crate) async fn list_ns_slices(
     State(state): State<ApiState>,
     Path(namespace): Path<String>,
-    Query(query): Params,
+    QueryParams(query): Params,
     headers: HeaderMap,
 ) -> Response {
     collection::<EndpointSlice>(&state, Some(&namespace), None, false, &query, &headers)
@@ -263,7 +263,7 @@ pub(crate) async fn list_ns_slices(
 /// `GET /apis/discovery.k8s.io/v1/watch/endpointslices`.
 pub(crate) async fn watch_slices(
     State(state): State<ApiState>,
-    Query(query): Params,
+    QueryParams(query): Params,
     headers: HeaderMap,
 ) -> Response {
     collection::<EndpointSlice>(&state, None, None, true, &query, &headers)
@@ -273,7 +273,7 @@ pub(crate) async fn watch_slices(
 pub(crate) async fn watch_ns_slices(
     State(state): State<ApiState>,
     Path(namespace): Path<String>,
-    Query(query): Params,
+    QueryParams(query): Params,
     headers: HeaderMap,
 ) -> Response {
     collection::<EndpointSlice>(&state, Some(&namespace), None, true, &query, &headers)
@@ -283,7 +283,7 @@ pub(crate) async fn watch_ns_slices(
 pub(crate) async fn watch_slice(
     State(state): State<ApiState>,
     Path((namespace, name)): Path<(String, String)>,
-    Query(query): Params,
+    QueryParams(query): Params,
     headers: HeaderMap,
 ) -> Response {
     collection::<EndpointSlice>(
@@ -300,7 +300,7 @@ pub(crate) async fn watch_slice(
 pub(crate) async fn get_slice(
     State(state): State<ApiState>,
     Path((namespace, name)): Path<(String, String)>,
-    Query(query): Params,
+    QueryParams(query): Params,
     headers: HeaderMap,
 ) -> Response {
     one::<EndpointSlice>(&state, &namespace, &name, &query, &headers)

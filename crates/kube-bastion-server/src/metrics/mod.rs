@@ -254,7 +254,7 @@ pub(crate) fn is_watch(uri: &http::Uri) -> bool {
         _ => return false,
     };
     matches!(rest, [_resource] | ["namespaces", _, _resource])
-        && crate::api::query::is_watch_query(uri.query())
+        && crate::api::query::is_watch_query(uri)
 }
 
 /// Classifies a request: proxy requests by the library's own parser (so metrics and
@@ -496,6 +496,20 @@ mod tests {
         assert_eq!((watch.verb, watch.resource), ("watch", "nodes"));
         let not = info(Method::GET, "/api/v1/pods?watch=false");
         assert_eq!(not.verb, "list");
+        // The handlers' decoding: the first value wins, escapes are decoded.
+        for (query, verb) in [
+            ("watch=true&watch=false", "watch"),
+            ("watch=%74rue", "watch"),
+        ] {
+            assert_eq!(
+                info(Method::GET, &format!("/api/v1/pods?{query}")).verb,
+                verb
+            );
+        }
+        assert_eq!(
+            info(Method::GET, "/api/v1/pods?watch=false&watch=true").verb,
+            "list"
+        );
         let one = info(Method::GET, "/api/v1/namespaces/demo/pods/p?watch=1");
         assert_eq!(one.verb, "get");
         let health = info(Method::GET, "/healthz");

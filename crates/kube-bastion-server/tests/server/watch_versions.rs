@@ -1,10 +1,11 @@
-//! Resource versions across watches and restarts: a watch from a version the server has
-//! not reached, versions that do not restart with the process, and the namespace events of
-//! a batch in version order.
+//! Resource versions across watches and restarts (a watch from a version the server has
+//! not reached, versions that do not restart with the process), and the query decoded
+//! alike by the handlers, the limiter and the metrics.
 
 use std::time::Duration;
 
 use crate::live::{ClusterFile, WatchStream, list_rv, pod};
+use crate::support::get;
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -60,4 +61,28 @@ async fn a_restarted_server_serves_larger_versions() {
     assert!(second > first, "{second} after {first}");
     // Exact as a JavaScript number.
     assert!(second < 1 << 53, "{second}");
+}
+
+/// The handlers decode the query as the limiter and the metrics do: the first of repeated
+/// values wins, escapes are decoded.
+#[tokio::test]
+async fn repeated_and_escaped_watch_parameters() {
+    let file = ClusterFile::new("watch-query", &pod("a", "live", &[], "n1", ""));
+    let server = file.serve(&[]);
+    for query in ["watch=true&watch=false", "watch=%74rue"] {
+        let url = format!("{}/api/v1/pods?{query}&timeoutSeconds=1", server.url);
+        let mut watch = WatchStream::open(&url, &[]).await;
+        let added = watch.next(WAIT).await.expect("an event");
+        assert_eq!(added["type"], "ADDED", "{query}: {added}");
+    }
+    let list = get(&server, "/api/v1/pods?watch=false&watch=true")
+        .await
+        .json();
+    assert_eq!(list["kind"], "PodList");
+    let metrics = get(&server, "/metrics").await.body;
+    let watches = metrics
+        .lines()
+        .filter(|l| l.starts_with("kube_bastion_requests_total{verb=\"watch\""))
+        .count();
+    assert!(watches > 0, "{metrics}");
 }
