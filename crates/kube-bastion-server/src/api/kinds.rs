@@ -40,6 +40,14 @@ pub(crate) trait Served:
         Box::new(snapshot.iter_from::<Self>(namespace, start).cloned())
     }
 
+    /// Every object of this kind as served, made once, for a kind whose
+    /// [`served`](Self::served) computes its objects rather than reading them in place
+    /// (namespaces); `None` for the stored kinds.
+    fn served_all(snapshot: &ClusterSnapshot) -> Option<Vec<Arc<Self>>> {
+        let _ = snapshot;
+        None
+    }
+
     /// The object `namespace/name` as served.
     fn served_one(snapshot: &ClusterSnapshot, namespace: &str, name: &str) -> Option<Arc<Self>> {
         snapshot.get::<Self>(namespace, name).cloned()
@@ -105,6 +113,10 @@ impl Served for Namespace {
                 None => Arc::new(implied_namespace(&name, rv)),
             }
         }))
+    }
+
+    fn served_all(snapshot: &ClusterSnapshot) -> Option<Vec<Arc<Self>>> {
+        Some(Self::served(snapshot, None, ("", "")).collect())
     }
 
     fn served_one(snapshot: &ClusterSnapshot, _namespace: &str, name: &str) -> Option<Arc<Self>> {

@@ -35,6 +35,7 @@ use super::query::{ListOptions, WatchStart};
 use super::selector::Selector;
 use super::table::{self, IncludeObject};
 use super::{ApiState, now};
+use crate::store::Store;
 use crate::watch_hub::{HubEvent, Resume, TooOld};
 
 /// kube-apiserver's `--min-request-timeout` default: a watch without `timeoutSeconds` ends
@@ -95,6 +96,9 @@ struct Watcher<T> {
     request: WatchRequest,
     phase: Phase,
     snapshot: Option<Arc<ClusterSnapshot>>,
+    /// The initial objects, made once per watch, for a kind that computes them
+    /// ([`Served::served_all`]).
+    listed: Option<Arc<[Arc<T>]>>,
     end_bookmark: bool,
     backlog: VecDeque<Arc<HubEvent>>,
     receiver: broadcast::Receiver<Arc<HubEvent>>,
@@ -238,16 +242,30 @@ impl<T: Served> Watcher<T> {
         frame(out, event_type, &json);
     }
 
-    /// Sends the next part of the initial state; moves on when it is all sent.
+    /// Sends the next part of the initial state (at most [`INITIAL_BATCH`] objects
+    /// examined, whether they match or not); moves on when it is all sent.
     fn initial(&mut self, out: &mut BytesMut, from: (String, String)) {
         let Some(snapshot) = self.snapshot.clone() else {
             self.phase = Phase::Backlog;
             return;
         };
         let namespace = self.request.namespace.clone();
+        let objects: Box<dyn Iterator<Item = Arc<T>> + '_> = match self.listed.clone() {
+            Some(all) => {
+                let first = all.partition_point(|o| {
+                    let meta = o.metadata();
+                    (
+                        namespace_field::<T>(meta),
+                        meta.name.as_deref().unwrap_or(""),
+                    ) < (from.0.as_str(), from.1.as_str())
+                });
+                Box::new((first..all.len()).map(move |i| Arc::clone(&all[i])))
+            }
+            None => T::served(&snapshot, namespace.as_deref(), (&from.0, &from.1)),
+        };
         let mut examined = 0;
         let mut next = None;
-        for object in T::served(&snapshot, namespace.as_deref(), (&from.0, &from.1)) {
+        for object in objects {
             examined += 1;
             let meta = object.metadata();
             next = Some((
@@ -272,6 +290,7 @@ impl<T: Served> Watcher<T> {
                     self.bookmark(out, rv, true);
                 }
                 self.snapshot = None;
+                self.listed = None;
                 self.phase = Phase::Backlog;
             }
         }
@@ -286,7 +305,13 @@ impl<T: Served> Watcher<T> {
                 return None;
             }
             match std::mem::replace(&mut self.phase, Phase::Live) {
-                Phase::Initial(from) => self.initial(&mut out, from),
+                Phase::Initial(from) => {
+                    self.initial(&mut out, from);
+                    if matches!(self.phase, Phase::Initial(_)) {
+                        // Let other tasks run between batches, even when nothing matched.
+                        tokio::task::yield_now().await;
+                    }
+                }
                 Phase::Backlog => match self.backlog.pop_front() {
                     Some(event) => {
                         self.event(&mut out, &event);
@@ -352,6 +377,50 @@ impl<T: Served> Watcher<T> {
     }
 }
 
+/// Subscribes a watch of `T` to the store's hub.
+fn start<T: Served>(
+    store: &Store,
+    bookmark_interval: Duration,
+    request: WatchRequest,
+) -> Result<Watcher<T>, TooOld> {
+    let resume = match request.start {
+        WatchStart::After(rv) => Resume::After(rv),
+        WatchStart::Initial { .. } | WatchStart::Now => Resume::Now,
+    };
+    let subscription = store.hub().subscribe(resume)?;
+    let snapshot_rv = subscription.resource_version;
+    // Only the initial events read the snapshot: other watches do not keep it.
+    let (phase, after, end_bookmark, snapshot) = match request.start {
+        WatchStart::Initial { end_bookmark } => (
+            Phase::Initial((String::new(), String::new())),
+            snapshot_rv,
+            end_bookmark,
+            Some(subscription.snapshot),
+        ),
+        WatchStart::Now => (Phase::Live, snapshot_rv, false, None),
+        WatchStart::After(rv) => (Phase::Backlog, rv, false, None),
+    };
+    let mut bookmark =
+        tokio::time::interval_at(Instant::now() + bookmark_interval, bookmark_interval);
+    bookmark.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    Ok(Watcher::<T> {
+        deadline: Box::pin(tokio::time::sleep(request.timeout)),
+        request,
+        phase,
+        listed: snapshot.as_deref().and_then(T::served_all).map(Arc::from),
+        snapshot,
+        end_bookmark,
+        backlog: subscription.backlog,
+        receiver: subscription.receiver,
+        after,
+        seen: after,
+        bookmark,
+        closing: store.closing(),
+        columns_sent: false,
+        _kind: std::marker::PhantomData,
+    })
+}
+
 /// Answers a watch of `T`.
 pub(crate) fn watch<T: Served>(state: &ApiState, request: WatchRequest) -> Response {
     if let WatchStart::After(rv) = request.start {
@@ -364,43 +433,9 @@ pub(crate) fn watch<T: Served>(state: &ApiState, request: WatchRequest) -> Respo
             return stream_response(Body::from(error_frame(&too_large(rv, current))));
         }
     }
-    let resume = match request.start {
-        WatchStart::After(rv) => Resume::After(rv),
-        WatchStart::Initial { .. } | WatchStart::Now => Resume::Now,
-    };
-    let body = match state.store.hub().subscribe(resume) {
+    let body = match start::<T>(&state.store, state.bookmark_interval, request) {
         Err(err) => Body::from(error_frame(&too_old(err))),
-        Ok(subscription) => {
-            let snapshot_rv = subscription.resource_version;
-            // Only the initial events read the snapshot: other watches do not keep it.
-            let (phase, after, end_bookmark, snapshot) = match request.start {
-                WatchStart::Initial { end_bookmark } => (
-                    Phase::Initial((String::new(), String::new())),
-                    snapshot_rv,
-                    end_bookmark,
-                    Some(subscription.snapshot),
-                ),
-                WatchStart::Now => (Phase::Live, snapshot_rv, false, None),
-                WatchStart::After(rv) => (Phase::Backlog, rv, false, None),
-            };
-            let interval = state.bookmark_interval;
-            let mut bookmark = tokio::time::interval_at(Instant::now() + interval, interval);
-            bookmark.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let watcher = Watcher::<T> {
-                deadline: Box::pin(tokio::time::sleep(request.timeout)),
-                request,
-                phase,
-                snapshot,
-                end_bookmark,
-                backlog: subscription.backlog,
-                receiver: subscription.receiver,
-                after,
-                seen: after,
-                bookmark,
-                closing: state.store.closing(),
-                columns_sent: false,
-                _kind: std::marker::PhantomData,
-            };
+        Ok(watcher) => {
             Body::from_stream(futures_util::stream::unfold(watcher, |mut w| async move {
                 let chunk = w.next_chunk().await?;
                 Some((Ok::<_, Infallible>(chunk), w))
@@ -419,4 +454,46 @@ fn stream_response(body: Body) -> Response {
         HeaderValue::from_static("application/json"),
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::Pod;
+    use kube_bastion::Object;
+
+    /// A watch over many objects that its selector all rejects still hands the runtime
+    /// back after a batch, instead of scanning everything in one poll.
+    #[tokio::test]
+    async fn the_initial_list_yields_between_batches() {
+        let pods = (0..INITIAL_BATCH * 8).map(|i| {
+            let mut pod = Pod::default();
+            pod.metadata.name = Some(format!("p{i:05}"));
+            pod.metadata.namespace = Some("a".to_owned());
+            Object::Pod(pod)
+        });
+        let store = Store::new(pods.collect(), 16);
+        let request = WatchRequest {
+            namespace: None,
+            selector: Selector::parse_labels("app=none").unwrap(),
+            start: WatchStart::Initial { end_bookmark: true },
+            bookmarks: true,
+            timeout: Duration::from_secs(60),
+            table: None,
+        };
+        let mut watcher = start::<Pod>(&store, Duration::from_secs(60), request).unwrap();
+        {
+            let mut chunk = std::pin::pin!(watcher.next_chunk());
+            assert!(futures_util::poll!(&mut chunk).is_pending());
+        }
+        let Phase::Initial((_, name)) = &watcher.phase else {
+            panic!("the first poll scanned everything");
+        };
+        assert_eq!(name, &format!("p{:05}\u{0}", INITIAL_BATCH - 1));
+        // The rest follows: only the initial-events-end bookmark.
+        let chunk = watcher.next_chunk().await.unwrap();
+        let text = std::str::from_utf8(&chunk).unwrap();
+        assert!(text.starts_with("{\"type\":\"BOOKMARK\""), "{text}");
+        assert_eq!(text.lines().count(), 1, "{text}");
+    }
 }
