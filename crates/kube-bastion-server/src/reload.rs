@@ -73,14 +73,21 @@ pub(crate) async fn watch(
             continue;
         }
         last = now;
+        // Parsing, and the sync (the diff, the watch hub's listener and its events), are
+        // CPU work proportional to the cluster: off the async workers.
         let loaded = {
             let paths = paths.clone();
-            tokio::task::spawn_blocking(move || load_files(&paths)).await
+            let store = Arc::clone(&store);
+            tokio::task::spawn_blocking(move || {
+                load_files(&paths).map(|objects| {
+                    let count = objects.len();
+                    (count, store.sync(objects))
+                })
+            })
+            .await
         };
         match loaded {
-            Ok(Ok(objects)) => {
-                let count = objects.len();
-                let changed = store.sync(objects);
+            Ok(Ok((count, changed))) => {
                 metrics.reload(true);
                 tracing::info!(objects = count, changed, "cluster files changed: reloaded");
             }
