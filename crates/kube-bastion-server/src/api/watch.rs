@@ -145,11 +145,12 @@ impl<T: Served> Watcher<T> {
             || *self.closing.borrow()
     }
 
-    /// The JSON of `object` as this watch sends it (the object, or a one-row Table).
-    fn object_json(&mut self, object: &T, cached: Option<&Bytes>) -> Vec<u8> {
+    /// The JSON of `object` as this watch sends it (the object, or a one-row Table); the
+    /// object of `event`, whose JSON is made once for every watch, when it is one.
+    fn object_json(&mut self, object: &T, event: Option<&HubEvent>) -> Vec<u8> {
         match self.request.table {
-            None => match cached {
-                Some(json) => json.to_vec(),
+            None => match event {
+                Some(event) => event.json().to_vec(),
                 None => serde_json::to_vec(object).unwrap_or_default(),
             },
             Some(include) => {
@@ -172,30 +173,24 @@ impl<T: Served> Watcher<T> {
         }
     }
 
+    /// A BOOKMARK: an empty object of the kind carrying `rv` (and the initial-events-end
+    /// annotation at the end of the initial events), converted to a Table for Table
+    /// watches as upstream converts every event's object, so the row's object metadata
+    /// keeps the annotation and the first event sent carries the column definitions,
+    /// whether it is a bookmark or not.
     fn bookmark(&mut self, out: &mut BytesMut, rv: u64, end_of_initial: bool) {
-        let json = match self.request.table {
-            Some(_) => serde_json::to_vec(&serde_json::json!({
-                "kind": "Table",
-                "apiVersion": "meta.k8s.io/v1",
-                "metadata": { "resourceVersion": rv.to_string() },
-                "columnDefinitions": [],
-                "rows": [],
-            })),
-            None => {
-                let mut object = T::default();
-                let metadata = object.metadata_mut();
-                metadata.resource_version = Some(rv.to_string());
-                if end_of_initial {
-                    metadata.annotations = Some(
-                        [(INITIAL_EVENTS_END.to_owned(), "true".to_owned())]
-                            .into_iter()
-                            .collect(),
-                    );
-                }
-                serde_json::to_vec(&object)
-            }
-        };
-        frame(out, "BOOKMARK", &json.unwrap_or_default());
+        let mut object = T::default();
+        let metadata = object.metadata_mut();
+        metadata.resource_version = Some(rv.to_string());
+        if end_of_initial {
+            metadata.annotations = Some(
+                [(INITIAL_EVENTS_END.to_owned(), "true".to_owned())]
+                    .into_iter()
+                    .collect(),
+            );
+        }
+        let json = self.object_json(&object, None);
+        frame(out, "BOOKMARK", &json);
     }
 
     fn selected(&self, object: &T) -> bool {
@@ -225,10 +220,10 @@ impl<T: Served> Watcher<T> {
             EventType::Deleted => (false, self.selected(object)),
         };
         let (event_type, json) = match (now_selected, was_selected) {
-            (true, false) => ("ADDED", self.object_json(object, Some(event.json()))),
-            (true, true) => ("MODIFIED", self.object_json(object, Some(event.json()))),
+            (true, false) => ("ADDED", self.object_json(object, Some(event))),
+            (true, true) => ("MODIFIED", self.object_json(object, Some(event))),
             (false, true) if event.event_type == EventType::Deleted => {
-                ("DELETED", self.object_json(object, Some(event.json())))
+                ("DELETED", self.object_json(object, Some(event)))
             }
             (false, true) => {
                 // It stopped matching: a deletion of its previous state, at this change.

@@ -86,3 +86,60 @@ async fn repeated_and_escaped_watch_parameters() {
         .count();
     assert!(watches > 0, "{metrics}");
 }
+
+const TABLE: &str = "application/json;as=Table;v=v1;g=meta.k8s.io";
+
+/// Table watches convert bookmarks as they convert objects: one row whose object metadata
+/// keeps the initial-events-end annotation; column definitions only on the first event
+/// sent, a bookmark or not.
+#[tokio::test]
+async fn table_watches_convert_bookmarks_and_send_columns_once() {
+    let file = ClusterFile::new("watch-table", &pod("a", "live", &[], "n1", ""));
+    let server = file.serve(&["--watch-bookmark-interval", "1"]);
+    let columns = |e: &serde_json::Value| {
+        e["object"]["columnDefinitions"]
+            .as_array()
+            .map_or(0, Vec::len)
+    };
+    let url = format!(
+        "{}/api/v1/pods?watch=1&allowWatchBookmarks=true&timeoutSeconds=5",
+        server.url
+    );
+    let mut watch = WatchStream::open(&url, &[("accept", TABLE)]).await;
+    let events = watch.until(WAIT, |e| e["type"] == "BOOKMARK").await;
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert!(columns(&events[0]) > 0, "{}", events[0]);
+    let end = &events[1]["object"];
+    assert_eq!(end["kind"], "Table");
+    assert_eq!(columns(&events[1]), 0, "{end}");
+    let row = &end["rows"][0]["object"];
+    assert_eq!(row["kind"], "PartialObjectMetadata", "{end}");
+    assert_eq!(
+        row["metadata"]["annotations"]["k8s.io/initial-events-end"],
+        "true"
+    );
+    let rv = end["metadata"]["resourceVersion"].as_str().unwrap();
+    assert_eq!(row["metadata"]["resourceVersion"], rv);
+
+    // A watch whose first event is a periodic bookmark gets the columns there, once.
+    let url = format!(
+        "{}/api/v1/pods?watch=1&allowWatchBookmarks=true&resourceVersion={rv}",
+        server.url
+    );
+    let mut watch = WatchStream::open(&url, &[("accept", TABLE)]).await;
+    let tick = watch.next(WAIT).await.unwrap();
+    assert_eq!(tick["type"], "BOOKMARK");
+    assert!(columns(&tick) > 0, "{tick}");
+    assert!(
+        tick["object"]["rows"][0]["object"]["metadata"]
+            .get("annotations")
+            .is_none()
+    );
+    file.edit(
+        &server,
+        &(pod("a", "live", &[], "n1", "") + &pod("b", "live", &[], "n1", "")),
+    )
+    .await;
+    let added = watch.until(WAIT, |e| e["type"] == "ADDED").await;
+    assert_eq!(columns(added.last().unwrap()), 0, "{added:?}");
+}
