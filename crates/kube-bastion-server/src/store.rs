@@ -155,11 +155,40 @@ fn namespace_event(
 ) -> Option<HubEvent> {
     let old = served_namespace(before, name, rv);
     let new = served_namespace(after, name, rv);
-    let stamped = |ns: &Namespace| {
-        let mut ns = ns.clone();
-        ns.metadata.resource_version = Some(rv.to_string());
-        Item::Namespace(Arc::new(ns))
+    let changed = match (&old, &new) {
+        (Some(old), Some(new)) => {
+            let explicit_before = before.get::<Namespace>("", name).is_some();
+            let explicit_after = after.get::<Namespace>("", name).is_some();
+            match (explicit_before, explicit_after) {
+                (true, true) => !Arc::ptr_eq(old, new),
+                (false, false) => false,
+                _ => true,
+            }
+        }
+        _ => true,
     };
+    if changed {
+        namespace_change(old, new, rv)
+    } else {
+        None
+    }
+}
+
+/// How many namespaced objects live in `name`.
+fn objects_in(snapshot: &ClusterSnapshot, name: &str) -> usize {
+    let ns = Some(name);
+    snapshot.count::<Pod>(ns)
+        + snapshot.count::<Service>(ns)
+        + snapshot.count::<Endpoints>(ns)
+        + snapshot.count::<EndpointSlice>(ns)
+}
+
+/// The event that takes a watch of namespaces from `old` to `new` at `rv`, if any.
+fn namespace_change(
+    old: Option<Arc<Namespace>>,
+    new: Option<Arc<Namespace>>,
+    rv: u64,
+) -> Option<HubEvent> {
     match (old, new) {
         (None, Some(new)) => Some(HubEvent::new(
             rv,
@@ -167,32 +196,31 @@ fn namespace_event(
             Item::Namespace(new),
             None,
         )),
-        (Some(old), None) => Some(HubEvent::new(rv, EventType::Deleted, stamped(&old), None)),
-        (Some(old), Some(new)) => {
-            let explicit_before = before.get::<Namespace>("", name).is_some();
-            let explicit_after = after.get::<Namespace>("", name).is_some();
-            let changed = match (explicit_before, explicit_after) {
-                (true, true) => !Arc::ptr_eq(&old, &new),
-                (false, false) => false,
-                _ => true,
-            };
-            changed.then(|| {
-                HubEvent::new(
-                    rv,
-                    EventType::Modified,
-                    Item::Namespace(new),
-                    Some(Item::Namespace(old)),
-                )
-            })
+        (Some(old), None) => {
+            let mut last = Namespace::clone(&old);
+            last.metadata.resource_version = Some(rv.to_string());
+            Some(HubEvent::new(
+                rv,
+                EventType::Deleted,
+                Item::Namespace(Arc::new(last)),
+                None,
+            ))
         }
+        (Some(old), Some(new)) => Some(HubEvent::new(
+            rv,
+            EventType::Modified,
+            Item::Namespace(new),
+            Some(Item::Namespace(old)),
+        )),
         (None, None) => None,
     }
 }
 
-/// The watch events of one published batch: every core event of a namespaced kind, Node
-/// or Namespace with the object's previous state, and for namespaces, one event per
-/// namespace whose served object changed (explicit Namespaces and the implied ones alike),
-/// placed at the last change that touched it.
+/// The watch events of one published batch: every core event of a namespaced kind or Node
+/// with the object's previous state; every change of a Namespace object at its own place
+/// and version (a deleted one whose namespace is still in use becomes the implied one);
+/// and the implied namespaces' comings and goings, one event per namespace whose served
+/// object changed that way, placed at the last change that touched it.
 pub(crate) fn hub_events(
     before: &ClusterSnapshot,
     after: &ClusterSnapshot,
@@ -212,13 +240,44 @@ pub(crate) fn hub_events(
             last_touch.insert(ns, i);
         }
     }
+    let before_rv = before.resource_version();
     let mut in_batch: HashMap<(ObjectKind, String, String), Item> = HashMap::new();
+    // Objects in a namespace so far in the batch (for namespaces with Namespace changes).
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    // The served Namespace as last sent, for namespaces whose Namespace object changed.
+    let mut sent: HashMap<String, Option<Arc<Namespace>>> = HashMap::new();
     let mut out = Vec::with_capacity(events.len());
     for (i, event) in events.iter().enumerate() {
         let rv = event.resource_version();
         let kind = event.object.kind();
-        if kind != ObjectKind::Namespace {
+        let ns = namespace_of(event);
+        if kind == ObjectKind::Namespace {
+            let count = *counts
+                .entry(ns.clone())
+                .or_insert_with(|| objects_in(before, &ns));
+            let old = sent
+                .remove(&ns)
+                .unwrap_or_else(|| served_namespace(before, &ns, before_rv));
+            let new = match (event.event_type, &event.object) {
+                (EventType::Deleted, _) => {
+                    (count > 0).then(|| Arc::new(implied_namespace(&ns, rv)))
+                }
+                (_, object) => match Item::of_event(object, after) {
+                    Item::Namespace(namespace) => Some(namespace),
+                    _ => None,
+                },
+            };
+            out.extend(namespace_change(old, new.clone(), rv));
+            sent.insert(ns.clone(), new);
+        } else {
             let namespace = event.object.namespace().unwrap_or("").to_owned();
+            if let Some(count) = counts.get_mut(&namespace) {
+                match event.event_type {
+                    EventType::Added => *count += 1,
+                    EventType::Deleted => *count = count.saturating_sub(1),
+                    EventType::Modified => {}
+                }
+            }
             let name = event.object.name().to_owned();
             let object = Item::of_event(&event.object, after);
             let key = (kind, namespace, name);
@@ -232,13 +291,20 @@ pub(crate) fn hub_events(
             in_batch.insert(key, object.clone());
             out.push(HubEvent::new(rv, event.event_type, object, previous));
         }
-        let ns = namespace_of(event);
-        if !ns.is_empty()
-            && last_touch.get(&ns) == Some(&i)
-            && let Some(event) = namespace_event(before, after, &ns, rv)
-        {
-            out.push(event);
+        if ns.is_empty() || last_touch.get(&ns) != Some(&i) {
+            continue;
         }
+        let implied = match sent.get(&ns) {
+            // The Namespace object changed (and was sent): only an implied namespace
+            // coming or going since is left to send.
+            Some(last) => match (last, served_namespace(after, &ns, rv)) {
+                (None, Some(now)) => namespace_change(None, Some(now), rv),
+                (Some(last), None) => namespace_change(Some(Arc::clone(last)), None, rv),
+                _ => None,
+            },
+            None => namespace_event(before, after, &ns, rv),
+        };
+        out.extend(implied);
     }
     out
 }
@@ -312,5 +378,63 @@ mod tests {
         assert!(store.snapshot_at(first + 99).is_none());
         // Unchanged objects make no event.
         assert_eq!(store.sync(vec![pod("one", "a", "")]), 0);
+    }
+
+    fn namespace(name: &str, note: &str) -> Object {
+        Object::Namespace(
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": name, "annotations": {"n": note}}
+            }))
+            .unwrap(),
+        )
+    }
+
+    /// Namespace object changes are sent at their own version, even when their namespace
+    /// is touched again later in the batch; versions never go backwards.
+    #[test]
+    fn namespace_objects_keep_their_place_in_a_batch() {
+        let store = Store::new(vec![pod("one", "a", "")], 16);
+        let mut sub = store.hub().subscribe(Resume::Now).unwrap();
+        let cluster = store.cluster();
+        // An explicit Namespace over an implied one, then a pod in it.
+        cluster.apply_batch([
+            Change::Apply(namespace("one", "x")),
+            Change::Apply(pod("one", "b", "")),
+        ]);
+        // A new Namespace, then a pod in it; then the Namespace deleted while the pod
+        // stays, and another pod: the implied namespace takes over at the deletion.
+        cluster.apply_batch([
+            Change::Apply(namespace("two", "")),
+            Change::Apply(pod("two", "c", "")),
+        ]);
+        cluster.apply_batch([
+            Change::delete(ObjectKind::Namespace, "", "two"),
+            Change::Apply(pod("two", "d", "")),
+        ]);
+        let mut seen = Vec::new();
+        let mut last = 0;
+        while let Ok(event) = sub.receiver.try_recv() {
+            assert!(event.resource_version >= last, "backwards: {event:?}");
+            last = event.resource_version;
+            if let Item::Namespace(ns) = &event.object {
+                assert_eq!(
+                    ns.metadata.resource_version.as_deref(),
+                    Some(event.resource_version.to_string().as_str()),
+                    "{event:?}"
+                );
+            }
+            seen.push(describe(&event));
+        }
+        assert_eq!(
+            seen,
+            [
+                "MODIFIED ns one",
+                "ADDED pod b",
+                "ADDED ns two",
+                "ADDED pod c",
+                "MODIFIED ns two",
+                "ADDED pod d",
+            ]
+        );
     }
 }
