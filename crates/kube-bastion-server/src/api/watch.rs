@@ -454,7 +454,7 @@ fn stream_response(body: Body) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::core::v1::Pod;
+    use k8s_openapi::api::core::v1::{Namespace, Pod};
     use kube_bastion::Object;
 
     /// A watch over many objects that its selector all rejects still hands the runtime
@@ -490,5 +490,74 @@ mod tests {
         let text = std::str::from_utf8(&chunk).unwrap();
         assert!(text.starts_with("{\"type\":\"BOOKMARK\""), "{text}");
         assert_eq!(text.lines().count(), 1, "{text}");
+    }
+
+    /// Only a watch that sends initial events holds the snapshot, and only until they are
+    /// sent.
+    #[tokio::test]
+    async fn only_initial_events_hold_the_snapshot() {
+        let store = Store::new(Vec::new(), 16);
+        let rv = store.snapshot().resource_version();
+        let request = |start| WatchRequest {
+            namespace: None,
+            selector: Selector::default(),
+            start,
+            bookmarks: false,
+            timeout: Duration::from_secs(60),
+            table: None,
+        };
+        let interval = Duration::from_secs(60);
+        for from in [WatchStart::After(rv), WatchStart::Now] {
+            let watcher = start::<Pod>(&store, interval, request(from)).unwrap();
+            assert!(watcher.snapshot.is_none(), "{from:?}");
+        }
+        let initial = WatchStart::Initial { end_bookmark: true };
+        let mut watcher = start::<Pod>(&store, interval, request(initial)).unwrap();
+        assert!(watcher.snapshot.is_some());
+        let chunk = watcher.next_chunk().await.unwrap();
+        assert!(chunk.starts_with(b"{\"type\":\"BOOKMARK\""));
+        assert!(watcher.snapshot.is_none());
+    }
+
+    /// Namespaces, made once per watch, are sent across batches in order, each once.
+    #[tokio::test]
+    async fn initial_namespaces_span_batches() {
+        let count = INITIAL_BATCH * 2 + 7;
+        let pods = (0..count).map(|i| {
+            let mut pod = Pod::default();
+            pod.metadata.name = Some("p".to_owned());
+            pod.metadata.namespace = Some(format!("ns{i:04}"));
+            Object::Pod(pod)
+        });
+        let store = Store::new(pods.collect(), 16);
+        let request = WatchRequest {
+            namespace: None,
+            selector: Selector::default(),
+            start: WatchStart::Initial { end_bookmark: true },
+            bookmarks: true,
+            timeout: Duration::from_secs(60),
+            table: None,
+        };
+        let interval = Duration::from_secs(60);
+        let mut watcher = start::<Namespace>(&store, interval, request).unwrap();
+        let mut text = String::new();
+        while !text.contains("BOOKMARK") {
+            let chunk = watcher.next_chunk().await.unwrap();
+            text.push_str(std::str::from_utf8(&chunk).unwrap());
+        }
+        let names: Vec<String> = text
+            .lines()
+            .filter_map(|line| {
+                let event: serde_json::Value = serde_json::from_str(line).unwrap();
+                (event["type"] == "ADDED").then(|| {
+                    event["object"]["metadata"]["name"]
+                        .as_str()
+                        .unwrap()
+                        .to_owned()
+                })
+            })
+            .collect();
+        let expected: Vec<String> = (0..count).map(|i| format!("ns{i:04}")).collect();
+        assert_eq!(names, expected);
     }
 }
