@@ -30,11 +30,7 @@ use serde::Serialize;
 
 use crate::metrics::{self, Metrics};
 use crate::store::Store;
-use resources::{
-    get_namespace, get_namespaced, get_node, get_slice, list_cluster_wide, list_namespaced,
-    list_ns_slices, list_slices, watch_cluster_wide, watch_namespace, watch_namespaced,
-    watch_namespaced_one, watch_node, watch_ns_slices, watch_slice, watch_slices,
-};
+use resources::Route;
 
 /// What the API handlers share.
 #[derive(Clone, Debug)]
@@ -50,6 +46,12 @@ pub(crate) struct ApiState {
     /// How often a watch that allows bookmarks gets one.
     pub(crate) bookmark_interval: Duration,
 }
+
+/// EndpointSlice lists (and `?watch`) in the discovery.k8s.io group.
+const SLICES: Route = Route::list(Some("endpointslices")).discovery();
+
+/// The `/watch/` form of EndpointSlices.
+const SLICE_WATCH: Route = Route::watch(Some("endpointslices")).discovery();
 
 /// The router of the read-only API.
 pub(crate) fn router(state: ApiState) -> Router {
@@ -79,48 +81,57 @@ pub(crate) fn router(state: ApiState) -> Router {
             "/apis/discovery.k8s.io/v1",
             get(|| async { json(StatusCode::OK, &discovery::discovery_v1()) }),
         )
-        .route("/api/v1/{resource}", get(list_cluster_wide))
-        .route("/api/v1/namespaces/{name}", get(get_namespace))
-        .route("/api/v1/nodes/{name}", get(get_node))
+        .route("/api/v1/{resource}", Route::list(None).handler())
+        .route(
+            "/api/v1/namespaces/{name}",
+            Route::get(Some("namespaces")).handler(),
+        )
+        .route("/api/v1/nodes/{name}", Route::get(Some("nodes")).handler())
         .route(
             "/api/v1/namespaces/{namespace}/{resource}",
-            get(list_namespaced),
+            Route::list(None).handler(),
         )
         .route(
             "/api/v1/namespaces/{namespace}/{resource}/{name}",
-            get(get_namespaced),
+            Route::get(None).handler(),
         )
-        .route("/api/v1/watch/{resource}", get(watch_cluster_wide))
-        .route("/api/v1/watch/namespaces/{name}", get(watch_namespace))
-        .route("/api/v1/watch/nodes/{name}", get(watch_node))
+        .route("/api/v1/watch/{resource}", Route::watch(None).handler())
+        .route(
+            "/api/v1/watch/namespaces/{name}",
+            Route::watch(Some("namespaces")).handler(),
+        )
+        .route(
+            "/api/v1/watch/nodes/{name}",
+            Route::watch(Some("nodes")).handler(),
+        )
         .route(
             "/api/v1/watch/namespaces/{namespace}/{resource}",
-            get(watch_namespaced),
+            Route::watch(None).handler(),
         )
         .route(
             "/api/v1/watch/namespaces/{namespace}/{resource}/{name}",
-            get(watch_namespaced_one),
+            Route::watch(None).handler(),
         )
-        .route("/apis/discovery.k8s.io/v1/endpointslices", get(list_slices))
+        .route("/apis/discovery.k8s.io/v1/endpointslices", SLICES.handler())
         .route(
             "/apis/discovery.k8s.io/v1/watch/endpointslices",
-            get(watch_slices),
+            SLICE_WATCH.handler(),
         )
         .route(
             "/apis/discovery.k8s.io/v1/watch/namespaces/{namespace}/endpointslices",
-            get(watch_ns_slices),
+            SLICE_WATCH.handler(),
         )
         .route(
             "/apis/discovery.k8s.io/v1/watch/namespaces/{namespace}/endpointslices/{name}",
-            get(watch_slice),
+            SLICE_WATCH.handler(),
         )
         .route(
             "/apis/discovery.k8s.io/v1/namespaces/{namespace}/endpointslices",
-            get(list_ns_slices),
+            SLICES.handler(),
         )
         .route(
             "/apis/discovery.k8s.io/v1/namespaces/{namespace}/endpointslices/{name}",
-            get(get_slice),
+            Route::get(Some("endpointslices")).discovery().handler(),
         )
         .fallback(fallback)
         .method_not_allowed_fallback(method_not_allowed)

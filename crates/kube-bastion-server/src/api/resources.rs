@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
+use axum::routing::{MethodRouter, get};
 use k8s_openapi::api::core::v1::{Endpoints, Namespace, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube_bastion::Status;
@@ -18,8 +19,6 @@ use super::selector::Selector;
 use super::table::IncludeObject;
 use super::watch::{self, WatchRequest};
 use super::{ApiState, meta_status_response, not_found_path, status_response, wants_table};
-
-type Params = QueryParams;
 
 /// A collection request: list, watch (`?watch=true`), or the watch path form (`/watch/`,
 /// `watch_path`), optionally of one object (`name`).
@@ -87,221 +86,106 @@ fn one<T: Served>(
     }
 }
 
-/// Dispatches a collection route by resource name.
-fn by_resource(
-    state: &ApiState,
-    resource: &str,
-    namespace: Option<&str>,
-    name: Option<&str>,
+/// What a resource route serves besides its path parameters (`namespace`, `resource`,
+/// `name`, whichever the path has).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Route {
+    /// Resources of the discovery.k8s.io group (EndpointSlices) rather than of core/v1.
+    discovery: bool,
+    /// The resource, when the path fixes it.
+    resource: Option<&'static str>,
+    /// The `/watch/` path form.
     watch_path: bool,
-    query: &HashMap<String, String>,
-    headers: &HeaderMap,
-) -> Response {
-    let cluster_wide = namespace.is_none();
-    match resource {
-        "pods" => collection::<Pod>(state, namespace, name, watch_path, query, headers),
-        "services" => collection::<Service>(state, namespace, name, watch_path, query, headers),
-        "endpoints" => collection::<Endpoints>(state, namespace, name, watch_path, query, headers),
-        "nodes" if cluster_wide => {
-            collection::<Node>(state, None, name, watch_path, query, headers)
+    /// A get of the object `name` (otherwise a list or watch, of one object when named).
+    get: bool,
+}
+
+impl Route {
+    /// A list or `?watch` of `{resource}`, or of `resource` when given.
+    pub(crate) const fn list(resource: Option<&'static str>) -> Self {
+        Route {
+            discovery: false,
+            resource,
+            watch_path: false,
+            get: false,
         }
-        "namespaces" if cluster_wide => {
-            collection::<Namespace>(state, None, name, watch_path, query, headers)
+    }
+
+    /// A get of `{name}` (of `resource` when given).
+    pub(crate) const fn get(resource: Option<&'static str>) -> Self {
+        Route {
+            get: true,
+            ..Route::list(resource)
         }
-        _ => status_response(&not_found_path()),
     }
-}
 
-/// `GET /api/v1/{resource}`.
-pub(crate) async fn list_cluster_wide(
-    State(state): State<ApiState>,
-    Path(resource): Path<String>,
-    QueryParams(query): Params,
-    headers: HeaderMap,
-) -> Response {
-    by_resource(&state, &resource, None, None, false, &query, &headers)
-}
-
-/// `GET /api/v1/namespaces/{namespace}/{resource}`.
-pub(crate) async fn list_namespaced(
-    State(state): State<ApiState>,
-    Path((namespace, resource)): Path<(String, String)>,
-    QueryParams(query): Params,
-    headers: HeaderMap,
-) -> Response {
-    by_resource(
-        &state,
-        &resource,
-        Some(&namespace),
-        None,
-        false,
-        &query,
-        &headers,
-    )
-}
-
-/// `GET /api/v1/watch/{resource}`.
-pub(crate) async fn watch_cluster_wide(
-    State(state): State<ApiState>,
-    Path(resource): Path<String>,
-    QueryParams(query): Params,
-    headers: HeaderMap,
-) -> Response {
-    by_resource(&state, &resource, None, None, true, &query, &headers)
-}
-
-/// `GET /api/v1/watch/namespaces/{namespace}/{resource}`.
-pub(crate) async fn watch_namespaced(
-    State(state): State<ApiState>,
-    Path((namespace, resource)): Path<(String, String)>,
-    QueryParams(query): Params,
-    headers: HeaderMap,
-) -> Response {
-    by_resource(
-        &state,
-        &resource,
-        Some(&namespace),
-        None,
-        true,
-        &query,
-        &headers,
-    )
-}
-
-/// `GET /api/v1/watch/namespaces/{namespace}/{resource}/{name}`.
-pub(crate) async fn watch_namespaced_one(
-    State(state): State<ApiState>,
-    Path((namespace, resource, name)): Path<(String, String, String)>,
-    QueryParams(query): Params,
-    headers: HeaderMap,
-) -> Response {
-    by_resource(
-        &state,
-        &resource,
-        Some(&namespace),
-        Some(&name),
-        true,
-        &query,
-        &headers,
-    )
-}
-
-/// `GET /api/v1/watch/namespaces/{name}`.
-pub(crate) async fn watch_namespace(
-    State(state): State<ApiState>,
-    Path(name): Path<String>,
-    QueryParams(query): Params,
-    headers: HeaderMap,
-) -> Response {
-    collection::<Namespace>(&state, None, Some(&name), true, &query, &headers)
-}
-
-/// `GET /api/v1/watch/nodes/{name}`.
-pub(crate) async fn watch_node(
-    State(state): State<ApiState>,
-    Path(name): Path<String>,
-    QueryParams(query): Params,
-    headers: HeaderMap,
-) -> Response {
-    collection::<Node>(&state, None, Some(&name), true, &query, &headers)
-}
-
-/// `GET /api/v1/namespaces/{namespace}/{resource}/{name}`.
-pub(crate) async fn get_namespaced(
-    State(state): State<ApiState>,
-    Path((namespace, resource, name)): Path<(String, String, String)>,
-    QueryParams(query): Params,
-    headers: HeaderMap,
-) -> Response {
-    match resource.as_str() {
-        "pods" => one::<Pod>(&state, &namespace, &name, &query, &headers),
-        "services" => one::<Service>(&state, &namespace, &name, &query, &headers),
-        "endpoints" => one::<Endpoints>(&state, &namespace, &name, &query, &headers),
-        _ => status_response(&not_found_path()),
+    /// The `/watch/` path form (of one object when the path names one).
+    pub(crate) const fn watch(resource: Option<&'static str>) -> Self {
+        Route {
+            watch_path: true,
+            ..Route::list(resource)
+        }
     }
-}
 
-/// `GET /api/v1/namespaces/{name}`.
-pub(crate) async fn get_namespace(
-    State(state): State<ApiState>,
-    Path(name): Path<String>,
-    QueryParams(query): Params,
-    headers: HeaderMap,
-) -> Response {
-    one::<Namespace>(&state, "", &name, &query, &headers)
-}
+    /// The same route in the discovery.k8s.io group.
+    pub(crate) const fn discovery(self) -> Self {
+        Route {
+            discovery: true,
+            ..self
+        }
+    }
 
-/// `GET /api/v1/nodes/{name}`.
-pub(crate) async fn get_node(
-    State(state): State<ApiState>,
-    Path(name): Path<String>,
-    QueryParams(query): Params,
-    headers: HeaderMap,
-) -> Response {
-    one::<Node>(&state, "", &name, &query, &headers)
-}
+    /// The axum handler of this route.
+    pub(crate) fn handler(self) -> MethodRouter<ApiState> {
+        get(
+            move |State(state): State<ApiState>,
+                  params: Option<Path<HashMap<String, String>>>,
+                  QueryParams(query): QueryParams,
+                  headers: HeaderMap| async move {
+                let params = params.map(|Path(p)| p).unwrap_or_default();
+                self.serve(&state, &params, &query, &headers)
+            },
+        )
+    }
 
-/// `GET /apis/discovery.k8s.io/v1/endpointslices`.
-pub(crate) async fn list_slices(
-    State(state): State<ApiState>,
-    QueryParams(query): Params,
-    headers: HeaderMap,
-) -> Response {
-    collection::<EndpointSlice>(&state, None, None, false, &query, &headers)
-}
+    fn serve(
+        self,
+        state: &ApiState,
+        params: &HashMap<String, String>,
+        query: &HashMap<String, String>,
+        headers: &HeaderMap,
+    ) -> Response {
+        let param = |key: &str| params.get(key).map(String::as_str);
+        let resource = self.resource.or(param("resource")).unwrap_or_default();
+        let namespace = param("namespace");
+        let cluster_wide = namespace.is_none();
+        let request = (state, namespace, param("name"), query, headers);
+        match (self.discovery, resource) {
+            (false, "pods") => self.at::<Pod>(request),
+            (false, "services") => self.at::<Service>(request),
+            (false, "endpoints") => self.at::<Endpoints>(request),
+            (false, "nodes") if cluster_wide => self.at::<Node>(request),
+            (false, "namespaces") if cluster_wide => self.at::<Namespace>(request),
+            (true, "endpointslices") => self.at::<EndpointSlice>(request),
+            _ => status_response(&not_found_path()),
+        }
+    }
 
-/// `GET /apis/discovery.k8s.io/v1/namespaces/{namespace}/endpointslices`.
-pub(crate) async fn list_ns_slices(
-    State(state): State<ApiState>,
-    Path(namespace): Path<String>,
-    QueryParams(query): Params,
-    headers: HeaderMap,
-) -> Response {
-    collection::<EndpointSlice>(&state, Some(&namespace), None, false, &query, &headers)
-}
-
-/// `GET /apis/discovery.k8s.io/v1/watch/endpointslices`.
-pub(crate) async fn watch_slices(
-    State(state): State<ApiState>,
-    QueryParams(query): Params,
-    headers: HeaderMap,
-) -> Response {
-    collection::<EndpointSlice>(&state, None, None, true, &query, &headers)
-}
-
-/// `GET /apis/discovery.k8s.io/v1/watch/namespaces/{namespace}/endpointslices`.
-pub(crate) async fn watch_ns_slices(
-    State(state): State<ApiState>,
-    Path(namespace): Path<String>,
-    QueryParams(query): Params,
-    headers: HeaderMap,
-) -> Response {
-    collection::<EndpointSlice>(&state, Some(&namespace), None, true, &query, &headers)
-}
-
-/// `GET /apis/discovery.k8s.io/v1/watch/namespaces/{namespace}/endpointslices/{name}`.
-pub(crate) async fn watch_slice(
-    State(state): State<ApiState>,
-    Path((namespace, name)): Path<(String, String)>,
-    QueryParams(query): Params,
-    headers: HeaderMap,
-) -> Response {
-    collection::<EndpointSlice>(
-        &state,
-        Some(&namespace),
-        Some(&name),
-        true,
-        &query,
-        &headers,
-    )
-}
-
-/// `GET /apis/discovery.k8s.io/v1/namespaces/{namespace}/endpointslices/{name}`.
-pub(crate) async fn get_slice(
-    State(state): State<ApiState>,
-    Path((namespace, name)): Path<(String, String)>,
-    QueryParams(query): Params,
-    headers: HeaderMap,
-) -> Response {
-    one::<EndpointSlice>(&state, &namespace, &name, &query, &headers)
+    fn at<T: Served>(
+        self,
+        (state, namespace, name, query, headers): (
+            &ApiState,
+            Option<&str>,
+            Option<&str>,
+            &HashMap<String, String>,
+            &HeaderMap,
+        ),
+    ) -> Response {
+        match name {
+            Some(name) if self.get => {
+                one::<T>(state, namespace.unwrap_or(""), name, query, headers)
+            }
+            _ => collection::<T>(state, namespace, name, self.watch_path, query, headers),
+        }
+    }
 }

@@ -143,3 +143,98 @@ async fn table_watches_convert_bookmarks_and_send_columns_once() {
     let added = watch.until(WAIT, |e| e["type"] == "ADDED").await;
     assert_eq!(columns(added.last().unwrap()), 0, "{added:?}");
 }
+
+/// Every resource route serves its kind, in its form: lists, gets, the `/watch/` path form
+/// of collections and of one object, in core/v1 and in discovery.k8s.io; a kind outside its
+/// group or scope is a 404.
+#[tokio::test]
+async fn every_route_serves_its_kind_in_its_form() {
+    let extra = "---\napiVersion: v1\nkind: Node\nmetadata: {name: n1}\n\
+                 ---\napiVersion: v1\nkind: Node\nmetadata: {name: n2}\n\
+                 ---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+                 metadata: {name: s1, namespace: live, labels: {kubernetes.io/service-name: web}}\n\
+                 addressType: IPv4\nendpoints: []\n\
+                 ---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+                 metadata: {name: s2, namespace: live, labels: {kubernetes.io/service-name: web}}\n\
+                 addressType: IPv4\nendpoints: []\n";
+    let text = pod("a", "live", &[], "n1", "") + extra;
+    let file = ClusterFile::new("routes", &text);
+    let server = file.serve(&[]);
+
+    // Lists and gets: (path, kind of the answer, names in it).
+    for (path, kind, names) in [
+        ("/api/v1/nodes", "NodeList", &["n1", "n2"][..]),
+        ("/api/v1/nodes/n2", "Node", &["n2"][..]),
+        ("/api/v1/namespaces/live", "Namespace", &["live"][..]),
+        ("/api/v1/namespaces/live/pods/a", "Pod", &["a"][..]),
+        (
+            "/apis/discovery.k8s.io/v1/endpointslices",
+            "EndpointSliceList",
+            &["s1", "s2"][..],
+        ),
+        (
+            "/apis/discovery.k8s.io/v1/namespaces/live/endpointslices/s2",
+            "EndpointSlice",
+            &["s2"][..],
+        ),
+    ] {
+        let reply = get(&server, path).await;
+        assert_eq!(reply.status, 200, "{path}: {}", reply.body);
+        let body: serde_json::Value = serde_json::from_str(&reply.body).expect("JSON");
+        assert_eq!(body["kind"], kind, "{path}");
+        let got: Vec<&str> = match body["items"].as_array() {
+            Some(items) => items
+                .iter()
+                .filter_map(|i| i["metadata"]["name"].as_str())
+                .collect(),
+            None => body["metadata"]["name"].as_str().into_iter().collect(),
+        };
+        assert_eq!(got, names, "{path}");
+    }
+
+    // The `/watch/` path form: the ADDED events of exactly the objects it names.
+    for (path, names) in [
+        ("/api/v1/watch/nodes", &["n1", "n2"][..]),
+        ("/api/v1/watch/nodes/n2", &["n2"][..]),
+        ("/api/v1/watch/namespaces/live", &["live"][..]),
+        ("/api/v1/watch/namespaces/live/pods/a", &["a"][..]),
+        (
+            "/apis/discovery.k8s.io/v1/watch/endpointslices",
+            &["s1", "s2"][..],
+        ),
+        (
+            "/apis/discovery.k8s.io/v1/watch/namespaces/live/endpointslices",
+            &["s1", "s2"][..],
+        ),
+        (
+            "/apis/discovery.k8s.io/v1/watch/namespaces/live/endpointslices/s1",
+            &["s1"][..],
+        ),
+    ] {
+        let url = format!("{}{path}?timeoutSeconds=1", server.url);
+        let mut watch = WatchStream::open(&url, &[]).await;
+        assert_eq!(watch.status, 200, "{path}");
+        let mut got = Vec::new();
+        while let Some(event) = watch.next(WAIT).await {
+            assert_eq!(event["type"], "ADDED", "{path}: {event}");
+            got.push(
+                event["object"]["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_owned(),
+            );
+        }
+        assert_eq!(got, names, "{path}");
+    }
+
+    // A kind outside its group or scope.
+    for path in [
+        "/api/v1/endpointslices",
+        "/api/v1/namespaces/live/nodes",
+        "/api/v1/namespaces/live/namespaces",
+        "/api/v1/watch/namespaces/live/nodes",
+        "/apis/discovery.k8s.io/v1/pods",
+    ] {
+        assert_eq!(get(&server, path).await.status, 404, "{path}");
+    }
+}
