@@ -227,3 +227,57 @@ proptest! {
         }
     }
 }
+
+/// `sync_scope` replaces one kind in one namespace (a watcher's relist): objects of that kind
+/// in the scope that are not listed are deleted, everything else is left alone, and
+/// cluster-scoped kinds ignore the namespace.
+#[test]
+fn a_scoped_sync_replaces_one_kind_in_one_namespace() {
+    use crate::common::pod;
+    let node = |name: &str| object(serde_json::json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}}));
+    let cluster = MemoryCluster::from_objects([
+        object(pod("a", "old", &["10.0.0.1"], serde_json::json!([]))),
+        object(pod("a", "kept", &["10.0.0.2"], serde_json::json!([]))),
+        object(pod("b", "other", &["10.0.0.3"], serde_json::json!([]))),
+        object(serde_json::json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "old", "namespace": "a"}})),
+        node("n1"),
+        node("n2"),
+    ]);
+    let events = cluster.sync_scope(
+        ObjectKind::Pod,
+        Some("a"),
+        [
+            object(pod("a", "kept", &["10.0.0.2"], serde_json::json!([]))),
+            object(pod("a", "new", &["10.0.0.4"], serde_json::json!([]))),
+        ],
+    );
+    let mut seen: Vec<(EventType, String)> = events
+        .iter()
+        .map(|e| (e.event_type, e.object.name().to_owned()))
+        .collect();
+    seen.sort_by(|x, y| x.1.cmp(&y.1));
+    assert_eq!(
+        seen,
+        [(EventType::Added, "new".to_owned()), (EventType::Deleted, "old".to_owned())]
+    );
+    let snapshot = cluster.snapshot();
+    let names = |ns| -> Vec<String> {
+        snapshot
+            .pods(Some(ns))
+            .iter()
+            .map(|p| p.metadata.name.clone().unwrap_or_default())
+            .collect()
+    };
+    assert_eq!(names("a"), ["kept", "new"]);
+    assert_eq!(names("b"), ["other"], "another namespace is out of scope");
+    assert_eq!(snapshot.services(Some("a")).len(), 1, "another kind is out of scope");
+
+    let events = cluster.sync_scope(ObjectKind::Node, Some("a"), [node("n2")]);
+    assert_eq!(events.len(), 1);
+    assert_eq!((events[0].event_type, events[0].object.name()), (EventType::Deleted, "n1"));
+    assert_eq!(cluster.snapshot().nodes().len(), 1);
+    assert!(
+        cluster.sync_scope(ObjectKind::Node, None, [node("n2")]).is_empty(),
+        "an unchanged relist changes nothing"
+    );
+}

@@ -159,6 +159,29 @@ impl Status {
         Self::new(503, Some("ServiceUnavailable"), message)
     }
 
+    /// 503 ServiceUnavailable `the proxy's view of the cluster is not synced yet: its
+    /// initial lists are still loading` with `details.retryAfterSeconds: 1`, for a request
+    /// that arrives while a [`ClusterSource`](crate::ClusterSource) is not synced: a
+    /// retry soon succeeds, where a `404` from a partial view would be wrong.
+    ///
+    /// ```
+    /// let status = kube_bastion_core::Status::not_synced();
+    /// assert_eq!(status.code(), 503);
+    /// assert_eq!(status.reason(), Some("ServiceUnavailable"));
+    /// assert_eq!(status.details().and_then(|d| d.retry_after_seconds), Some(1));
+    /// assert_eq!(status.to_response().headers()["retry-after"], "1");
+    /// ```
+    pub fn not_synced() -> Self {
+        let mut status = Self::service_unavailable(
+            "the proxy's view of the cluster is not synced yet: its initial lists are still loading",
+        );
+        status.0.details = Some(meta::StatusDetails {
+            retry_after_seconds: Some(1),
+            ..meta::StatusDetails::default()
+        });
+        status
+    }
+
     /// 504 with reason `Timeout` (`metav1.StatusReasonTimeout`, the reason apimachinery
     /// associates with 504) and this message, for a backend that did not answer in time.
     pub fn gateway_timeout(message: impl Into<String>) -> Self {
@@ -262,6 +285,17 @@ impl Status {
             http::header::CONTENT_TYPE,
             http::HeaderValue::from_static("application/json"),
         );
+        // As apimachinery's `ErrorNegotiated`: a positive `retryAfterSeconds` also goes out
+        // as `Retry-After`.
+        if let Some(seconds) = self
+            .details()
+            .and_then(|d| d.retry_after_seconds)
+            .filter(|s| *s > 0)
+        {
+            response
+                .headers_mut()
+                .insert(http::header::RETRY_AFTER, http::HeaderValue::from(seconds));
+        }
         response
     }
 }

@@ -11,7 +11,6 @@ use axum::Router;
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
-use http::HeaderValue;
 use kube_bastion::Status;
 use tokio::sync::Semaphore;
 
@@ -44,14 +43,10 @@ async fn limit(State(permits): State<Arc<Semaphore>>, request: Request, next: Ne
     next.run(request).await
 }
 
-/// The 429 answer: a Status with `retryAfterSeconds`, and `Retry-After`.
+/// The 429 answer: a Status with `retryAfterSeconds`, and `Retry-After`
+/// ([`Status::to_response`] writes it).
 pub(crate) fn too_many_requests() -> Response {
-    let mut response = status_response(&Status::too_many_requests(RETRY_AFTER_SECONDS));
-    response.headers_mut().insert(
-        http::header::RETRY_AFTER,
-        HeaderValue::from(RETRY_AFTER_SECONDS),
-    );
-    response
+    status_response(&Status::too_many_requests(RETRY_AFTER_SECONDS))
 }
 
 #[cfg(test)]

@@ -42,6 +42,16 @@ pub enum ObjectKind {
 }
 
 impl ObjectKind {
+    /// Every kind, in the order snapshots list them.
+    pub const ALL: [ObjectKind; 6] = [
+        ObjectKind::Pod,
+        ObjectKind::Service,
+        ObjectKind::Endpoints,
+        ObjectKind::EndpointSlice,
+        ObjectKind::Node,
+        ObjectKind::Namespace,
+    ];
+
     /// The `kind` as written in manifests (`Pod`, `EndpointSlice`, ...).
     pub fn as_str(self) -> &'static str {
         match self {

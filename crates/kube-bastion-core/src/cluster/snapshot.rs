@@ -305,20 +305,39 @@ impl ClusterSnapshot {
 
     /// The kind, namespace (empty for cluster-scoped kinds) and name of every object.
     pub(super) fn keys(&self) -> impl Iterator<Item = (ObjectKind, &str, &str)> {
-        fn of<T>(
+        ObjectKind::ALL
+            .into_iter()
+            .flat_map(|kind| self.keys_in(kind, None))
+    }
+
+    /// The keys of the objects of `kind` in `namespace` (every namespace when `None`; for
+    /// cluster-scoped kinds the namespace is ignored).
+    pub(super) fn keys_in<'a>(
+        &'a self,
+        kind: ObjectKind,
+        namespace: Option<&'a str>,
+    ) -> Box<dyn Iterator<Item = (ObjectKind, &'a str, &'a str)> + 'a> {
+        fn of<'a, T>(
             kind: ObjectKind,
-            index: &Namespaced<T>,
-        ) -> impl Iterator<Item = (ObjectKind, &str, &str)> {
-            index
-                .iter()
-                .flat_map(move |(ns, names)| names.keys().map(move |name| (kind, &**ns, &**name)))
+            index: &'a Namespaced<T>,
+            namespace: Option<&'a str>,
+        ) -> Box<dyn Iterator<Item = (ObjectKind, &'a str, &'a str)> + 'a> {
+            let names = move |(ns, names): (&'a Key, &'a OrdMap<Key, Arc<T>>)| {
+                names.keys().map(move |name| (kind, &**ns, &**name))
+            };
+            match namespace.filter(|_| kind.is_namespaced()) {
+                Some(ns) => Box::new(index.get_key_value(ns).into_iter().flat_map(names)),
+                None => Box::new(index.iter().flat_map(names)),
+            }
         }
-        of(ObjectKind::Pod, &self.pods)
-            .chain(of(ObjectKind::Service, &self.services))
-            .chain(of(ObjectKind::Endpoints, &self.endpoints))
-            .chain(of(ObjectKind::EndpointSlice, &self.slices))
-            .chain(of(ObjectKind::Node, &self.nodes))
-            .chain(of(ObjectKind::Namespace, &self.namespaces))
+        match kind {
+            ObjectKind::Pod => of(kind, &self.pods, namespace),
+            ObjectKind::Service => of(kind, &self.services, namespace),
+            ObjectKind::Endpoints => of(kind, &self.endpoints, namespace),
+            ObjectKind::EndpointSlice => of(kind, &self.slices, namespace),
+            ObjectKind::Node => of(kind, &self.nodes, namespace),
+            ObjectKind::Namespace => of(kind, &self.namespaces, namespace),
+        }
     }
 
     /// The object `namespace/name` of kind `T` (`namespace` is `""` for nodes and

@@ -193,14 +193,42 @@ impl MemoryCluster {
         self.sync_locked(&writer, objects.into_iter().collect())
     }
 
+    /// Makes the objects of `kind` in `namespace` (every namespace when `None`; ignored for
+    /// cluster-scoped kinds) exactly `objects`, leaving every other object alone, in one
+    /// snapshot: what a watcher's relist means. Objects of `kind` in the scope that are not
+    /// among `objects` are deleted; `objects` outside the scope are applied but never cause a
+    /// deletion. Returns the events, a per-object diff as [`sync`](Self::sync) gives.
+    pub fn sync_scope(
+        &self,
+        kind: ObjectKind,
+        namespace: Option<&str>,
+        objects: impl IntoIterator<Item = Object>,
+    ) -> Vec<ClusterEvent> {
+        let writer = self.lock();
+        self.sync_in(&writer, Some((kind, namespace)), objects.into_iter().collect())
+    }
+
     fn sync_locked(&self, writer: &Writer, objects: Vec<Object>) -> Vec<ClusterEvent> {
+        self.sync_in(writer, None, objects)
+    }
+
+    /// Syncs the objects of `scope` (every object when `None`) to `objects`.
+    fn sync_in(
+        &self,
+        writer: &Writer,
+        scope: Option<(ObjectKind, Option<&str>)>,
+        objects: Vec<Object>,
+    ) -> Vec<ClusterEvent> {
         let current = self.current.load();
         let keep: HashSet<(ObjectKind, &str, &str)> = objects
             .iter()
             .map(|o| (o.kind(), o.namespace().unwrap_or(""), o.name()))
             .collect();
-        let gone: Vec<Change> = current
-            .keys()
+        let existing = match scope {
+            Some((kind, namespace)) => current.keys_in(kind, namespace),
+            None => Box::new(current.keys()),
+        };
+        let gone: Vec<Change> = existing
             .filter(|key| !keep.contains(key))
             .map(|(kind, namespace, name)| Change::delete(kind, namespace, name))
             .collect();

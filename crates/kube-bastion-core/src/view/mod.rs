@@ -46,6 +46,15 @@ pub trait ClusterView: Send + Sync {
 pub trait ClusterSource: Send + Sync {
     /// The current view.
     fn view(&self) -> Arc<dyn ClusterView>;
+
+    /// Whether the views are complete. A source that fills itself from a live cluster
+    /// returns `false` until its initial lists are in: a lookup in a partial view could
+    /// answer `404` for an object that exists, so the proxy answers
+    /// [`Status::not_synced`](crate::Status::not_synced) (`503`) instead of resolving.
+    /// The default is `true`.
+    fn is_synced(&self) -> bool {
+        true
+    }
 }
 
 impl<V: ClusterView + 'static> ClusterSource for Arc<V> {

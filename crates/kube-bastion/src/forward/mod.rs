@@ -137,7 +137,11 @@ where
 
     // 4. resolve against one consistent view
     let target = {
-        let view = config.cluster().view();
+        let cluster = config.cluster();
+        if !cluster.is_synced() {
+            return Err(Status::not_synced());
+        }
+        let view = cluster.view();
         resolve(&*view, &preq, config.resolve_options())?
     };
 
