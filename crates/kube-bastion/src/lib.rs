@@ -12,7 +12,8 @@
 //! The pieces a configuration is made of:
 //!
 //! * where targets come from: a [`ClusterSource`] ([`MemoryCluster`] loads `kubectl get -o
-//!   yaml` output and can be swapped atomically);
+//!   yaml` output and can be swapped atomically); with the cargo feature `kube`,
+//!   `KubeCluster` keeps one up to date from kube-rs watchers (or from events you feed it);
 //! * who may proxy: an [`Authorizer`] ([`AllowAll`], [`authorize_fn`], or your own), given
 //!   kube-style [`Attributes`]; [`UserInfo`] and [`TokenFile`] for hosts that authenticate
 //!   with kube-apiserver's token file;
@@ -43,6 +44,8 @@ mod forward;
 pub mod fuzzing;
 mod headers;
 mod layer;
+#[cfg(feature = "kube")]
+mod live;
 mod report;
 mod rewrite;
 mod transport;
@@ -72,6 +75,8 @@ pub use balance::{
 pub use body::{BodyIdleTimeout, ProxyBody};
 pub use config::{ProxyConfig, ProxyConfigBuilder};
 pub use headers::{HeaderOptions, HostHeader, PeerAddr};
+#[cfg(feature = "kube")]
+pub use live::{Feeder, KindStats, KubeCluster, KubeClusterOptions, KubeClusterStats, WatchedKind};
 pub use layer::{Proxy, ProxyLayer, ProxyService, ResponseBody, ResponseFuture, ServiceFuture};
 pub use rewrite::{RewriteBodyError, RewriteOptions};
 pub use transport::{ClientIdentity, PoolOptions, Roots, Timeouts, TlsError, TlsOptions};
