@@ -1,0 +1,17 @@
+# The kube-bastion server image.
+#
+#   docker build -t ghcr.io/kube-bastion/kube-bastion:0.1.0 .
+#
+# The runtime image is distroless (glibc, CA certificates, no shell) and runs as the
+# non-root user 65532. deploy/ runs it in a cluster.
+
+FROM rust:1.89-bookworm AS build
+WORKDIR /src
+COPY . .
+RUN cargo build --release --locked -p kube-bastion-server \
+    && cp target/release/kube-bastion /usr/local/bin/kube-bastion
+
+FROM gcr.io/distroless/cc-debian12:nonroot
+COPY --from=build /usr/local/bin/kube-bastion /usr/local/bin/kube-bastion
+USER 65532:65532
+ENTRYPOINT ["/usr/local/bin/kube-bastion"]
