@@ -12,6 +12,7 @@ mod connection;
 mod demo;
 mod item;
 mod limit;
+mod live;
 mod metrics;
 mod proxy;
 mod reload;
@@ -98,7 +99,8 @@ async fn run(args: ServeArgs) -> Result<(), String> {
         (Some(cert), Some(key)) => Some(serve::load_tls(cert, key)?),
         _ => None,
     };
-    let demo_mode = args.clusters.is_empty();
+    let kube_config = live::client_config(&args.source, !args.clusters.is_empty()).await?;
+    let demo_mode = args.clusters.is_empty() && kube_config.is_none();
     let demo = demo_mode.then(|| args.demo.addresses());
     if demo_mode && !args.listen.ip().is_loopback() && !args.demo_allow_remote {
         return Err(format!(
@@ -112,6 +114,10 @@ async fn run(args: ServeArgs) -> Result<(), String> {
         let objects = demo::objects(&addresses, created)?;
         demo::start(addresses, created).await?;
         Arc::new(Store::new(objects, args.watch.cache_size()))
+    } else if let Some(config) = kube_config {
+        let store = Arc::new(Store::new(Vec::new(), args.watch.cache_size()));
+        store.set_live(live::start(config, &args.source, store.cluster())?);
+        store
     } else {
         let objects = reload::load_files(&args.clusters).map_err(|e| format!("--cluster {e}"))?;
         tracing::info!(
@@ -125,7 +131,7 @@ async fn run(args: ServeArgs) -> Result<(), String> {
     let balancer = proxy::balancer(&args);
     let proxy = proxy::layer(
         &args,
-        store.cluster(),
+        store.source(),
         demo.as_ref(),
         tunnels.clone(),
         balancer.clone(),
@@ -159,7 +165,7 @@ async fn run(args: ServeArgs) -> Result<(), String> {
     };
     let app = app.layer(metrics::MetricsLayer::new(metrics.clone()));
 
-    if !demo_mode {
+    if !args.clusters.is_empty() {
         tokio::spawn(reload::watch(
             args.clusters.clone(),
             args.poll_interval(),
@@ -172,6 +178,16 @@ async fn run(args: ServeArgs) -> Result<(), String> {
     let _ = writeln!(out, "kube-bastion serving on {base}");
     if demo_mode {
         let _ = writeln!(out, "{}", demo::banner(&base, tls.is_some()));
+    } else if store.live().is_some() {
+        let _ = writeln!(
+            out,
+            "cluster: live, {} (ready once the initial lists are in)",
+            if args.source.watch_namespaces.is_empty() {
+                "every namespace".to_owned()
+            } else {
+                format!("namespaces {}", args.source.watch_namespaces.join(", "))
+            }
+        );
     } else {
         let _ = writeln!(
             out,

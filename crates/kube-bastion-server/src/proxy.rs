@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use axum::extract::ConnectInfo;
 use kube_bastion::RewriteOptions;
+use kube_bastion::core::ClusterSource;
 use kube_bastion::{BalancePolicy, Balancer, BalancerConfig};
 use kube_bastion::{
-    ClientIdentity, HostHeader, MemoryCluster, PoolOptions, ProxyConfig, ProxyLayer, Roots,
-    TlsOptions,
+    ClientIdentity, HostHeader, PoolOptions, ProxyConfig, ProxyLayer, Roots, TlsOptions,
 };
 use kube_bastion::{Shutdown, UpgradeOptions};
 
@@ -102,7 +102,7 @@ fn rewrite_options(args: &ServeArgs) -> RewriteOptions {
 /// endpoint state (shared with `/metrics`).
 pub(crate) fn layer(
     args: &ServeArgs,
-    cluster: Arc<MemoryCluster>,
+    cluster: Arc<dyn ClusterSource>,
     demo: Option<&DemoAddresses>,
     shutdown: Shutdown,
     balancer: Balancer,

@@ -3,12 +3,13 @@
 //! feeds, and the recent snapshots that paged lists continue from.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use k8s_openapi::api::core::v1::{Endpoints, Namespace, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube_bastion::KubeCluster;
 use kube_bastion::core::{
-    ClusterEvent, ClusterSnapshot, EventType, MemoryCluster, Object, ObjectKind,
+    ClusterEvent, ClusterSnapshot, ClusterSource, EventType, MemoryCluster, Object, ObjectKind,
 };
 use tokio::sync::watch;
 
@@ -28,6 +29,8 @@ pub(crate) struct Store {
     hub: Arc<WatchHub<ClusterSnapshot>>,
     retained: Arc<Mutex<VecDeque<Arc<ClusterSnapshot>>>>,
     closing: watch::Sender<bool>,
+    /// The watchers keeping the cluster up to date, when it is a live one.
+    live: OnceLock<KubeCluster>,
 }
 
 impl Store {
@@ -72,12 +75,38 @@ impl Store {
             hub,
             retained,
             closing,
+            live: OnceLock::new(),
         }
     }
 
-    /// The cluster the proxy resolves against.
+    /// The cluster the watchers and file reloads write to.
     pub(crate) fn cluster(&self) -> Arc<MemoryCluster> {
         self.cluster.clone()
+    }
+
+    /// What the proxy resolves against: the live cluster when there is one (it answers
+    /// `503` until synced), else the memory cluster.
+    pub(crate) fn source(&self) -> Arc<dyn ClusterSource> {
+        match self.live.get() {
+            Some(live) => Arc::new(live.clone()),
+            None => self.cluster.clone(),
+        }
+    }
+
+    /// Records the live cluster that feeds this store.
+    pub(crate) fn set_live(&self, live: KubeCluster) {
+        let _ = self.live.set(live);
+    }
+
+    /// The live cluster, when there is one.
+    pub(crate) fn live(&self) -> Option<&KubeCluster> {
+        self.live.get()
+    }
+
+    /// Whether the view is complete: always for files and the demo; for a live cluster,
+    /// once every watcher has finished its initial list.
+    pub(crate) fn is_synced(&self) -> bool {
+        self.live.get().is_none_or(KubeCluster::is_synced)
     }
 
     /// The current snapshot.

@@ -75,9 +75,9 @@ pub use balance::{
 pub use body::{BodyIdleTimeout, ProxyBody};
 pub use config::{ProxyConfig, ProxyConfigBuilder};
 pub use headers::{HeaderOptions, HostHeader, PeerAddr};
+pub use layer::{Proxy, ProxyLayer, ProxyService, ResponseBody, ResponseFuture, ServiceFuture};
 #[cfg(feature = "kube")]
 pub use live::{Feeder, KindStats, KubeCluster, KubeClusterOptions, KubeClusterStats, WatchedKind};
-pub use layer::{Proxy, ProxyLayer, ProxyService, ResponseBody, ResponseFuture, ServiceFuture};
 pub use rewrite::{RewriteBodyError, RewriteOptions};
 pub use transport::{ClientIdentity, PoolOptions, Roots, Timeouts, TlsError, TlsOptions};
 pub use upgrade::{Shutdown, UpgradeOptions};

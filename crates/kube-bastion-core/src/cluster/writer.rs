@@ -205,7 +205,11 @@ impl MemoryCluster {
         objects: impl IntoIterator<Item = Object>,
     ) -> Vec<ClusterEvent> {
         let writer = self.lock();
-        self.sync_in(&writer, Some((kind, namespace)), objects.into_iter().collect())
+        self.sync_in(
+            &writer,
+            Some((kind, namespace)),
+            objects.into_iter().collect(),
+        )
     }
 
     fn sync_locked(&self, writer: &Writer, objects: Vec<Object>) -> Vec<ClusterEvent> {

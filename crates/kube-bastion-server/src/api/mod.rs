@@ -62,7 +62,7 @@ pub(crate) fn router(state: ApiState) -> Router {
         )
         .route("/healthz", get(ok))
         .route("/livez", get(ok))
-        .route("/readyz", get(ok))
+        .route("/readyz", get(readyz))
         .route("/metrics", get(serve_metrics))
         .route("/api", get(api_versions))
         .route(
@@ -190,6 +190,20 @@ async fn ok() -> Response {
     ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], "ok").into_response()
 }
 
+/// `/readyz`: `ok` once the cluster view is complete; until then 500 with the failed
+/// check, as kube-apiserver's health checks answer.
+async fn readyz(State(state): State<ApiState>) -> Response {
+    if state.store.is_synced() {
+        return ok().await.into_response();
+    }
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        "[+]ping ok\n[-]cluster-view-synced failed: reason withheld\nreadyz check failed\n",
+    )
+        .into_response()
+}
+
 async fn serve_metrics(State(state): State<ApiState>) -> Response {
     (
         [(
@@ -202,7 +216,12 @@ async fn serve_metrics(State(state): State<ApiState>) -> Response {
                 "# HELP kube_bastion_watches Watches being served now.\n\
                  # TYPE kube_bastion_watches gauge\nkube_bastion_watches {}\n",
                 state.store.hub().watchers()
-            ),
+            )
+            + &state
+                .store
+                .live()
+                .map(|live| crate::live::render_metrics(&live.stats()))
+                .unwrap_or_default(),
     )
         .into_response()
 }

@@ -8,8 +8,10 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 mod limits;
+mod source;
 
 pub(crate) use limits::{LimitArgs, WatchArgs};
+pub(crate) use source::SourceArgs;
 
 use crate::demo::DemoAddresses;
 use ipnet::{IpNet, Ipv4Net};
@@ -156,6 +158,8 @@ pub(crate) struct ServeArgs {
     #[arg(long = "cluster-poll-interval-ms", default_value_t = 1000, value_name = "MS",
           value_parser = clap::value_parser!(u64).range(10..))]
     pub(crate) cluster_poll_interval_ms: u64,
+    #[command(flatten)]
+    pub(crate) source: SourceArgs,
     #[command(flatten)]
     pub(crate) resolution: ResolutionArgs,
     #[command(flatten)]

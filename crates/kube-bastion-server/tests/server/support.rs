@@ -128,10 +128,13 @@ impl Server {
                 let Ok(line) = line else { break };
                 banner.push_str(&line);
                 banner.push('\n');
-                // The banner ends with a blank line (demo) or the cluster-files line.
+                // The banner ends with a blank line (demo), the cluster-files line or the
+                // live-cluster line.
                 if !sent
                     && banner.contains("serving on ")
-                    && (line.starts_with("cluster files:") || line.contains("in a browser"))
+                    && (line.starts_with("cluster files:")
+                        || line.starts_with("cluster: live")
+                        || line.contains("in a browser"))
                 {
                     let _ = tx.send(banner.clone());
                     sent = true;

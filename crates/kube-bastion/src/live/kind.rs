@@ -33,7 +33,14 @@ pub(super) mod sealed {
 /// [`Feeder`](super::Feeder) accepts: `Pod`, `Service`, `EndpointSlice`, `Endpoints`,
 /// `Node` and `Namespace` from k8s-openapi. Sealed.
 pub trait WatchedKind:
-    sealed::Sealed + Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static
+    sealed::Sealed
+    + Resource<DynamicType = ()>
+    + Clone
+    + DeserializeOwned
+    + Debug
+    + Send
+    + Sync
+    + 'static
 {
     /// The kind in the cluster model.
     const KIND: ObjectKind;
@@ -161,7 +168,10 @@ mod tests {
             name: Some("web".into()),
             namespace: Some("shop".into()),
             managed_fields: Some(vec![ManagedFieldsEntry::default()]),
-            annotations: Some(BTreeMap::from([(LAST_APPLIED.to_owned(), "{...}".to_owned())])),
+            annotations: Some(BTreeMap::from([(
+                LAST_APPLIED.to_owned(),
+                "{...}".to_owned(),
+            )])),
             labels: Some(BTreeMap::from([("app".to_owned(), "web".to_owned())])),
             ..ObjectMeta::default()
         }
@@ -201,7 +211,10 @@ mod tests {
         let spec = slim.spec.expect("spec");
         assert_eq!(spec.node_name.as_deref(), Some("node-1"));
         assert_eq!(spec.volumes, None);
-        assert_eq!(spec.containers[0].ports, pod.spec.as_ref().unwrap().containers[0].ports);
+        assert_eq!(
+            spec.containers[0].ports,
+            pod.spec.as_ref().unwrap().containers[0].ports
+        );
         assert_eq!(spec.containers[0].command, None);
         assert_eq!(slim.status, pod.status);
     }

@@ -108,7 +108,12 @@ struct Tasks(Mutex<Vec<AbortHandle>>);
 
 impl Drop for Tasks {
     fn drop(&mut self) {
-        for task in self.0.get_mut().unwrap_or_else(PoisonError::into_inner).drain(..) {
+        for task in self
+            .0
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .drain(..)
+        {
             task.abort();
         }
     }

@@ -113,9 +113,8 @@ mod tests {
     fn a_namespace_restriction_gives_one_watcher_per_namespace_and_nodes_stay_cluster_wide() {
         let options = KubeClusterOptions::default().namespaces(["b", "a", "b"]);
         assert_eq!(options.watched_namespaces(), ["a", "b"]);
-        let scopes = |kind| -> Vec<Scope> {
-            options.watchers(kind).into_iter().map(|(s, _)| s).collect()
-        };
+        let scopes =
+            |kind| -> Vec<Scope> { options.watchers(kind).into_iter().map(|(s, _)| s).collect() };
         assert_eq!(
             scopes(ObjectKind::Pod),
             [Scope::Namespace("a".into()), Scope::Namespace("b".into())]
@@ -123,7 +122,10 @@ mod tests {
         assert_eq!(scopes(ObjectKind::Node), [Scope::All]);
         let namespaces = options.watchers(ObjectKind::Namespace);
         assert_eq!(namespaces[1].0, Scope::Name("b".into()));
-        assert_eq!(namespaces[1].1.field_selector.as_deref(), Some("metadata.name=b"));
+        assert_eq!(
+            namespaces[1].1.field_selector.as_deref(),
+            Some("metadata.name=b")
+        );
         assert_eq!(
             KubeClusterOptions::default().watchers(ObjectKind::Pod)[0].0,
             Scope::All
@@ -132,10 +134,19 @@ mod tests {
 
     #[test]
     fn endpoints_are_watched_only_when_asked() {
-        assert!(!KubeClusterOptions::default().kinds().contains(&ObjectKind::Endpoints));
+        assert!(
+            !KubeClusterOptions::default()
+                .kinds()
+                .contains(&ObjectKind::Endpoints)
+        );
         let with = KubeClusterOptions::default().endpoints(true);
         assert!(with.kinds().contains(&ObjectKind::Endpoints));
         let core = &with.rbac_rules()[0];
-        assert!(core.resources.as_ref().unwrap().contains(&"endpoints".to_owned()));
+        assert!(
+            core.resources
+                .as_ref()
+                .unwrap()
+                .contains(&"endpoints".to_owned())
+        );
     }
 }
