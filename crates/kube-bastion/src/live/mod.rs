@@ -234,3 +234,6 @@ impl ClusterSource for KubeCluster {
         KubeCluster::is_synced(self)
     }
 }
+
+#[cfg(test)]
+mod tests;
