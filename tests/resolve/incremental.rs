@@ -234,12 +234,16 @@ proptest! {
 #[test]
 fn a_scoped_sync_replaces_one_kind_in_one_namespace() {
     use crate::common::pod;
-    let node = |name: &str| object(serde_json::json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}}));
+    let node = |name: &str| {
+        object(serde_json::json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}}))
+    };
     let cluster = MemoryCluster::from_objects([
         object(pod("a", "old", &["10.0.0.1"], serde_json::json!([]))),
         object(pod("a", "kept", &["10.0.0.2"], serde_json::json!([]))),
         object(pod("b", "other", &["10.0.0.3"], serde_json::json!([]))),
-        object(serde_json::json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "old", "namespace": "a"}})),
+        object(
+            serde_json::json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "old", "namespace": "a"}}),
+        ),
         node("n1"),
         node("n2"),
     ]);
@@ -258,7 +262,10 @@ fn a_scoped_sync_replaces_one_kind_in_one_namespace() {
     seen.sort_by(|x, y| x.1.cmp(&y.1));
     assert_eq!(
         seen,
-        [(EventType::Added, "new".to_owned()), (EventType::Deleted, "old".to_owned())]
+        [
+            (EventType::Added, "new".to_owned()),
+            (EventType::Deleted, "old".to_owned())
+        ]
     );
     let snapshot = cluster.snapshot();
     let names = |ns| -> Vec<String> {
@@ -270,14 +277,23 @@ fn a_scoped_sync_replaces_one_kind_in_one_namespace() {
     };
     assert_eq!(names("a"), ["kept", "new"]);
     assert_eq!(names("b"), ["other"], "another namespace is out of scope");
-    assert_eq!(snapshot.services(Some("a")).len(), 1, "another kind is out of scope");
+    assert_eq!(
+        snapshot.services(Some("a")).len(),
+        1,
+        "another kind is out of scope"
+    );
 
     let events = cluster.sync_scope(ObjectKind::Node, Some("a"), [node("n2")]);
     assert_eq!(events.len(), 1);
-    assert_eq!((events[0].event_type, events[0].object.name()), (EventType::Deleted, "n1"));
+    assert_eq!(
+        (events[0].event_type, events[0].object.name()),
+        (EventType::Deleted, "n1")
+    );
     assert_eq!(cluster.snapshot().nodes().len(), 1);
     assert!(
-        cluster.sync_scope(ObjectKind::Node, None, [node("n2")]).is_empty(),
+        cluster
+            .sync_scope(ObjectKind::Node, None, [node("n2")])
+            .is_empty(),
         "an unchanged relist changes nothing"
     );
 }
