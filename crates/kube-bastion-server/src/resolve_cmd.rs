@@ -2,17 +2,18 @@
 //! sending anything. The command-line face of "unit-test proxy path resolution".
 
 use std::io::Write as _;
-use std::time::SystemTime;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use http::{HeaderMap, HeaderValue, Method, Uri, header};
 use kube_bastion::core::{
-    AppProtocol, ClusterSnapshot, ClusterView, EndpointState, Host, Plan, ProxyRequest,
-    ResolveOptions, Route, Status, Target, TransportKind, resolve,
+    AppProtocol, ClusterSnapshot, ClusterView, EndpointState, Host, MemoryCluster, Plan,
+    ProxyRequest, ResolveOptions, Route, Status, Target, TransportKind, resolve,
 };
 use serde_json::{Value, json};
 
 use crate::cli::ResolveArgs;
-use crate::{demo, reload};
+use crate::{demo, live, reload};
 
 /// What the proxy would answer.
 #[derive(Debug)]
@@ -158,24 +159,55 @@ pub(crate) fn decide(
 }
 
 /// Runs the subcommand: prints the JSON and returns the exit code.
+/// How long `resolve` waits for a live cluster's initial lists.
+const LIVE_SYNC_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The live cluster's view, once its initial lists are in, when `--kubeconfig` is given (or
+/// the process runs in a pod without `--cluster`).
+fn live_snapshot(args: &ResolveArgs) -> Result<Option<Arc<ClusterSnapshot>>, String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    runtime.block_on(async {
+        let Some(config) = live::client_config(&args.source, !args.clusters.is_empty()).await?
+        else {
+            return Ok(None);
+        };
+        let cluster = live::start(config, &args.source, Arc::new(MemoryCluster::new()))?;
+        tokio::time::timeout(LIVE_SYNC_TIMEOUT, cluster.ready())
+            .await
+            .map_err(|_| {
+                format!(
+                    "the live cluster did not answer its initial lists within {}s",
+                    LIVE_SYNC_TIMEOUT.as_secs()
+                )
+            })?;
+        Ok(Some(cluster.snapshot()))
+    })
+}
+
 pub(crate) fn run(args: &ResolveArgs) -> Result<i32, String> {
     let method: Method = args
         .method
         .to_ascii_uppercase()
         .parse()
         .map_err(|_| format!("invalid method {:?}", args.method))?;
-    let (objects, demo) = if args.clusters.is_empty() {
+    let (snapshot, demo) = if let Some(snapshot) = live_snapshot(args)? {
+        (snapshot, None)
+    } else if args.clusters.is_empty() {
         let addresses = args.demo.addresses();
+        let objects = demo::objects(&addresses, SystemTime::now())?;
         (
-            demo::objects(&addresses, SystemTime::now())?,
+            Arc::new(ClusterSnapshot::from_objects(objects)),
             Some(addresses),
         )
     } else {
-        (reload::load_files(&args.clusters)?, None)
+        let objects = reload::load_files(&args.clusters)?;
+        (Arc::new(ClusterSnapshot::from_objects(objects)), None)
     };
-    let snapshot = ClusterSnapshot::from_objects(objects);
     let options = args.resolution.resolve_options(demo.as_ref());
-    let outcome = decide(&snapshot, &options, &method, &args.path, args.upgrade)?;
+    let outcome = decide(&*snapshot, &options, &method, &args.path, args.upgrade)?;
     let (value, code) = match outcome {
         Outcome::Proceed(v) => (v, 0),
         Outcome::Refuse(v) => (v, 1),

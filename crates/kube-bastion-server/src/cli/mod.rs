@@ -63,6 +63,8 @@ pub(crate) struct ResolveArgs {
     #[arg(long)]
     pub(crate) upgrade: bool,
     #[command(flatten)]
+    pub(crate) source: SourceArgs,
+    #[command(flatten)]
     pub(crate) resolution: ResolutionArgs,
     #[command(flatten)]
     pub(crate) demo: DemoArgs,

@@ -193,6 +193,31 @@ async fn a_server_follows_another_through_its_watch_api() {
         "B's API lists A's pods"
     );
 
+    // `resolve` answers from the live view too.
+    let resolved = std::process::Command::new(crate::support::BIN)
+        .args([
+            "resolve",
+            "--kubeconfig",
+            &config,
+            "--destination-allow",
+            "127.0.0.0/8",
+        ])
+        .arg(service_path(80))
+        .output()
+        .expect("run resolve");
+    let stdout = String::from_utf8_lossy(&resolved.stdout);
+    assert!(
+        resolved.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&resolved.stderr)
+    );
+    let decision: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
+    assert_eq!(
+        decision["target"]["candidates"][0]["url"],
+        format!("http://{}:{port}/", ips[0]),
+        "{stdout}"
+    );
+
     // A new pod (and endpoint) becomes reachable through B.
     let edited = Instant::now();
     file.edit(&a, &cluster(&[pod1, pod2], &["web-1", "web-2"], 80, port))

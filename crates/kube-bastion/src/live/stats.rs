@@ -14,7 +14,7 @@ pub struct KindStats {
     pub applied: u64,
     /// Objects deleted (`Delete` events).
     pub deleted: u64,
-    /// Lists after the first one: relists after `410 Gone` or a lost connection.
+    /// Lists completed after the first one: relists after `410 Gone` or a lost connection.
     pub relists: u64,
     /// Errors the watch streams reported (each one retried with kube-rs's default backoff).
     pub errors: u64,
