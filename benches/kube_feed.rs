@@ -60,7 +60,7 @@ fn split(objects: Vec<Object>) -> (Vec<Pod>, Vec<Service>, Vec<EndpointSlice>, V
 fn event(pods: &[Pod], seq: usize) -> Event<Pod> {
     let mut pod = pods[seq % pods.len()].clone();
     pod.metadata.annotations = Some([(SEQ.to_owned(), seq.to_string())].into());
-    if (seq / pods.len()) % 2 == 0 {
+    if (seq / pods.len()).is_multiple_of(2) {
         pod.status.as_mut().unwrap().pod_ips = Some(vec![PodIP {
             ip: format!("10.200.{}.{}", (seq >> 8) & 255, seq & 255),
         }]);
