@@ -6,8 +6,13 @@
 # (instructions of the MANY run - instructions of the FEW run) / (MANY - FEW), which cancels
 # start-up, warm-up and shutdown. Instruction counts are repeatable where CPU time is not.
 #
-# Usage: bench/callgrind.sh [BINARY]
+# Usage: bench/callgrind.sh [BINARY [ARG...]]
 #   BINARY  a bench_target build to measure (default: build this checkout's)
+#   ARG...  its arguments (default: 127.0.0.1:18093, bench_target's listen address)
+# The server binary, as users run it, on the peer harness's cluster file:
+#   RUST_LOG=warn TARGET_PATH=/api/v1/namespaces/default/pods/origin-0:18090/proxy/small \
+#     bench/callgrind.sh target/release/kube-bastion --listen 127.0.0.1:18093 \
+#     --cluster bench/peer/cluster.yaml --destination-allow 127.0.0.0/8
 # Env: FEW (500), MANY (2500), TARGET_PATH (a pod path through the proxy).
 # Needs: valgrind, nginx, python3.
 set -euo pipefail
@@ -20,9 +25,15 @@ proxy_port=18093
 
 if [[ $# -ge 1 ]]; then
     binary=$1
+    shift
 else
     cargo build --release --locked --quiet --example bench_target --manifest-path "$repo/Cargo.toml"
     binary=$repo/target/release/examples/bench_target
+fi
+
+args=("$@")
+if [[ ${#args[@]} -eq 0 ]]; then
+    args=("127.0.0.1:$proxy_port")
 fi
 
 run=$(mktemp -d)
@@ -84,7 +95,7 @@ PY
 # Total instructions of one run of N requests.
 instructions() {
     local n=$1 out=$run/callgrind.$1
-    valgrind --tool=callgrind --callgrind-out-file="$out" "$binary" "127.0.0.1:$proxy_port" \
+    valgrind --tool=callgrind --callgrind-out-file="$out" "$binary" "${args[@]}" \
         >/dev/null 2>"$run/valgrind.$n.log" &
     local pid=$!
     drive "$n"

@@ -128,6 +128,7 @@ impl<K: WatchedKind> Feeder<K> {
                 }
                 Event::Init => {
                     if self.listed_before {
+                        self.count(Counted::Relist, 1);
                         tracing::info!(kind = K::KIND.as_str(), scope = %self.scope, "relisting");
                     }
                     self.listing = Some(Vec::new());
@@ -227,9 +228,6 @@ impl<K: WatchedKind> Feeder<K> {
         }
         let elapsed = self.list_started.take().map(|t| t.elapsed());
         tracing::info!(kind = K::KIND.as_str(), scope = %self.scope, objects = count, ?elapsed, "list done");
-        if self.listed_before {
-            self.count(Counted::Relist, 1);
-        }
         self.listed_before = true;
         if !self.synced {
             self.synced = true;

@@ -14,7 +14,8 @@ pub struct KindStats {
     pub applied: u64,
     /// Objects deleted (`Delete` events).
     pub deleted: u64,
-    /// Lists completed after the first one: relists after `410 Gone` or a lost connection.
+    /// Relists started after the first list (after `410 Gone`, or when a watch cannot
+    /// resume); a relist whose list request fails and starts again counts again.
     pub relists: u64,
     /// Errors the watch streams reported (each one retried with kube-rs's default backoff).
     pub errors: u64,
