@@ -15,9 +15,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::Router;
+use std::convert::Infallible;
+
 use axum::extract::ConnectInfo;
-use bytes::Bytes;
 use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
@@ -26,7 +26,6 @@ use hyper_util::server::conn::auto::Builder;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 use tokio::time::Instant;
-use tower::Service as _;
 
 /// How long a connection closed for idleness gets to say goodbye (HTTP/2 `GOAWAY`) before
 /// it is dropped.
@@ -112,17 +111,17 @@ impl Drop for InFlight {
     }
 }
 
-/// The router as hyper's service for one connection: inserts the peer address and
-/// tracks every request until its response body ends.
+/// The server's service stack as hyper's service for one connection: inserts the peer
+/// address and tracks every request until its response body ends.
 #[derive(Clone, Debug)]
-pub(crate) struct ConnectionService {
-    app: Router,
+pub(crate) struct ConnectionService<S> {
+    app: S,
     peer: SocketAddr,
     activity: Arc<Activity>,
 }
 
-impl ConnectionService {
-    pub(crate) fn new(app: Router, peer: SocketAddr, activity: Arc<Activity>) -> Self {
+impl<S> ConnectionService<S> {
+    pub(crate) fn new(app: S, peer: SocketAddr, activity: Arc<Activity>) -> Self {
         ConnectionService {
             app,
             peer,
@@ -131,15 +130,20 @@ impl ConnectionService {
     }
 }
 
-impl hyper::service::Service<Request<Incoming>> for ConnectionService {
-    type Response = Response<TrackedBody>;
-    type Error = std::convert::Infallible;
-    type Future = TrackedFuture;
+impl<S, B> hyper::service::Service<Request<Incoming>> for ConnectionService<S>
+where
+    S: tower::Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Clone,
+{
+    type Response = Response<TrackedBody<B>>;
+    type Error = Infallible;
+    type Future = TrackedFuture<S::Future>;
 
     fn call(&self, mut request: Request<Incoming>) -> Self::Future {
         request.extensions_mut().insert(ConnectInfo(self.peer));
         let guard = self.activity.start();
-        // A Router is always ready; calling a clone is what tower's `oneshot` would do.
+        // Every service of the stack is always ready (the router, the proxy layer, the
+        // authentication and metrics layers); calling a clone is what tower's `oneshot`
+        // would do.
         let mut app = self.app.clone();
         TrackedFuture {
             inner: app.call(request),
@@ -150,15 +154,18 @@ impl hyper::service::Service<Request<Incoming>> for ConnectionService {
 
 pin_project_lite::pin_project! {
     /// Response future of [`ConnectionService`].
-    pub(crate) struct TrackedFuture {
+    pub(crate) struct TrackedFuture<F> {
         #[pin]
-        inner: axum::routing::future::RouteFuture<std::convert::Infallible>,
+        inner: F,
         guard: Option<InFlight>,
     }
 }
 
-impl Future for TrackedFuture {
-    type Output = Result<Response<TrackedBody>, std::convert::Infallible>;
+impl<F, B> Future for TrackedFuture<F>
+where
+    F: Future<Output = Result<Response<B>, Infallible>>,
+{
+    type Output = Result<Response<TrackedBody<B>>, Infallible>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
@@ -173,16 +180,16 @@ impl Future for TrackedFuture {
 
 pin_project_lite::pin_project! {
     /// A response body that keeps its request counted as in flight until it ends.
-    pub(crate) struct TrackedBody {
+    pub(crate) struct TrackedBody<B> {
         #[pin]
-        inner: axum::body::Body,
+        inner: B,
         _guard: Option<InFlight>,
     }
 }
 
-impl Body for TrackedBody {
-    type Data = Bytes;
-    type Error = axum::Error;
+impl<B: Body> Body for TrackedBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
 
     fn poll_frame(
         self: Pin<&mut Self>,
@@ -218,15 +225,23 @@ enum Phase {
 /// Serves one connection until it ends, the setup deadline passes without a request, it
 /// stays idle for the idle timeout, or `shutdown` turns true (then in-flight requests
 /// finish: graceful shutdown).
-pub(crate) async fn drive<I>(
+pub(crate) async fn drive<I, S, B>(
     builder: &Builder<TokioExecutor>,
     io: I,
-    service: ConnectionService,
+    service: ConnectionService<S>,
     deadlines: Deadlines,
     mut shutdown: watch::Receiver<bool>,
     stats: &ConnectionStats,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: tower::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let activity = Arc::clone(&service.activity);
     let peer = service.peer;

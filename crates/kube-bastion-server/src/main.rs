@@ -155,15 +155,13 @@ async fn run(args: ServeArgs) -> Result<(), String> {
     // The in-flight limit wraps the read-only API only: the proxy layer answers its own
     // requests in front of it (long-running, exempt as in kube-apiserver).
     let app = limit::in_flight(app, args.limits.max_requests_inflight);
-    let app = app.layer(proxy);
-    let app = match tokens {
-        Some(tokens) => app.layer(axum::middleware::from_fn_with_state(
-            tokens,
-            auth::authenticate,
-        )),
-        None => app,
-    };
-    let app = app.layer(metrics::MetricsLayer::new(metrics.clone()));
+    // The layers wrap the whole router, not each of its routes (`Router::layer`): a proxy
+    // request never reaches axum's routing, and nothing on its way is boxed.
+    let app = tower::ServiceBuilder::new()
+        .layer(metrics::MetricsLayer::new(metrics.clone()))
+        .layer(auth::AuthenticateLayer::new(tokens))
+        .layer(proxy)
+        .service(app);
 
     if !args.clusters.is_empty() {
         tokio::spawn(reload::watch(

@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use std::sync::atomic::Ordering;
 
-use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use rustls::ServerConfig;
@@ -111,15 +110,24 @@ pub(crate) const HTTP2_PING_TIMEOUT: Duration = Duration::from_secs(20);
 /// that is closed at once (and counted in `stats`). Each connection must finish its TLS
 /// handshake, protocol detection and first request head within the setup timeout, and is
 /// closed once no request has been in flight for the idle timeout.
-pub(crate) async fn serve(
+pub(crate) async fn serve<S, B>(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
-    app: Router,
+    app: S,
     shutdown: impl Future<Output = ()>,
     grace: Duration,
     limits: Limits,
     stats: Arc<ConnectionStats>,
-) {
+) where
+    S: tower::Service<http::Request<hyper::body::Incoming>, Response = http::Response<B>, Error = std::convert::Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let mut builder = Builder::new(TokioExecutor::new());
     builder
         .http1()

@@ -332,6 +332,9 @@ pub(crate) fn classify<B>(request: &Request<B>) -> RequestInfo {
     }
 }
 
+/// The tracing target of the access log (one INFO line per request).
+const ACCESS_LOG: &str = "kube_bastion_server::access";
+
 /// Tower layer that records [`Metrics`] and logs one line per request.
 #[derive(Clone, Debug)]
 pub(crate) struct MetricsLayer {
@@ -377,16 +380,16 @@ where
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let info = classify(&request);
-        let method = request.method().clone();
-        let path = request.uri().path().to_owned();
+        // The method and path are copied only for the access log line, when it is on.
+        let logged = tracing::enabled!(target: ACCESS_LOG, tracing::Level::INFO)
+            .then(|| (request.method().clone(), request.uri().path().to_owned()));
         self.metrics.in_flight.fetch_add(1, Ordering::Relaxed);
         MetricsFuture {
             inner: self.inner.call(request),
             state: Some(Pending {
                 metrics: self.metrics.clone(),
                 info,
-                method,
-                path,
+                logged,
                 start: Instant::now(),
             }),
         }
@@ -397,8 +400,8 @@ where
 struct Pending {
     metrics: Arc<Metrics>,
     info: RequestInfo,
-    method: Method,
-    path: String,
+    /// The method and path, when the access log is on.
+    logged: Option<(Method, String)>,
     start: Instant,
 }
 
@@ -407,10 +410,13 @@ impl Pending {
         let elapsed = self.start.elapsed();
         self.metrics.in_flight.fetch_sub(1, Ordering::Relaxed);
         self.metrics.record(&self.info, code, elapsed.as_secs_f64());
+        let Some((method, path)) = self.logged else {
+            return;
+        };
         tracing::info!(
-            target: "kube_bastion_server::access",
-            method = %self.method,
-            path = %self.path,
+            target: ACCESS_LOG,
+            method = %method,
+            path = %path,
             verb = %self.info.verb,
             resource = %self.info.resource,
             subresource = %self.info.subresource,
