@@ -89,7 +89,9 @@ where
                 }
                 None if is_public(request.uri().path()) => {}
                 None => {
-                    let refused = unauthorized().to_response().map(|b| Full::new(Bytes::from(b)));
+                    let refused = unauthorized()
+                        .to_response()
+                        .map(|b| Full::new(Bytes::from(b)));
                     return AuthFuture::Refused {
                         response: Some(refused),
                     };

@@ -44,7 +44,15 @@ fn main() -> ExitCode {
         },
         None => {
             init_tracing(cli.serve.log_format);
-            let mut builder = match cli.serve.worker_threads {
+            // One usable CPU (affinity or a cgroup quota, as `available_parallelism` reads
+            // them): the current-thread runtime, which costs less per request than a
+            // one-worker multi-thread runtime handing every connection to another thread.
+            let one_cpu = std::thread::available_parallelism().is_ok_and(|n| n.get() == 1);
+            let threads = match cli.serve.worker_threads {
+                None if one_cpu => Some(0),
+                other => other,
+            };
+            let mut builder = match threads {
                 Some(0) => tokio::runtime::Builder::new_current_thread(),
                 Some(n) => {
                     let mut builder = tokio::runtime::Builder::new_multi_thread();

@@ -119,8 +119,11 @@ pub(crate) async fn serve<S, B>(
     limits: Limits,
     stats: Arc<ConnectionStats>,
 ) where
-    S: tower::Service<http::Request<hyper::body::Incoming>, Response = http::Response<B>, Error = std::convert::Infallible>
-        + Clone
+    S: tower::Service<
+            http::Request<hyper::body::Incoming>,
+            Response = http::Response<B>,
+            Error = std::convert::Infallible,
+        > + Clone
         + Send
         + 'static,
     S::Future: Send + 'static,

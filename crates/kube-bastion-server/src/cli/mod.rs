@@ -251,7 +251,8 @@ pub(crate) struct ServeArgs {
     #[arg(long = "log-format", value_enum, default_value_t = LogFormat::Text)]
     pub(crate) log_format: LogFormat,
     /// Worker threads of the async runtime. 0 runs everything on the main thread (tokio's
-    /// current-thread runtime: one core, the least CPU per request). Default: one per CPU.
+    /// current-thread runtime: one core, the least CPU per request). Default: one per CPU,
+    /// or the current-thread runtime when only one CPU is usable (affinity, cgroup quota).
     #[arg(long = "worker-threads", value_name = "N")]
     pub(crate) worker_threads: Option<usize>,
     // Last: a flattened group's help heading also covers the flags after it.

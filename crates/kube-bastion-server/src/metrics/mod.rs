@@ -15,7 +15,7 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use http::{Method, Request, Response};
-use kube_bastion::{ProxyRequest, Route};
+use kube_bastion::Attributes;
 use tower::{Layer, Service};
 
 use crate::connection::ConnectionStats;
@@ -257,34 +257,45 @@ pub(crate) fn is_watch(uri: &http::Uri) -> bool {
         && crate::api::query::is_watch_query(uri)
 }
 
-/// Classifies a request: proxy requests by the library's own parser (so metrics and
-/// authorization agree), API paths by their shape, anything else as a non-resource URL
-/// whose verb is the lowercase method. Names outside the server's resources, subresources
-/// and the standard methods become `other`.
+/// Classifies a request by the shape of its path, as kube-apiserver's request-info parser
+/// does: the proxy subresources (`/api/v1/namespaces/{ns}/pods|services/{name}/proxy...`,
+/// `/api/v1/nodes/{name}/proxy...`, verb from the method as the proxy's authorizer sees it),
+/// API paths, and anything else as a non-resource URL whose verb is the lowercase method.
+/// Names outside the server's resources, subresources and the standard methods become
+/// `other`. Nothing is allocated: at most the first eight path segments are read.
 pub(crate) fn classify<B>(request: &Request<B>) -> RequestInfo {
-    if let Route::Proxy(proxy) =
-        ProxyRequest::route(request.method(), request.uri(), request.headers())
+    let method = request.method();
+    let mut parts = [""; 8];
+    let mut len = 0;
+    for segment in request.uri().path().split('/').filter(|s| !s.is_empty()) {
+        if len == parts.len() {
+            break;
+        }
+        parts[len] = segment;
+        len += 1;
+    }
+    let segments = &parts[..len];
+    if let [
+        "api",
+        "v1",
+        "namespaces",
+        _,
+        resource @ ("pods" | "services"),
+        _,
+        "proxy",
+        ..,
+    ]
+    | ["api", "v1", resource @ "nodes", _, "proxy", ..] = segments
     {
-        let attributes = proxy.attributes();
+        let verb = Attributes::verb_for(method);
         return RequestInfo {
-            verb: if attributes.verb.is_empty() {
-                OTHER
-            } else {
-                attributes.verb
-            },
-            resource: attributes.resource,
-            subresource: attributes.subresource,
+            verb: if verb.is_empty() { OTHER } else { verb },
+            resource: known(resource, &RESOURCES),
+            subresource: "proxy",
             proxy: true,
         };
     }
-    let method = request.method();
-    let segments: Vec<&str> = request
-        .uri()
-        .path()
-        .split('/')
-        .filter(|s| !s.is_empty())
-        .collect();
-    let rest: &[&str] = match segments.as_slice() {
+    let rest: &[&str] = match segments {
         ["api", "v1", "watch", rest @ ..] => rest,
         ["apis", _group, _version, "watch", rest @ ..] => rest,
         ["api", "v1", rest @ ..] => rest,
@@ -526,6 +537,28 @@ mod tests {
             ("get", "pods", "proxy")
         );
         assert!(proxy.proxy);
+        let node = info(Method::POST, "/api/v1/nodes/n1:10250/proxy");
+        assert_eq!(
+            (node.verb, node.resource, node.proxy),
+            ("create", "nodes", true)
+        );
+        let service = info(
+            Method::DELETE,
+            "/api/v1/namespaces/a/services/https:web:443/proxy/",
+        );
+        assert_eq!(
+            (service.verb, service.resource, service.proxy),
+            ("delete", "services", true)
+        );
+        // Not a proxy route: pods live in namespaces, nodes do not, and the group API has
+        // no proxy subresource.
+        for path in [
+            "/api/v1/pods/p/proxy",
+            "/api/v1/namespaces/a/nodes/n/proxy",
+            "/apis/discovery.k8s.io/v1/namespaces/a/endpointslices/s/proxy",
+        ] {
+            assert!(!info(Method::GET, path).proxy, "{path}");
+        }
     }
 
     /// The labels never carry what a client chose: unknown resources, subresources and
