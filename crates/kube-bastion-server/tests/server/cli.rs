@@ -152,3 +152,35 @@ fn resolve_prints_candidates_redirects_and_errors() {
     assert_eq!(code, 1);
     assert!(stderr.contains("not a proxy path"));
 }
+
+/// In a pod (`KUBERNETES_SERVICE_HOST` set) without `--cluster` or `--kubeconfig`, the
+/// server takes the in-cluster configuration rather than the demo; here there is no service
+/// account token, so it says so and exits. A missing `--kubeconfig` file is one error line,
+/// and the two sources exclude each other.
+#[test]
+fn live_cluster_configuration_errors() {
+    let output = Command::new(BIN)
+        .args(["--listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "off")
+        .env("KUBERNETES_SERVICE_HOST", "10.96.0.1")
+        .env("KUBERNETES_SERVICE_PORT", "443")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_ne!(output.status.code(), Some(0));
+    assert!(stderr.contains("in-cluster configuration"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+
+    assert_one_line_failure(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--kubeconfig",
+            "/nonexistent/kubeconfig",
+        ],
+        "--kubeconfig /nonexistent/kubeconfig",
+    );
+    let (code, _, stderr) = run(&["--kubeconfig", "k", "--cluster", "c"]);
+    assert_ne!(code, 0);
+    assert!(stderr.contains("cannot be used with"), "{stderr}");
+}

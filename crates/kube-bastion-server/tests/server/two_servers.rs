@@ -349,3 +349,75 @@ async fn a_server_follows_another_through_its_watch_api() {
         "{metrics}"
     );
 }
+
+/// `--watch-namespace`: B watches only the namespaces it is given (its Namespace watcher by
+/// `metadata.name`), and follows them; pods elsewhere are not found through it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_namespace_restricted_server_sees_only_its_namespaces() {
+    let net = 100 + std::process::id() % 100;
+    let ip = format!("127.{net}.78.1");
+    let port = free_port(&ip);
+    let _backend = backend(&ip, port, "web-1").await;
+    let pod = |ns: &str, name: &str| {
+        format!(
+            "---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: {ns}\n\
+             status:\n  phase: Running\n  podIP: {ip}\n  podIPs: [{{ip: {ip}}}]\n"
+        )
+    };
+    let namespaces = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n\
+                      ---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: other\n";
+    let file = ClusterFile::new(
+        "two-servers-ns",
+        &format!(
+            "{namespaces}{}{}",
+            pod("shop", "web-1"),
+            pod("other", "web-1")
+        ),
+    );
+    let a = file.serve(&[]);
+    let a_port: u16 = a.url.rsplit(':').next().unwrap().parse().unwrap();
+    let dir = TempDir::new("two-servers-ns-kubeconfig");
+    let config = kubeconfig(&dir, a_port);
+    let b = Server::start(&[
+        "--kubeconfig",
+        &config,
+        "--watch-namespace",
+        "shop",
+        "--destination-allow",
+        "127.0.0.0/8",
+    ]);
+    delay_until("B ready", &b, Instant::now(), || async {
+        get(&b, "/readyz").await.status == 200
+    })
+    .await;
+    let path = |ns: &str, name: &str| format!("/api/v1/namespaces/{ns}/pods/{name}:{port}/proxy/");
+    assert_eq!(
+        body_of(&b, &path("shop", "web-1")).await,
+        (200, "web-1".to_owned())
+    );
+    assert_eq!(get(&b, &path("other", "web-1")).await.status, 404);
+    let names: Vec<String> = get(&b, "/api/v1/namespaces").await.json()["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["metadata"]["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(names, ["shop"], "only the watched namespace");
+
+    let edited = Instant::now();
+    file.edit(
+        &a,
+        &format!(
+            "{namespaces}{}{}{}",
+            pod("shop", "web-1"),
+            pod("shop", "web-2"),
+            pod("other", "web-3")
+        ),
+    )
+    .await;
+    delay_until("a new pod in the watched namespace", &b, edited, || async {
+        get(&b, &path("shop", "web-2")).await.status == 200
+    })
+    .await;
+    assert_eq!(get(&b, &path("other", "web-3")).await.status, 404);
+}
