@@ -81,6 +81,25 @@ struct View {
     published: Arc<Mutex<Vec<Option<Instant>>>>,
 }
 
+impl View {
+    /// A new pod feeder over the same cluster after `run` consumed the last one; its list
+    /// puts every pod back at its first address.
+    fn resumed(
+        cluster: KubeCluster,
+        objects: Vec<Pod>,
+        published: Arc<Mutex<Vec<Option<Instant>>>>,
+    ) -> Self {
+        let mut pods = cluster.feeder::<Pod>(None);
+        pods.replace(objects.iter().cloned());
+        View {
+            cluster,
+            pods,
+            objects,
+            published,
+        }
+    }
+}
+
 fn view() -> View {
     let (pods, services, slices, nodes) = split(synthetic::objects(SERVICES));
     let published: Arc<Mutex<Vec<Option<Instant>>>> = Arc::default();
@@ -175,17 +194,7 @@ fn as_delivered(view: View, first: usize) -> (View, usize) {
         EVENTS as f64 / elapsed.as_secs_f64(),
         elapsed.as_secs_f64() * 1e6 / EVENTS as f64
     );
-    let mut pods = cluster.feeder::<Pod>(None);
-    pods.replace(objects.iter().cloned());
-    (
-        View {
-            cluster,
-            pods,
-            objects,
-            published,
-        },
-        first + EVENTS,
-    )
+    (View::resumed(cluster, objects, published), first + EVENTS)
 }
 
 /// Offers events at `rate` per second for `seconds`; prints the delay percentiles.
@@ -236,17 +245,7 @@ fn at_rate(view: View, first: usize, rate: u32, seconds: u32) -> (View, usize) {
         delays[delays.len() - 1]
     );
     drop(sent);
-    let mut pods = cluster.feeder::<Pod>(None);
-    pods.replace(objects.iter().cloned());
-    (
-        View {
-            cluster,
-            pods,
-            objects,
-            published,
-        },
-        first + count,
-    )
+    (View::resumed(cluster, objects, published), first + count)
 }
 
 /// A request to the moved pod's Service is routed by the last event: the endpoint still
