@@ -7,6 +7,7 @@ mod support;
 
 mod harness;
 
+mod authn;
 mod authz;
 mod errors;
 mod faults;

@@ -23,6 +23,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder;
+use kube_bastion::ClientCertificates;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -118,6 +119,8 @@ pub(crate) struct ConnectionService<S> {
     app: S,
     peer: SocketAddr,
     activity: Arc<Activity>,
+    /// The client certificate chain the TLS handshake verified, if any.
+    certificates: Option<ClientCertificates>,
 }
 
 impl<S> ConnectionService<S> {
@@ -126,7 +129,17 @@ impl<S> ConnectionService<S> {
             app,
             peer,
             activity,
+            certificates: None,
         }
+    }
+
+    /// Puts `certificates` into every request of the connection (for authentication).
+    pub(crate) fn with_client_certificates(
+        mut self,
+        certificates: Option<ClientCertificates>,
+    ) -> Self {
+        self.certificates = certificates;
+        self
     }
 }
 
@@ -140,6 +153,9 @@ where
 
     fn call(&self, mut request: Request<Incoming>) -> Self::Future {
         request.extensions_mut().insert(ConnectInfo(self.peer));
+        if let Some(certificates) = &self.certificates {
+            request.extensions_mut().insert(certificates.clone());
+        }
         let guard = self.activity.start();
         // Every service of the stack is always ready (the router, the proxy layer, the
         // authentication and metrics layers); calling a clone is what tower's `oneshot`

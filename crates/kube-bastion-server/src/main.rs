@@ -94,17 +94,11 @@ fn init_tracing(format: LogFormat) {
 
 async fn run(args: ServeArgs) -> Result<(), String> {
     let metrics = Arc::new(Metrics::default());
-    let tokens = match &args.token_auth_file {
-        Some(path) => {
-            let file = kube_bastion::TokenFile::load(path)
-                .map_err(|e| format!("--token-auth-file {}: {e}", path.display()))?;
-            tracing::info!(tokens = file.len(), "static token authentication on");
-            Some(Arc::new(file))
-        }
-        None => None,
-    };
+    let authentication = auth::layer(&args)?;
     let tls = match (&args.tls_cert_file, &args.tls_private_key_file) {
-        (Some(cert), Some(key)) => Some(serve::load_tls(cert, key)?),
+        (Some(cert), Some(key)) => {
+            Some(serve::load_tls(cert, key, args.client_ca_file.as_deref())?)
+        }
         _ => None,
     };
     let kube_config = live::client_config(&args.source, !args.clusters.is_empty()).await?;
@@ -167,7 +161,7 @@ async fn run(args: ServeArgs) -> Result<(), String> {
     // request never reaches axum's routing, and nothing on its way is boxed.
     let app = tower::ServiceBuilder::new()
         .layer(metrics::MetricsLayer::new(metrics.clone()))
-        .layer(auth::AuthenticateLayer::new(tokens))
+        .layer(authentication)
         .layer(proxy)
         .service(app);
 

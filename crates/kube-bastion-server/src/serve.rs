@@ -13,6 +13,7 @@ use std::sync::atomic::Ordering;
 
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
+use kube_bastion::ClientCertificates;
 use rustls::ServerConfig;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -50,24 +51,52 @@ pub(crate) fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
     PrivateKeyDer::from_pem_file(path).map_err(|e| format!("{}: {e}", path.display()))
 }
 
-/// A TLS server config serving `certs`/`key` with ALPN `h2` and `http/1.1`.
+/// A TLS server config serving `certs`/`key` with ALPN `h2` and `http/1.1`. With
+/// `client_cas`, clients may present a certificate, which must then chain to one of them
+/// (client authentication is optional, so token users still connect; an untrusted
+/// certificate fails the handshake).
 pub(crate) fn tls_config(
     certs: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
+    client_cas: Option<Vec<CertificateDer<'static>>>,
 ) -> Result<ServerConfig, String> {
-    let mut config = ServerConfig::builder_with_provider(crypto_provider())
+    let builder = ServerConfig::builder_with_provider(crypto_provider())
         .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_no_client_auth()
+        .map_err(|e| e.to_string())?;
+    let builder = match client_cas {
+        None => builder.with_no_client_auth(),
+        Some(cas) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for ca in cas {
+                roots
+                    .add(ca)
+                    .map_err(|e| format!("--client-ca-file: {e}"))?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                crypto_provider(),
+            )
+            .allow_unauthenticated()
+            .build()
+            .map_err(|e| format!("--client-ca-file: {e}"))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder
         .with_single_cert(certs, key)
         .map_err(|e| format!("certificate and key do not form a usable pair: {e}"))?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
 }
 
-/// Loads `--tls-cert-file` and `--tls-private-key-file`.
-pub(crate) fn load_tls(cert: &Path, key: &Path) -> Result<TlsAcceptor, String> {
-    let config = tls_config(load_certs(cert)?, load_key(key)?)?;
+/// Loads `--tls-cert-file`, `--tls-private-key-file` and `--client-ca-file`.
+pub(crate) fn load_tls(
+    cert: &Path,
+    key: &Path,
+    client_ca: Option<&Path>,
+) -> Result<TlsAcceptor, String> {
+    let client_cas = client_ca.map(load_certs).transpose()?;
+    let config = tls_config(load_certs(cert)?, load_key(key)?, client_cas)?;
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
@@ -195,6 +224,10 @@ pub(crate) async fn serve<S, B>(
                             return;
                         }
                     };
+                    let certificates = stream.get_ref().1.peer_certificates().map(|chain| {
+                        ClientCertificates(chain.iter().map(|c| c.clone().into_owned()).collect())
+                    });
+                    let service = service.with_client_certificates(certificates);
                     drive(&builder, stream, service, deadlines, stopped, &stats).await;
                 }
             }

@@ -66,7 +66,11 @@ use kube_bastion_core::{
     AppProtocol, Candidate, Host, Plan, Scheme, Target, TransportKind, resolve,
 };
 
-pub use authn::{TokenFile, TokenFileError, UserInfo, websocket_token};
+pub use authn::{
+    ANONYMOUS_USER, AUTHENTICATED_GROUP, AuthenticateFuture, Authenticated, AuthenticatedBody,
+    AuthenticatedFuture, Authentication, AuthenticationLayer, Authenticator, ClientCertificates,
+    TokenFile, TokenFileError, UNAUTHENTICATED_GROUP, UserInfo, X509Authenticator, websocket_token,
+};
 pub use authorizer::{AllowAll, AuthorizeFn, AuthorizeFuture, Authorizer, Decision, authorize_fn};
 pub use balance::{
     BALANCER_ANNOTATION, BalancePolicy, Balancer, BalancerConfig, ConcurrencyLimit, EjectionConfig,

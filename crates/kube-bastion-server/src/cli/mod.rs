@@ -180,6 +180,21 @@ pub(crate) struct ServeArgs {
         requires = "tls_cert_file"
     )]
     pub(crate) tls_private_key_file: Option<PathBuf>,
+    /// PEM CA bundle for client certificates (kube-apiserver's flag): a client may present
+    /// a certificate signed by one of them, and is then the user of its subject's common
+    /// name, in the groups of its organizations. Needs --tls-cert-file. A certificate from
+    /// another CA fails the TLS handshake; clients without one still connect (tokens).
+    #[arg(
+        long = "client-ca-file",
+        value_name = "FILE",
+        requires = "tls_cert_file"
+    )]
+    pub(crate) client_ca_file: Option<PathBuf>,
+    /// With --token-auth-file or --client-ca-file: let requests without credentials through
+    /// as `system:anonymous` (group `system:unauthenticated`) instead of answering 401.
+    /// Credentials that are presented and invalid are refused either way.
+    #[arg(long = "anonymous-auth")]
+    pub(crate) anonymous_auth: bool,
     /// kube-apiserver's static token file: CSV lines `token,user,uid,"group1,group2"`.
     /// With it every request except /healthz, /livez, /readyz and /version needs
     /// `Authorization: Bearer <token>` with a listed token, else 401.

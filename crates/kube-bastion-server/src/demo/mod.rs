@@ -387,7 +387,7 @@ fn self_signed(names: &[&str], subject: Option<(&str, &str)>) -> Result<TlsAccep
     }
     let cert = params.self_signed(&key).map_err(|e| e.to_string())?;
     let key = rustls_pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
-    let config = serve::tls_config(vec![cert.der().clone()], key)?;
+    let config = serve::tls_config(vec![cert.der().clone()], key, None)?;
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 

@@ -1,5 +1,5 @@
-//! Who a request comes from: the [`UserInfo`] an authenticator puts in the request's
-//! extensions, and kube-apiserver's static token file ([`TokenFile`], `--token-auth-file`).
+//! kube-apiserver's static token file ([`TokenFile`], `--token-auth-file`) and the bearer
+//! token of WebSocket clients ([`websocket_token`]).
 //!
 //! The token file keeps no token in memory: it keeps the SHA-256 digest of each, finds a
 //! presented token by its digest and confirms the match with a constant-time comparison, so
@@ -15,37 +15,13 @@
 //! assert!(file.authenticate(b"Bearer guess").is_none());
 //! ```
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
 
 use subtle::ConstantTimeEq as _;
 
-/// The user a request authenticated as: kube-apiserver's `user.Info`.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct UserInfo {
-    /// The user name (`alice`, `system:serviceaccount:ns:name`).
-    pub name: String,
-    /// The user's uid (may be empty).
-    pub uid: String,
-    /// The groups, `system:authenticated` included for authenticated users.
-    pub groups: Vec<String>,
-    /// Extra attributes (scopes and the like), by key.
-    pub extra: BTreeMap<String, Vec<String>>,
-}
-
-impl UserInfo {
-    /// A user with a name, a uid and groups, and no extra attributes.
-    pub fn new(name: impl Into<String>, uid: impl Into<String>, groups: Vec<String>) -> Self {
-        UserInfo {
-            name: name.into(),
-            uid: uid.into(),
-            groups,
-            extra: BTreeMap::new(),
-        }
-    }
-}
+use super::{AuthenticateFuture, Authentication, Authenticator, UserInfo};
 
 /// A token file that could not be read: the line and what is wrong with it.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -232,6 +208,45 @@ impl TokenFile {
             return None;
         }
         self.user(token)
+    }
+}
+
+/// A bearer token (`Authorization: Bearer <token>`, or the WebSocket subprotocol entry when
+/// there is no `Authorization`) is looked up in the file: a listed token is its user; an
+/// unlisted one is [`Authentication::Invalid`] (`invalid bearer token`, as upstream: never
+/// anonymous). Other `Authorization` schemes and requests without a token are
+/// [`Authentication::NoCredentials`].
+impl Authenticator for TokenFile {
+    fn authenticate<'a>(&'a self, request: &'a http::request::Parts) -> AuthenticateFuture<'a> {
+        Box::pin(std::future::ready(self.authenticate_head(&request.headers)))
+    }
+}
+
+impl TokenFile {
+    fn authenticate_head(&self, headers: &http::HeaderMap) -> Authentication {
+        let found = |user: Option<&UserInfo>| match user {
+            Some(user) => Authentication::User(user.clone()),
+            None => Authentication::Invalid("invalid bearer token".to_owned()),
+        };
+        if let Some(value) = headers.get(http::header::AUTHORIZATION) {
+            // As upstream's bearer-token authenticator: `Bearer <token>[ ...]`, the scheme
+            // case-insensitive; another scheme or an empty token is no credential at all.
+            let mut parts = value.as_bytes().splitn(3, |b| *b == b' ');
+            let scheme = parts.next().unwrap_or_default();
+            return match parts.next() {
+                Some(token) if scheme.eq_ignore_ascii_case(b"bearer") && !token.is_empty() => {
+                    found(self.user(token))
+                }
+                _ => Authentication::NoCredentials,
+            };
+        }
+        match headers
+            .get(http::header::SEC_WEBSOCKET_PROTOCOL)
+            .and_then(|value| websocket_token(value.as_bytes()))
+        {
+            Some((token, _)) => found(self.user(&token)),
+            None => Authentication::NoCredentials,
+        }
     }
 }
 
