@@ -30,8 +30,59 @@ pub enum Authentication {
     Invalid(String),
 }
 
-/// The future an [`Authenticator`] answers with.
-pub type AuthenticateFuture<'a> = Pin<Box<dyn Future<Output = Authentication> + Send + 'a>>;
+/// The future an [`Authenticator`] answers with: an immediate answer (no allocation) or a
+/// boxed future for authenticators that do I/O (a TokenReview webhook), as
+/// [`AuthorizeFuture`](crate::AuthorizeFuture) is for authorizers.
+pub struct AuthenticateFuture<'a> {
+    inner: AuthenticateInner<'a>,
+}
+
+enum AuthenticateInner<'a> {
+    Ready(Option<Authentication>),
+    Boxed(Pin<Box<dyn Future<Output = Authentication> + Send + 'a>>),
+}
+
+impl<'a> AuthenticateFuture<'a> {
+    /// An answer that is already known.
+    pub fn ready(authentication: Authentication) -> Self {
+        Self {
+            inner: AuthenticateInner::Ready(Some(authentication)),
+        }
+    }
+
+    /// An answer that needs asynchronous work.
+    pub fn boxed(future: impl Future<Output = Authentication> + Send + 'a) -> Self {
+        Self {
+            inner: AuthenticateInner::Boxed(Box::pin(future)),
+        }
+    }
+}
+
+impl fmt::Debug for AuthenticateFuture<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.inner {
+            AuthenticateInner::Ready(a) => {
+                f.debug_tuple("AuthenticateFuture::Ready").field(a).finish()
+            }
+            AuthenticateInner::Boxed(_) => f.write_str("AuthenticateFuture::Boxed"),
+        }
+    }
+}
+
+impl Future for AuthenticateFuture<'_> {
+    type Output = Authentication;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Authentication> {
+        // Both variants are Unpin (an Option and a Pin<Box<_>>).
+        match &mut self.get_mut().inner {
+            // Polled after completion (a caller bug): no credentials, never a user.
+            AuthenticateInner::Ready(a) => {
+                Poll::Ready(a.take().unwrap_or(Authentication::NoCredentials))
+            }
+            AuthenticateInner::Boxed(f) => f.as_mut().poll(cx),
+        }
+    }
+}
 
 /// Finds the user of a request from its head: a token, a client certificate, a webhook...
 ///
@@ -47,7 +98,7 @@ pub type AuthenticateFuture<'a> = Pin<Box<dyn Future<Output = Authentication> + 
 ///             Some(name) => Authentication::User(UserInfo::new(name, "", vec![])),
 ///             None => Authentication::NoCredentials,
 ///         };
-///         Box::pin(std::future::ready(found))
+///         AuthenticateFuture::ready(found)
 ///     }
 /// }
 /// ```

@@ -218,7 +218,7 @@ impl TokenFile {
 /// [`Authentication::NoCredentials`].
 impl Authenticator for TokenFile {
     fn authenticate<'a>(&'a self, request: &'a http::request::Parts) -> AuthenticateFuture<'a> {
-        Box::pin(std::future::ready(self.authenticate_head(&request.headers)))
+        AuthenticateFuture::ready(self.authenticate_head(&request.headers))
     }
 }
 

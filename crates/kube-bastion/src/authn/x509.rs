@@ -57,6 +57,6 @@ impl Authenticator for X509Authenticator {
             Some(leaf) => Self::user(leaf),
             None => Authentication::NoCredentials,
         };
-        Box::pin(std::future::ready(found))
+        AuthenticateFuture::ready(found)
     }
 }
