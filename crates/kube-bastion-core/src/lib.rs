@@ -106,6 +106,7 @@ pub mod go;
 pub mod id;
 pub mod path;
 pub mod policy;
+pub mod rbac;
 pub mod resolve;
 pub mod status;
 mod view;
@@ -118,6 +119,7 @@ pub use cluster::{
 pub use id::{InvalidTargetId, Scheme, TargetId};
 pub use path::{Plan, ProxyRequest, ResourceKind, Route};
 pub use policy::{AddressNotAllowed, DestinationPolicy};
+pub use rbac::{RbacDecision, RbacPolicy, RbacRequest};
 pub use resolve::{
     AppProtocol, Candidate, Candidates, EndpointState, Host, KubeletOptions, NodeAddressType,
     ResolveOptions, ServiceBackends, ServiceInfo, Target, TransportKind, resolve,

@@ -1,0 +1,308 @@
+//! kube-apiserver's RBAC authorizer as data and a pure function: [`RbacPolicy`] holds
+//! Roles, ClusterRoles, RoleBindings and ClusterRoleBindings, and
+//! [`RbacPolicy::authorize`] decides on a [`RbacRequest`] exactly as upstream's
+//! `RBACAuthorizer.Authorize` does (`plugin/pkg/auth/authorizer/rbac`,
+//! `pkg/apis/rbac/v1/evaluation_helpers.go`, `pkg/registry/rbac/validation/rule.go`):
+//!
+//! * ClusterRoleBindings always apply; RoleBindings only in the request's namespace, and a
+//!   RoleBinding to a ClusterRole grants its rules in that namespace only;
+//! * subjects: `User` by exact name, `Group` by membership, `ServiceAccount` as the user
+//!   `system:serviceaccount:<namespace>:<name>` (the namespace defaults to the binding's;
+//!   a ClusterRoleBinding's ServiceAccount subject without one never matches);
+//! * rules: verbs and API groups exact or `*`; resources exact on `resource/subresource`,
+//!   `*`, or `*/<subresource>` (there is no `pods/*`); `resourceNames` compared with the
+//!   whole name (for the proxy: the whole id, `https:web:8443`); non-resource URLs exact,
+//!   `*`, or a `prefix*`;
+//! * aggregated ClusterRoles count with their rules as written.
+//!
+//! RBAC never denies: it allows or has no opinion, with the reason upstream gives
+//! (`RBAC: ...` when a binding names a role that does not exist).
+
+use std::collections::HashMap;
+
+use k8s_openapi::api::rbac::v1::{
+    ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject,
+};
+
+use crate::Attributes;
+
+/// The attributes RBAC decides on: upstream's `authorizer.Attributes`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RbacRequest<'a> {
+    /// The user name.
+    pub user: &'a str,
+    /// The user's groups.
+    pub groups: &'a [String],
+    /// The verb (`get`, `create`, ...).
+    pub verb: &'a str,
+    /// The API group (`""` for the core group).
+    pub api_group: &'a str,
+    /// The resource (`pods`).
+    pub resource: &'a str,
+    /// The subresource (`proxy`), or `""`.
+    pub subresource: &'a str,
+    /// The namespace, or `""` for cluster-scoped requests.
+    pub namespace: &'a str,
+    /// The object name, or `""`.
+    pub name: &'a str,
+    /// The URL path of a non-resource request.
+    pub path: &'a str,
+    /// A resource request (else a non-resource URL).
+    pub resource_request: bool,
+}
+
+impl<'a> RbacRequest<'a> {
+    /// The request of a proxy call with these [`Attributes`], by `user` in `groups`.
+    pub fn proxy(attributes: &'a Attributes, user: &'a str, groups: &'a [String]) -> Self {
+        RbacRequest {
+            user,
+            groups,
+            verb: attributes.verb,
+            api_group: attributes.api_group,
+            resource: attributes.resource,
+            subresource: attributes.subresource,
+            namespace: attributes.namespace.as_deref().unwrap_or(""),
+            name: &attributes.name,
+            path: "",
+            resource_request: true,
+        }
+    }
+}
+
+/// RBAC's answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RbacDecision {
+    /// A rule of a binding that applies to the user allows the request.
+    Allow,
+    /// Nothing allows it, with upstream's reason (empty, or `RBAC: <errors>` when bindings
+    /// name roles that do not exist).
+    NoOpinion(String),
+}
+
+/// Roles, ClusterRoles and their bindings, indexed for [`authorize`](Self::authorize).
+#[derive(Clone, Debug, Default)]
+pub struct RbacPolicy {
+    roles: HashMap<(String, String), Vec<PolicyRule>>,
+    cluster_roles: HashMap<String, Vec<PolicyRule>>,
+    /// RoleBindings by namespace.
+    role_bindings: HashMap<String, Vec<RoleBinding>>,
+    cluster_role_bindings: Vec<ClusterRoleBinding>,
+}
+
+impl RbacPolicy {
+    /// A policy of these objects (later duplicates replace earlier ones for roles).
+    pub fn new(
+        roles: impl IntoIterator<Item = Role>,
+        cluster_roles: impl IntoIterator<Item = ClusterRole>,
+        role_bindings: impl IntoIterator<Item = RoleBinding>,
+        cluster_role_bindings: impl IntoIterator<Item = ClusterRoleBinding>,
+    ) -> Self {
+        let mut policy = RbacPolicy::default();
+        for role in roles {
+            let namespace = role.metadata.namespace.clone().unwrap_or_default();
+            let name = role.metadata.name.clone().unwrap_or_default();
+            policy
+                .roles
+                .insert((namespace, name), role.rules.unwrap_or_default());
+        }
+        for role in cluster_roles {
+            let name = role.metadata.name.clone().unwrap_or_default();
+            policy
+                .cluster_roles
+                .insert(name, role.rules.unwrap_or_default());
+        }
+        for binding in role_bindings {
+            let namespace = binding.metadata.namespace.clone().unwrap_or_default();
+            policy
+                .role_bindings
+                .entry(namespace)
+                .or_default()
+                .push(binding);
+        }
+        policy.cluster_role_bindings = cluster_role_bindings.into_iter().collect();
+        policy
+    }
+
+    /// How many bindings the policy holds.
+    pub fn bindings(&self) -> usize {
+        self.cluster_role_bindings.len() + self.role_bindings.values().map(Vec::len).sum::<usize>()
+    }
+
+    /// Upstream's `VisitRulesFor`: calls `visit` with the rules of every binding that
+    /// applies to the request's user in its namespace (ClusterRoleBindings first), or with
+    /// the error of a binding whose role does not exist, until `visit` returns `false`.
+    fn visit_rules_for(
+        &self,
+        request: &RbacRequest<'_>,
+        mut visit: impl FnMut(Result<&[PolicyRule], String>) -> bool,
+    ) {
+        for binding in &self.cluster_role_bindings {
+            let subjects = binding.subjects.as_deref().unwrap_or_default();
+            if applies_to(request, subjects, "").is_some()
+                && !visit(self.rules_of(&binding.role_ref, ""))
+            {
+                return;
+            }
+        }
+        if request.namespace.is_empty() {
+            return;
+        }
+        for binding in self
+            .role_bindings
+            .get(request.namespace)
+            .into_iter()
+            .flatten()
+        {
+            let subjects = binding.subjects.as_deref().unwrap_or_default();
+            if applies_to(request, subjects, request.namespace).is_some()
+                && !visit(self.rules_of(&binding.role_ref, request.namespace))
+            {
+                return;
+            }
+        }
+    }
+
+    /// Every rule that applies to `user` in `groups` in `namespace` (`""`: cluster-wide
+    /// bindings only), in upstream's order (`DefaultRuleResolver.RulesFor`), without the
+    /// errors of bindings whose roles do not exist.
+    pub fn rules_for(&self, user: &str, groups: &[String], namespace: &str) -> Vec<PolicyRule> {
+        let request = RbacRequest {
+            user,
+            groups,
+            namespace,
+            ..RbacRequest::default()
+        };
+        let mut out = Vec::new();
+        self.visit_rules_for(&request, |rules| {
+            out.extend(rules.into_iter().flatten().cloned());
+            true
+        });
+        out
+    }
+
+    /// Decides on `request` as upstream's RBAC authorizer does.
+    pub fn authorize(&self, request: &RbacRequest<'_>) -> RbacDecision {
+        let mut errors = Vec::new();
+        let mut allowed = false;
+        self.visit_rules_for(request, |rules| match rules {
+            Ok(rules) => {
+                allowed = rules.iter().any(|rule| rule_allows(request, rule));
+                !allowed
+            }
+            Err(error) => {
+                errors.push(error);
+                true
+            }
+        });
+        if allowed {
+            return RbacDecision::Allow;
+        }
+        let reason = match errors.len() {
+            0 => String::new(),
+            1 => format!("RBAC: {}", errors[0]),
+            _ => format!("RBAC: [{}]", errors.join(", ")),
+        };
+        RbacDecision::NoOpinion(reason)
+    }
+
+    /// Upstream's `GetRoleReferenceRules`.
+    fn rules_of(&self, role_ref: &RoleRef, namespace: &str) -> Result<&[PolicyRule], String> {
+        match role_ref.kind.as_str() {
+            "Role" => self
+                .roles
+                .get(&(namespace.to_owned(), role_ref.name.clone()))
+                .map(Vec::as_slice)
+                .ok_or_else(|| {
+                    format!(
+                        "role.rbac.authorization.k8s.io \"{}\" not found",
+                        role_ref.name
+                    )
+                }),
+            "ClusterRole" => self
+                .cluster_roles
+                .get(&role_ref.name)
+                .map(Vec::as_slice)
+                .ok_or_else(|| {
+                    format!(
+                        "clusterrole.rbac.authorization.k8s.io \"{}\" not found",
+                        role_ref.name
+                    )
+                }),
+            other => Err(format!("unsupported role reference kind: \"{other}\"")),
+        }
+    }
+}
+
+/// Upstream's `appliesTo`: the index of the first subject that names the user.
+pub fn applies_to(
+    request: &RbacRequest<'_>,
+    subjects: &[Subject],
+    namespace: &str,
+) -> Option<usize> {
+    subjects
+        .iter()
+        .position(|subject| applies_to_user(request, subject, namespace))
+}
+
+fn applies_to_user(request: &RbacRequest<'_>, subject: &Subject, namespace: &str) -> bool {
+    match subject.kind.as_str() {
+        "User" => request.user == subject.name,
+        "Group" => request.groups.iter().any(|g| *g == subject.name),
+        "ServiceAccount" => {
+            let namespace = match subject.namespace.as_deref() {
+                Some(ns) if !ns.is_empty() => ns,
+                _ => namespace,
+            };
+            !namespace.is_empty() && matches_username(namespace, &subject.name, request.user)
+        }
+        _ => false,
+    }
+}
+
+/// Upstream's `serviceaccount.MatchesUsername`: whether `username` is exactly
+/// `system:serviceaccount:<namespace>:<name>`.
+pub fn matches_username(namespace: &str, name: &str, username: &str) -> bool {
+    username
+        .strip_prefix("system:serviceaccount:")
+        .and_then(|rest| rest.strip_prefix(namespace))
+        .and_then(|rest| rest.strip_prefix(':'))
+        == Some(name)
+}
+
+/// Upstream's `RuleAllows`.
+pub fn rule_allows(request: &RbacRequest<'_>, rule: &PolicyRule) -> bool {
+    let verb = rule.verbs.iter().any(|v| v == "*" || v == request.verb);
+    if !request.resource_request {
+        return verb
+            && rule.non_resource_urls.iter().flatten().any(|url| {
+                url == "*"
+                    || url == request.path
+                    || url
+                        .strip_suffix('*')
+                        .is_some_and(|prefix| request.path.starts_with(prefix))
+            });
+    }
+    let group = rule
+        .api_groups
+        .iter()
+        .flatten()
+        .any(|g| g == "*" || g == request.api_group);
+    let combined = if request.subresource.is_empty() {
+        request.resource.to_owned()
+    } else {
+        format!("{}/{}", request.resource, request.subresource)
+    };
+    let resource = rule.resources.iter().flatten().any(|r| {
+        r == "*"
+            || *r == combined
+            || (!request.subresource.is_empty()
+                && r.len() == request.subresource.len() + 2
+                && r.starts_with("*/")
+                && r.ends_with(request.subresource))
+    });
+    let name = rule
+        .resource_names
+        .as_deref()
+        .is_none_or(|names| names.is_empty() || names.iter().any(|n| n == request.name));
+    verb && group && resource && name
+}
