@@ -247,7 +247,7 @@ pub fn applies_to(
 fn applies_to_user(request: &RbacRequest<'_>, subject: &Subject, namespace: &str) -> bool {
     match subject.kind.as_str() {
         "User" => request.user == subject.name,
-        "Group" => request.groups.iter().any(|g| *g == subject.name),
+        "Group" => request.groups.contains(&subject.name),
         "ServiceAccount" => {
             let namespace = match subject.namespace.as_deref() {
                 Some(ns) if !ns.is_empty() => ns,
