@@ -198,3 +198,93 @@ async fn client_certificates_in_the_extensions_authenticate() {
     let without = get("/x").body(Full::default()).unwrap();
     assert_eq!(call(&layer, without).await.0, StatusCode::UNAUTHORIZED);
 }
+
+/// Attributes of `GET /api/v1/namespaces/ns/pods/web/proxy/` and request parts carrying
+/// `user` (if any).
+fn proxy_request(user: Option<UserInfo>) -> (kube_bastion::Attributes, http::request::Parts) {
+    let uri = http::Uri::from_static("/api/v1/namespaces/ns/pods/web/proxy/");
+    let kube_bastion::Route::Proxy(request) =
+        kube_bastion::ProxyRequest::route(&http::Method::GET, &uri, &http::HeaderMap::new())
+    else {
+        unreachable!()
+    };
+    let (mut parts, ()) = Request::get(uri).body(()).unwrap().into_parts();
+    if let Some(user) = user {
+        parts.extensions.insert(user);
+    }
+    (request.attributes(), parts)
+}
+
+/// `union`: the first authorizer that allows or denies decides; no opinion from all is
+/// no opinion with the reasons; `AlwaysDeny` and no opinion name the authenticated user.
+#[tokio::test]
+async fn a_union_asks_in_order_and_no_opinion_is_a_refusal() {
+    use kube_bastion::{AlwaysDeny, Authorizer, Decision, authorize_fn, union};
+    let alice = UserInfo::new("alice", "", vec![]);
+    let (attributes, parts) = proxy_request(Some(alice));
+    let no_opinion = |reason: &'static str| {
+        authorize_fn(move |_, _| Decision::NoOpinion {
+            reason: reason.to_owned(),
+        })
+    };
+    let allow = authorize_fn(|_, _| Decision::Allow);
+    let chain = union(vec![
+        Box::new(no_opinion("")),
+        Box::new(allow),
+        Box::new(AlwaysDeny),
+    ]);
+    assert_eq!(chain.authorize(&attributes, &parts).await, Decision::Allow);
+    let chain = union(vec![Box::new(no_opinion("")), Box::new(AlwaysDeny)]);
+    assert_eq!(
+        chain.authorize(&attributes, &parts).await,
+        Decision::deny("alice", "")
+    );
+    let chain = union(vec![
+        Box::new(no_opinion("first")),
+        Box::new(no_opinion("")),
+        Box::new(no_opinion("third")),
+    ]);
+    assert_eq!(
+        chain.authorize(&attributes, &parts).await,
+        Decision::NoOpinion {
+            reason: "first\nthird".to_owned()
+        }
+    );
+}
+
+/// `RbacAuthorizer`: the user in the extensions against the policy; no user, no opinion;
+/// `update` swaps the policy.
+#[tokio::test]
+async fn the_rbac_authorizer_reads_the_user_and_follows_updates() {
+    use kube_bastion::core::RbacPolicy;
+    use kube_bastion::{Authorizer, Decision, RbacAuthorizer};
+    let grant = |name: &str| {
+        format!(
+            "apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {{name: b, namespace: ns}}\n\
+             roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: proxy}}\n\
+             subjects: [{{kind: User, name: {name}}}]\n---\n\
+             apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {{name: proxy}}\n\
+             rules: [{{apiGroups: [\"\"], resources: [\"*/proxy\"], verbs: [get]}}]\n"
+        )
+    };
+    let authorizer =
+        RbacAuthorizer::new(RbacPolicy::from_texts([grant("alice").as_str()]).unwrap());
+    let (attributes, alice) = proxy_request(Some(UserInfo::new("alice", "", vec![])));
+    let (_, bob) = proxy_request(Some(UserInfo::new("bob", "", vec![])));
+    let (_, nobody) = proxy_request(None);
+    let none = Decision::NoOpinion {
+        reason: String::new(),
+    };
+    assert_eq!(
+        authorizer.authorize(&attributes, &alice).await,
+        Decision::Allow
+    );
+    assert_eq!(authorizer.authorize(&attributes, &bob).await, none);
+    assert_eq!(authorizer.authorize(&attributes, &nobody).await, none);
+    authorizer.update(RbacPolicy::from_texts([grant("bob").as_str()]).unwrap());
+    assert_eq!(
+        authorizer.authorize(&attributes, &bob).await,
+        Decision::Allow
+    );
+    assert_eq!(authorizer.authorize(&attributes, &alice).await, none);
+}

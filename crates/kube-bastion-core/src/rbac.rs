@@ -24,7 +24,10 @@ use k8s_openapi::api::rbac::v1::{
     ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject,
 };
 
+use serde_json::Value;
+
 use crate::Attributes;
+use crate::cluster::{LoadError, parse_documents};
 
 /// The attributes RBAC decides on: upstream's `authorizer.Attributes`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -121,6 +124,49 @@ impl RbacPolicy {
         }
         policy.cluster_role_bindings = cluster_role_bindings.into_iter().collect();
         policy
+    }
+
+    /// The Roles, ClusterRoles, RoleBindings and ClusterRoleBindings in `texts` (YAML or
+    /// JSON as [`parse_objects`](crate::parse_objects) reads them: documents, `kind: List`,
+    /// typed lists); other kinds are skipped.
+    ///
+    /// ```
+    /// use kube_bastion_core::{RbacDecision, RbacPolicy, RbacRequest};
+    ///
+    /// let policy = RbacPolicy::from_texts([r#"
+    /// apiVersion: rbac.authorization.k8s.io/v1
+    /// kind: ClusterRoleBinding
+    /// metadata: {name: readers}
+    /// roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: read-proxy}
+    /// subjects: [{kind: Group, name: dev}]
+    /// ---
+    /// apiVersion: rbac.authorization.k8s.io/v1
+    /// kind: ClusterRole
+    /// metadata: {name: read-proxy}
+    /// rules: [{apiGroups: [""], resources: [pods/proxy], verbs: [get]}]
+    /// "#]).unwrap();
+    /// let groups = ["dev".to_owned()];
+    /// let request = RbacRequest {
+    ///     user: "alice", groups: &groups, verb: "get", resource: "pods",
+    ///     subresource: "proxy", namespace: "shop", name: "web", resource_request: true,
+    ///     ..RbacRequest::default()
+    /// };
+    /// assert_eq!(policy.authorize(&request), RbacDecision::Allow);
+    /// ```
+    pub fn from_texts<'t>(texts: impl IntoIterator<Item = &'t str>) -> Result<Self, LoadError> {
+        let mut objects = RbacObjects::default();
+        for text in texts {
+            let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+            for (index, document) in parse_documents(text)?.into_iter().enumerate() {
+                objects.collect(index, None, document)?;
+            }
+        }
+        Ok(RbacPolicy::new(
+            objects.roles,
+            objects.cluster_roles,
+            objects.role_bindings,
+            objects.cluster_role_bindings,
+        ))
     }
 
     /// How many bindings the policy holds.
@@ -229,6 +275,73 @@ impl RbacPolicy {
                     )
                 }),
             other => Err(format!("unsupported role reference kind: \"{other}\"")),
+        }
+    }
+}
+
+/// RBAC objects found in documents.
+#[derive(Default)]
+struct RbacObjects {
+    roles: Vec<Role>,
+    cluster_roles: Vec<ClusterRole>,
+    role_bindings: Vec<RoleBinding>,
+    cluster_role_bindings: Vec<ClusterRoleBinding>,
+}
+
+impl RbacObjects {
+    /// Walks one document: arrays and lists are flattened (a typed list's items take its
+    /// element kind), RBAC objects decoded, anything else skipped.
+    fn collect(
+        &mut self,
+        index: usize,
+        inherited: Option<&str>,
+        value: Value,
+    ) -> Result<(), LoadError> {
+        match value {
+            Value::Array(items) => {
+                for item in items {
+                    self.collect(index, inherited, item)?;
+                }
+                Ok(())
+            }
+            Value::Object(mut map) => {
+                let kind = map
+                    .get("kind")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+                    .or_else(|| inherited.map(str::to_owned))
+                    .unwrap_or_default();
+                if let Some(Value::Array(items)) = map.remove("items") {
+                    let element = kind.strip_suffix("List").filter(|k| !k.is_empty());
+                    for item in items {
+                        self.collect(index, element, item)?;
+                    }
+                    return Ok(());
+                }
+                let value = Value::Object(map);
+                let decode = |error: serde_json::Error| LoadError::Object {
+                    index,
+                    kind: kind.clone(),
+                    message: error.to_string(),
+                };
+                match kind.as_str() {
+                    "Role" => self
+                        .roles
+                        .push(serde_json::from_value(value).map_err(decode)?),
+                    "ClusterRole" => self
+                        .cluster_roles
+                        .push(serde_json::from_value(value).map_err(decode)?),
+                    "RoleBinding" => self
+                        .role_bindings
+                        .push(serde_json::from_value(value).map_err(decode)?),
+                    "ClusterRoleBinding" => self
+                        .cluster_role_bindings
+                        .push(serde_json::from_value(value).map_err(decode)?),
+                    _ => {}
+                }
+                Ok(())
+            }
+            _ => Ok(()),
         }
     }
 }

@@ -7,6 +7,7 @@
 
 mod api;
 mod auth;
+mod authz;
 mod cli;
 mod connection;
 mod demo;
@@ -95,6 +96,7 @@ fn init_tracing(format: LogFormat) {
 async fn run(args: ServeArgs) -> Result<(), String> {
     let metrics = Arc::new(Metrics::default());
     let authentication = auth::layer(&args)?;
+    let authorization = authz::from_args(&args)?;
     let tls = match (&args.tls_cert_file, &args.tls_private_key_file) {
         (Some(cert), Some(key)) => {
             Some(serve::load_tls(cert, key, args.client_ca_file.as_deref())?)
@@ -137,6 +139,7 @@ async fn run(args: ServeArgs) -> Result<(), String> {
         demo.as_ref(),
         tunnels.clone(),
         balancer.clone(),
+        Arc::clone(&authorization.authorizer),
     )?;
 
     let listener = TcpListener::bind(args.listen)
@@ -171,6 +174,7 @@ async fn run(args: ServeArgs) -> Result<(), String> {
             args.poll_interval(),
             store.clone(),
             metrics.clone(),
+            authorization.rbac.clone(),
         ));
     }
 

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ConnectInfo;
+use kube_bastion::Authorizer;
 use kube_bastion::RewriteOptions;
 use kube_bastion::core::ClusterSource;
 use kube_bastion::{BalancePolicy, Balancer, BalancerConfig};
@@ -106,9 +107,11 @@ pub(crate) fn layer(
     demo: Option<&DemoAddresses>,
     shutdown: Shutdown,
     balancer: Balancer,
+    authorizer: Arc<dyn Authorizer>,
 ) -> Result<ProxyLayer, String> {
     let p = &args.proxy;
     let mut builder = ProxyConfig::builder(cluster)
+        .authorizer(authorizer)
         .resolve_options(args.resolution.resolve_options(demo))
         .tls(tls_options(args)?)
         .connect_timeout(Duration::from_secs(p.connect_timeout.max(1)))

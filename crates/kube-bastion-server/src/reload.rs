@@ -62,6 +62,7 @@ pub(crate) async fn watch(
     interval: Duration,
     store: Arc<Store>,
     metrics: Arc<Metrics>,
+    rbac: Option<Arc<kube_bastion::RbacAuthorizer>>,
 ) {
     let mut last = stamps(&paths);
     let mut ticker = tokio::time::interval(interval);
@@ -78,11 +79,20 @@ pub(crate) async fn watch(
         let loaded = {
             let paths = paths.clone();
             let store = Arc::clone(&store);
+            let rbac = rbac.clone();
             tokio::task::spawn_blocking(move || {
-                load_files(&paths).map(|objects| {
-                    let count = objects.len();
-                    (count, store.sync(objects))
-                })
+                let objects = load_files(&paths)?;
+                // RBAC follows the same files: parsed before anything changes, so a bad
+                // file leaves both the cluster and the policy as they were.
+                let policy = rbac
+                    .as_ref()
+                    .map(|_| crate::authz::load_rbac(&paths))
+                    .transpose()?;
+                if let (Some(rbac), Some(policy)) = (rbac, policy) {
+                    rbac.update(policy);
+                }
+                let count = objects.len();
+                Ok::<_, String>((count, store.sync(objects)))
             })
             .await
         };

@@ -37,6 +37,7 @@ use crate::Attributes;
 
 /// An authorizer's answer.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Decision {
     /// The request may proceed.
     Allow,
@@ -45,6 +46,13 @@ pub enum Decision {
     Deny {
         /// The user name shown in the message.
         user: String,
+        /// Why (may be empty).
+        reason: String,
+    },
+    /// This authorizer neither allows nor denies (kube-apiserver's `DecisionNoOpinion`): in
+    /// a [`union`] the next authorizer decides; alone, or last, the request is refused with a
+    /// 403 naming the authenticated [`UserInfo`](crate::UserInfo) and the non-empty reasons.
+    NoOpinion {
         /// Why (may be empty).
         reason: String,
     },
@@ -128,6 +136,82 @@ pub trait Authorizer: Send + Sync + 'static {
     -> AuthorizeFuture<'a>;
 }
 
+/// Denies everything (kube-apiserver's `--authorization-mode=AlwaysDeny`), naming the
+/// authenticated user.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AlwaysDeny;
+
+impl Authorizer for AlwaysDeny {
+    fn authorize<'a>(&'a self, _: &'a Attributes, parts: &'a Parts) -> AuthorizeFuture<'a> {
+        AuthorizeFuture::ready(Decision::deny(user_name(parts), ""))
+    }
+}
+
+/// The name of the user authentication put in the request's extensions (`""` without one).
+pub(crate) fn user_name(parts: &Parts) -> String {
+    parts
+        .extensions
+        .get::<crate::UserInfo>()
+        .map(|u| u.name.clone())
+        .unwrap_or_default()
+}
+
+/// Authorizers asked in order, as kube-apiserver's `--authorization-mode=A,B,...`: the
+/// first that allows or denies decides; when every one has no opinion, the answer is no
+/// opinion with their non-empty reasons joined by newlines (a 403).
+///
+/// ```
+/// use kube_bastion::{AlwaysDeny, Authorizer, Decision, authorize_fn, union};
+///
+/// let only_shop = authorize_fn(|attrs, _| match attrs.namespace.as_deref() {
+///     Some("shop") => Decision::Allow,
+///     _ => Decision::NoOpinion { reason: String::new() },
+/// });
+/// let chain = union(vec![Box::new(only_shop) as Box<dyn Authorizer>, Box::new(AlwaysDeny)]);
+/// # let _ = chain;
+/// ```
+pub fn union(authorizers: Vec<Box<dyn Authorizer>>) -> Union {
+    Union { authorizers }
+}
+
+/// The [`union`] of authorizers.
+pub struct Union {
+    authorizers: Vec<Box<dyn Authorizer>>,
+}
+
+impl fmt::Debug for Union {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Union")
+            .field("authorizers", &self.authorizers.len())
+            .finish()
+    }
+}
+
+impl Authorizer for Union {
+    fn authorize<'a>(
+        &'a self,
+        attributes: &'a Attributes,
+        parts: &'a Parts,
+    ) -> AuthorizeFuture<'a> {
+        AuthorizeFuture::boxed(async move {
+            let mut reasons: Vec<String> = Vec::new();
+            for authorizer in &self.authorizers {
+                match authorizer.authorize(attributes, parts).await {
+                    Decision::NoOpinion { reason } => {
+                        if !reason.is_empty() {
+                            reasons.push(reason);
+                        }
+                    }
+                    decided => return decided,
+                }
+            }
+            Decision::NoOpinion {
+                reason: reasons.join("\n"),
+            }
+        })
+    }
+}
+
 /// Allows everything: for hosts that authorize before the proxy (for example in an outer
 /// middleware) and for tests.
 #[derive(Clone, Copy, Debug, Default)]
@@ -179,5 +263,57 @@ impl<A: Authorizer + ?Sized> Authorizer for std::sync::Arc<A> {
         parts: &'a Parts,
     ) -> AuthorizeFuture<'a> {
         (**self).authorize(attributes, parts)
+    }
+}
+
+/// kube-apiserver's RBAC authorizer over a [`RbacPolicy`](crate::core::RbacPolicy) that
+/// can be replaced while requests run (a reload swaps it atomically): the authenticated
+/// [`UserInfo`](crate::UserInfo) (name and groups) is allowed when a rule of a binding that
+/// applies to it allows the proxy request (`get` on `pods/proxy` with `resourceNames`
+/// matched against the whole id, `*/proxy`, `*`, ...); otherwise RBAC has no opinion, as
+/// upstream (a 403 unless a later authorizer of a [`union`] allows). A request without a
+/// user has no opinion.
+pub struct RbacAuthorizer {
+    policy: arc_swap::ArcSwap<crate::core::RbacPolicy>,
+}
+
+impl fmt::Debug for RbacAuthorizer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RbacAuthorizer")
+            .field("bindings", &self.policy.load().bindings())
+            .finish()
+    }
+}
+
+impl RbacAuthorizer {
+    /// An authorizer deciding by `policy`.
+    pub fn new(policy: crate::core::RbacPolicy) -> Self {
+        RbacAuthorizer {
+            policy: arc_swap::ArcSwap::from_pointee(policy),
+        }
+    }
+
+    /// Replaces the policy; requests already deciding keep the one they started with.
+    pub fn update(&self, policy: crate::core::RbacPolicy) {
+        self.policy.store(std::sync::Arc::new(policy));
+    }
+}
+
+impl Authorizer for RbacAuthorizer {
+    fn authorize<'a>(
+        &'a self,
+        attributes: &'a Attributes,
+        parts: &'a Parts,
+    ) -> AuthorizeFuture<'a> {
+        let Some(user) = parts.extensions.get::<crate::UserInfo>() else {
+            return AuthorizeFuture::ready(Decision::NoOpinion {
+                reason: String::new(),
+            });
+        };
+        let request = crate::core::RbacRequest::proxy(attributes, &user.name, &user.groups);
+        AuthorizeFuture::ready(match self.policy.load().authorize(&request) {
+            crate::core::RbacDecision::Allow => Decision::Allow,
+            crate::core::RbacDecision::NoOpinion(reason) => Decision::NoOpinion { reason },
+        })
     }
 }

@@ -71,7 +71,10 @@ pub use authn::{
     AuthenticatedFuture, Authentication, AuthenticationLayer, Authenticator, ClientCertificates,
     TokenFile, TokenFileError, UNAUTHENTICATED_GROUP, UserInfo, X509Authenticator, websocket_token,
 };
-pub use authorizer::{AllowAll, AuthorizeFn, AuthorizeFuture, Authorizer, Decision, authorize_fn};
+pub use authorizer::{
+    AllowAll, AlwaysDeny, AuthorizeFn, AuthorizeFuture, Authorizer, Decision, RbacAuthorizer,
+    Union, authorize_fn, union,
+};
 pub use balance::{
     BALANCER_ANNOTATION, BalancePolicy, Balancer, BalancerConfig, ConcurrencyLimit, EjectionConfig,
     EndpointSnapshot, ServiceKey, UnknownPolicy,

@@ -49,7 +49,7 @@ pub fn parse_objects(text: &str) -> Result<Vec<Object>, LoadError> {
     Ok(objects)
 }
 
-fn parse_documents(text: &str) -> Result<Vec<Value>, LoadError> {
+pub(crate) fn parse_documents(text: &str) -> Result<Vec<Value>, LoadError> {
     let trimmed = text.trim_start();
     let looks_like_json = trimmed.starts_with('{') || trimmed.starts_with('[');
     let mut json_error = None;

@@ -38,6 +38,7 @@ mod snapshot;
 mod writer;
 
 pub use crate::view::{ClusterSource, ClusterView};
+pub(crate) use load::parse_documents;
 pub use load::{LoadError, parse_objects};
 pub use object::{Object, ObjectKind, StoredKind};
 pub use snapshot::ClusterSnapshot;

@@ -195,6 +195,16 @@ pub(crate) struct ServeArgs {
     /// Credentials that are presented and invalid are refused either way.
     #[arg(long = "anonymous-auth")]
     pub(crate) anonymous_auth: bool,
+    /// Authorizers of proxy requests, asked in order (kube-apiserver's flag): a
+    /// comma-separated list of `AlwaysAllow`, `AlwaysDeny` and `RBAC`. The first that allows
+    /// or denies decides; when none does, the request is refused (403). RBAC reads Roles,
+    /// ClusterRoles, RoleBindings and ClusterRoleBindings from the --cluster files.
+    #[arg(
+        long = "authorization-mode",
+        default_value = "AlwaysAllow",
+        value_name = "MODES"
+    )]
+    pub(crate) authorization_mode: String,
     /// kube-apiserver's static token file: CSV lines `token,user,uid,"group1,group2"`.
     /// With it every request except /healthz, /livez, /readyz and /version needs
     /// `Authorization: Bearer <token>` with a listed token, else 401.

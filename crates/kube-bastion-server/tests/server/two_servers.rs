@@ -20,7 +20,11 @@ use crate::support::{Server, TempDir, get};
 const LIMIT: Duration = Duration::from_secs(30);
 
 /// A loopback backend at `ip:port` answering every path with `name`.
-async fn backend(ip: &str, port: u16, name: &'static str) -> tokio::task::JoinHandle<()> {
+pub(crate) async fn backend(
+    ip: &str,
+    port: u16,
+    name: &'static str,
+) -> tokio::task::JoinHandle<()> {
     let addr: SocketAddr = format!("{ip}:{port}").parse().unwrap();
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -32,7 +36,7 @@ async fn backend(ip: &str, port: u16, name: &'static str) -> tokio::task::JoinHa
 }
 
 /// A free loopback port (bound, then released).
-fn free_port(ip: &str) -> u16 {
+pub(crate) fn free_port(ip: &str) -> u16 {
     StdListener::bind((ip, 0))
         .unwrap()
         .local_addr()

@@ -108,6 +108,9 @@ async fn authorize(
     match config.inner.authorizer.authorize(attrs, parts).await {
         crate::Decision::Allow => Ok(()),
         crate::Decision::Deny { user, reason } => Err(attrs.forbidden(&user, &reason)),
+        crate::Decision::NoOpinion { reason } => {
+            Err(attrs.forbidden(&crate::authorizer::user_name(parts), &reason))
+        }
     }
 }
 

@@ -1,0 +1,70 @@
+//! Authorization as kube-apiserver's `--authorization-mode` configures it: a comma-separated
+//! list of `AlwaysAllow`, `AlwaysDeny` and `RBAC`, asked in order ([`kube_bastion::union`]).
+//! RBAC reads the Roles, ClusterRoles, RoleBindings and ClusterRoleBindings of the
+//! `--cluster` files and follows their reloads.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use kube_bastion::core::RbacPolicy;
+use kube_bastion::{AllowAll, AlwaysDeny, Authorizer, RbacAuthorizer, union};
+
+use crate::cli::ServeArgs;
+
+/// The authorizer the flags describe, and the RBAC authorizer inside it (for reloads).
+pub(crate) struct Authorization {
+    pub(crate) authorizer: Arc<dyn Authorizer>,
+    pub(crate) rbac: Option<Arc<RbacAuthorizer>>,
+}
+
+/// Reads the RBAC objects of the cluster files.
+pub(crate) fn load_rbac(paths: &[PathBuf]) -> Result<RbacPolicy, String> {
+    let texts = paths
+        .iter()
+        .map(|p| std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display())))
+        .collect::<Result<Vec<_>, _>>()?;
+    RbacPolicy::from_texts(texts.iter().map(String::as_str)).map_err(|e| e.to_string())
+}
+
+/// Builds the authorizer of `--authorization-mode`.
+pub(crate) fn from_args(args: &ServeArgs) -> Result<Authorization, String> {
+    let mut authorizers: Vec<Box<dyn Authorizer>> = Vec::new();
+    let mut rbac = None;
+    for mode in args.authorization_mode.split(',').map(str::trim) {
+        match mode {
+            "AlwaysAllow" => authorizers.push(Box::new(AllowAll)),
+            "AlwaysDeny" => authorizers.push(Box::new(AlwaysDeny)),
+            "RBAC" => {
+                if args.clusters.is_empty() {
+                    return Err(
+                        "--authorization-mode RBAC reads its Roles and bindings from \
+                                --cluster files; the live cluster source does not watch them yet"
+                            .to_owned(),
+                    );
+                }
+                let policy = load_rbac(&args.clusters)
+                    .map_err(|e| format!("--authorization-mode RBAC: {e}"))?;
+                tracing::info!(bindings = policy.bindings(), "RBAC authorization on");
+                let authorizer = Arc::new(RbacAuthorizer::new(policy));
+                authorizers.push(Box::new(Arc::clone(&authorizer)));
+                rbac = Some(authorizer);
+            }
+            "Webhook" => {
+                return Err(
+                    "--authorization-mode Webhook: SubjectAccessReview webhooks are not supported yet"
+                        .to_owned(),
+                );
+            }
+            other => {
+                return Err(format!(
+                    "--authorization-mode: unknown mode {other:?} (AlwaysAllow, AlwaysDeny, RBAC)"
+                ));
+            }
+        }
+    }
+    let authorizer: Arc<dyn Authorizer> = match authorizers.len() {
+        1 => Arc::from(authorizers.pop().expect("one")),
+        _ => Arc::new(union(authorizers)),
+    };
+    Ok(Authorization { authorizer, rbac })
+}
