@@ -59,21 +59,29 @@ async fn requests_need_a_valid_bearer_token() {
     assert_eq!(request("GET", &url("/metrics"), &[], "").await.status, 401);
 }
 
-#[test]
-fn kubectl_with_a_token_over_https() {
-    // kubectl only sends credentials over TLS.
-    let dir = TempDir::new("auth-kubectl");
-    let (cert, key) = crate::support::serving_cert(&dir);
-    let tokens = dir.join("tokens.csv");
-    std::fs::write(&tokens, "s3cret-token,alice,1001\n").unwrap();
-    let server = Server::demo(&[
+/// The demo over HTTPS with a token file holding `tokens` and `extra` flags: the server and
+/// its (self-signed) serving certificate.
+fn https_demo(dir: &TempDir, tokens: &str, extra: &[&str]) -> (Server, std::path::PathBuf) {
+    let (cert, key) = crate::support::serving_cert(dir);
+    let token_file = dir.join("tokens.csv");
+    std::fs::write(&token_file, tokens).unwrap();
+    let mut args = vec![
         "--token-auth-file",
-        tokens.to_str().unwrap(),
+        token_file.to_str().unwrap(),
         "--tls-cert-file",
         cert.to_str().unwrap(),
         "--tls-private-key-file",
         key.to_str().unwrap(),
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    (Server::demo(&args), cert)
+}
+
+#[test]
+fn kubectl_with_a_token_over_https() {
+    // kubectl only sends credentials over TLS.
+    let dir = TempDir::new("auth-kubectl");
+    let (server, cert) = https_demo(&dir, "s3cret-token,alice,1001\n", &[]);
     let ca = cert.to_str().unwrap();
     let out = run_ok(kubectl(&server.url, dir.path()).args([
         "--certificate-authority",
@@ -195,22 +203,14 @@ fn client_cert(
 #[test]
 fn kubectl_with_a_client_certificate_over_https() {
     let dir = TempDir::new("auth-x509");
-    let (cert, key) = crate::support::serving_cert(&dir);
     let (client_ca, alice_cert, alice_key) = client_cert(&dir, "trusted", "alice", &["dev"]);
     let (_, mallory_cert, mallory_key) =
         client_cert(&dir, "untrusted", "mallory", &["system:masters"]);
-    let tokens = dir.join("tokens.csv");
-    std::fs::write(&tokens, "s3cret-token,bob,1002\n").unwrap();
-    let server = Server::demo(&[
-        "--client-ca-file",
-        client_ca.to_str().unwrap(),
-        "--token-auth-file",
-        tokens.to_str().unwrap(),
-        "--tls-cert-file",
-        cert.to_str().unwrap(),
-        "--tls-private-key-file",
-        key.to_str().unwrap(),
-    ]);
+    let (server, cert) = https_demo(
+        &dir,
+        "s3cret-token,bob,1002\n",
+        &["--client-ca-file", client_ca.to_str().unwrap()],
+    );
     let ca = cert.to_str().unwrap();
     let pod = "/api/v1/namespaces/demo/pods/echo-0:8080/proxy/hello";
     let with_cert = |cert: &std::path::Path, key: &std::path::Path| {
