@@ -6,6 +6,8 @@ use crate::support::{BIN, TempDir, fixture};
 
 fn run(args: &[&str]) -> (i32, String, String) {
     let output = Command::new(BIN)
+        // Outside a pod even when the tests run in one: no in-cluster configuration.
+        .env_remove("KUBERNETES_SERVICE_HOST")
         .args(args)
         .env("RUST_LOG", "off")
         .output()

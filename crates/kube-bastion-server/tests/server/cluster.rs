@@ -13,6 +13,8 @@ use crate::support::{BIN, Server, TempDir, eventually, fixture, get, kubectl, ru
 fn resolve(extra: &[&str], path: &str) -> (String, String, Vec<String>, Value) {
     let fixture = fixture("cluster.yaml");
     let output = Command::new(BIN)
+        // Outside a pod even when the tests run in one: no in-cluster configuration.
+        .env_remove("KUBERNETES_SERVICE_HOST")
         .arg("resolve")
         .arg("--cluster")
         .arg(&fixture)

@@ -292,6 +292,8 @@ async fn demo_reaches_only_its_backends() {
 #[test]
 fn demo_refuses_a_non_loopback_listen_address() {
     let output = std::process::Command::new(crate::support::BIN)
+        // Outside a pod even when the tests run in one: no in-cluster configuration.
+        .env_remove("KUBERNETES_SERVICE_HOST")
         .args(["--listen", "0.0.0.0:0", "--demo-network"])
         .arg(crate::support::demo_network())
         .output()

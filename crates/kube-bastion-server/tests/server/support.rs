@@ -95,6 +95,8 @@ impl Server {
 
     pub(crate) fn start_with_listen(args: &[&str], listen: &str) -> Server {
         let mut child = Command::new(BIN)
+            // Outside a pod even when the tests run in one: no in-cluster configuration.
+            .env_remove("KUBERNETES_SERVICE_HOST")
             .args(["--listen", listen])
             .args(args)
             .env("RUST_LOG", "info")
