@@ -2,8 +2,9 @@
 # Runs the peer reverse-proxy benchmark harness (direct, nginx, Go's ReverseProxy) with
 # kube-bastion as two extra columns, both proxying the harness origin 127.0.0.1:18080:
 #   layer   examples/bench_target.rs (ProxyService alone, one thread), pod default/origin;
-#   server  the kube-bastion binary as users run it, on bench/peer/cluster.yaml, through
-#           the Service default/origin (RUST_LOG=warn: no access log line per request).
+#   server  the kube-bastion binary as users run it, on bench/peer/cluster.yaml, pod
+#           default/origin-0 (the same path as the layer's, so the difference is the
+#           server's own cost; RUST_LOG=warn: no access log line per request).
 #
 # Usage: bench/peer/run.sh HARNESS_DIR   (the folder holding the harness's run.sh)
 # Needs: apt-get install -y wrk nginx libnginx-mod-http-echo golang-go curl iproute2
@@ -24,4 +25,4 @@ ${SERVER_FLAGS:-}"
 cd "$harness"
 exec ./run.sh \
     layer=http://127.0.0.1:18083/api/v1/namespaces/default/pods/origin:18080/proxy \
-    server=http://127.0.0.1:18084/api/v1/namespaces/default/services/origin:http/proxy
+    server=http://127.0.0.1:18084/api/v1/namespaces/default/pods/origin-0:18080/proxy
