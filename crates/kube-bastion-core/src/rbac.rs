@@ -400,14 +400,18 @@ pub fn rule_allows(request: &RbacRequest<'_>, rule: &PolicyRule) -> bool {
         .iter()
         .flatten()
         .any(|g| g == "*" || g == request.api_group);
-    let combined = if request.subresource.is_empty() {
-        request.resource.to_owned()
-    } else {
-        format!("{}/{}", request.resource, request.subresource)
+    // `resource/subresource` compared piecewise: no string is built per rule.
+    let combined = |r: &str| match request.subresource {
+        "" => r == request.resource,
+        sub => {
+            r.strip_prefix(request.resource)
+                .and_then(|rest| rest.strip_prefix('/'))
+                == Some(sub)
+        }
     };
     let resource = rule.resources.iter().flatten().any(|r| {
         r == "*"
-            || *r == combined
+            || combined(r)
             || (!request.subresource.is_empty()
                 && r.len() == request.subresource.len() + 2
                 && r.starts_with("*/")

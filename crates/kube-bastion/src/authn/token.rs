@@ -201,13 +201,7 @@ impl TokenFile {
     /// The user of an `Authorization` header value, if it is `Bearer <known token>` (the
     /// scheme is case-insensitive, as upstream).
     pub fn authenticate(&self, authorization: &[u8]) -> Option<&UserInfo> {
-        let mut parts = authorization.splitn(3, |b| *b == b' ');
-        let scheme = parts.next()?;
-        let token = parts.next()?;
-        if !scheme.eq_ignore_ascii_case(b"bearer") {
-            return None;
-        }
-        self.user(token)
+        self.user(bearer_token(authorization)?)
     }
 }
 
@@ -229,15 +223,9 @@ impl TokenFile {
             None => Authentication::Invalid("invalid bearer token".to_owned()),
         };
         if let Some(value) = headers.get(http::header::AUTHORIZATION) {
-            // As upstream's bearer-token authenticator: `Bearer <token>[ ...]`, the scheme
-            // case-insensitive; another scheme or an empty token is no credential at all.
-            let mut parts = value.as_bytes().splitn(3, |b| *b == b' ');
-            let scheme = parts.next().unwrap_or_default();
-            return match parts.next() {
-                Some(token) if scheme.eq_ignore_ascii_case(b"bearer") && !token.is_empty() => {
-                    found(self.user(token))
-                }
-                _ => Authentication::NoCredentials,
+            return match bearer_token(value.as_bytes()) {
+                Some(token) => found(self.user(token)),
+                None => Authentication::NoCredentials,
             };
         }
         match headers
@@ -248,6 +236,16 @@ impl TokenFile {
             None => Authentication::NoCredentials,
         }
     }
+}
+
+/// The token of an `Authorization` value, as upstream's bearer-token authenticator reads it:
+/// `Bearer <token>[ ...]`, the scheme case-insensitive; `None` for another scheme or an
+/// empty token (no credential at all).
+fn bearer_token(authorization: &[u8]) -> Option<&[u8]> {
+    let mut parts = authorization.splitn(3, |b| *b == b' ');
+    let scheme = parts.next()?;
+    let token = parts.next().filter(|t| !t.is_empty())?;
+    scheme.eq_ignore_ascii_case(b"bearer").then_some(token)
 }
 
 /// Decodes unpadded (or padded) base64url (RFC 4648 section 5).

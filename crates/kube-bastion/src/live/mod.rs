@@ -72,8 +72,8 @@ pub struct KubeCluster {
 pub(crate) struct Shared {
     memory: Arc<MemoryCluster>,
     stats: stats::Stats,
-    /// Feeders handed out, and those of them that have not finished their first list.
-    feeders: Mutex<(usize, usize)>,
+    /// Feeders handed out that have not finished their first list.
+    unsynced: Mutex<usize>,
     synced: AtomicBool,
     ready: watch::Sender<bool>,
 }
@@ -81,17 +81,17 @@ pub(crate) struct Shared {
 impl Shared {
     fn feeder_added(&self, kind: ObjectKind) {
         self.stats.watcher_added(kind);
-        let mut feeders = self.feeders.lock().unwrap_or_else(PoisonError::into_inner);
-        feeders.0 += 1;
-        feeders.1 += 1;
+        // Under the lock, as in `feeder_synced`: the flag always follows the count.
+        let mut unsynced = self.unsynced.lock().unwrap_or_else(PoisonError::into_inner);
+        *unsynced += 1;
         self.set_synced(false);
     }
 
     fn feeder_synced(&self, kind: ObjectKind) {
         self.stats.watcher_synced(kind);
-        let mut feeders = self.feeders.lock().unwrap_or_else(PoisonError::into_inner);
-        feeders.1 = feeders.1.saturating_sub(1);
-        if feeders.1 == 0 {
+        let mut unsynced = self.unsynced.lock().unwrap_or_else(PoisonError::into_inner);
+        *unsynced = unsynced.saturating_sub(1);
+        if *unsynced == 0 {
             self.set_synced(true);
         }
     }
@@ -145,7 +145,7 @@ impl KubeCluster {
             shared: Arc::new(Shared {
                 memory,
                 stats: stats::Stats::default(),
-                feeders: Mutex::new((0, 0)),
+                unsynced: Mutex::new(0),
                 synced: AtomicBool::new(false),
                 ready,
             }),

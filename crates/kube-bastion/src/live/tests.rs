@@ -731,3 +731,26 @@ async fn watch_errors_keep_the_view_and_later_events_apply() {
         fixture.published()
     );
 }
+
+/// Readiness is a count of feeders that have not listed yet: a cluster without feeders is
+/// not synced, each feeder holds it back until its first list, and one dropped before its
+/// list releases it (it will never list).
+#[test]
+fn readiness_follows_every_feeder_and_dropped_ones_release_it() {
+    let cluster = KubeCluster::default();
+    assert!(!cluster.is_synced(), "no feeder yet: nothing listed");
+    let mut pods = cluster.feeder::<k8s_openapi::api::core::v1::Pod>(None);
+    let services = cluster.feeder::<k8s_openapi::api::core::v1::Service>(Some("shop"));
+    pods.replace([]);
+    assert!(!cluster.is_synced(), "the Service feeder has not listed");
+    drop(services);
+    assert!(
+        cluster.is_synced(),
+        "a dropped feeder never lists: it must not hold readiness"
+    );
+    let _nodes = cluster.feeder::<k8s_openapi::api::core::v1::Node>(None);
+    assert!(
+        !cluster.is_synced(),
+        "a new feeder holds readiness until it lists"
+    );
+}
