@@ -123,6 +123,49 @@ fn static_roles() -> (RbacPolicy, [(&'static str, PolicyRule); 3]) {
     )
 }
 
+/// A policy whose only binding (a RoleBinding in `namespace`, or a ClusterRoleBinding when it
+/// is empty) grants everything to `subjects`.
+fn one_binding_policy(namespace: &str, subjects: Vec<Subject>) -> RbacPolicy {
+    let role = ClusterRole {
+        metadata: ObjectMeta {
+            name: Some("all".into()),
+            ..ObjectMeta::default()
+        },
+        rules: Some(vec![PolicyRule {
+            api_groups: Some(vec!["*".into()]),
+            resources: Some(vec!["*".into()]),
+            verbs: vec!["*".into()],
+            ..PolicyRule::default()
+        }]),
+        ..ClusterRole::default()
+    };
+    let role_ref = RoleRef {
+        api_group: "rbac.authorization.k8s.io".into(),
+        kind: "ClusterRole".into(),
+        name: "all".into(),
+    };
+    let metadata = ObjectMeta {
+        name: Some("binding".into()),
+        namespace: (!namespace.is_empty()).then(|| namespace.to_owned()),
+        ..ObjectMeta::default()
+    };
+    if namespace.is_empty() {
+        let binding = ClusterRoleBinding {
+            metadata,
+            role_ref,
+            subjects: Some(subjects),
+        };
+        RbacPolicy::new([], [role], [], [binding])
+    } else {
+        let binding = RoleBinding {
+            metadata,
+            role_ref,
+            subjects: Some(subjects),
+        };
+        RbacPolicy::new([], [role], [binding], [])
+    }
+}
+
 #[test]
 fn subjects_bindings_and_decisions_follow_upstreams_tables() {
     let mut levels = std::collections::BTreeMap::<String, usize>::new();
@@ -152,6 +195,23 @@ fn subjects_bindings_and_decisions_follow_upstreams_tables() {
                     index.map(|i| i as u64),
                     expected["subjectIndex"].as_u64(),
                     "{}",
+                    row["name"]
+                );
+                // The policy's subject index selects exactly the bindings `applies_to` does.
+                let namespace = text(&input["bindingNamespace"]);
+                let policy = one_binding_policy(namespace, subjects);
+                let request = RbacRequest {
+                    verb: "get",
+                    resource: "pods",
+                    subresource: "proxy",
+                    namespace,
+                    resource_request: true,
+                    ..request
+                };
+                assert_eq!(
+                    policy.authorize(&request) == RbacDecision::Allow,
+                    expected["applies"].as_bool().unwrap(),
+                    "indexed: {}",
                     row["name"]
                 );
             }

@@ -104,6 +104,7 @@ pub mod authz;
 pub mod cluster;
 pub mod go;
 pub mod id;
+pub mod kubelet;
 pub mod path;
 pub mod policy;
 pub mod rbac;

@@ -83,13 +83,92 @@ pub enum RbacDecision {
 }
 
 /// Roles, ClusterRoles and their bindings, indexed for [`authorize`](Self::authorize).
+///
+/// Bindings are indexed by the users and groups their subjects name (a ServiceAccount
+/// subject by its user name `system:serviceaccount:<namespace>:<name>`), so a decision
+/// reads only the bindings that name the requesting user or one of its groups, in the order
+/// upstream visits them, whatever the number of bindings in the cluster.
 #[derive(Clone, Debug, Default)]
 pub struct RbacPolicy {
     roles: HashMap<(String, String), Vec<PolicyRule>>,
     cluster_roles: HashMap<String, Vec<PolicyRule>>,
     /// RoleBindings by namespace.
-    role_bindings: HashMap<String, Vec<RoleBinding>>,
-    cluster_role_bindings: Vec<ClusterRoleBinding>,
+    role_bindings: HashMap<String, Bindings<RoleBinding>>,
+    cluster_role_bindings: Bindings<ClusterRoleBinding>,
+}
+
+/// Bindings in their original order, with the positions of the bindings that name each user
+/// and each group.
+#[derive(Clone, Debug)]
+struct Bindings<B> {
+    list: Vec<B>,
+    users: HashMap<String, Vec<u32>>,
+    groups: HashMap<String, Vec<u32>>,
+}
+
+impl<B> Default for Bindings<B> {
+    fn default() -> Self {
+        Bindings {
+            list: Vec::new(),
+            users: HashMap::new(),
+            groups: HashMap::new(),
+        }
+    }
+}
+
+impl<B> Bindings<B> {
+    /// Adds `binding`, whose `subjects` are indexed with `namespace` as the default
+    /// namespace of ServiceAccount subjects (`""` for ClusterRoleBindings: no default).
+    fn push(&mut self, binding: B, subjects: &[Subject], namespace: &str) {
+        let Ok(position) = u32::try_from(self.list.len()) else {
+            return;
+        };
+        self.list.push(binding);
+        for subject in subjects {
+            let (map, key) = match subject.kind.as_str() {
+                "User" => (&mut self.users, subject.name.clone()),
+                "Group" => (&mut self.groups, subject.name.clone()),
+                "ServiceAccount" => {
+                    let namespace = match subject.namespace.as_deref() {
+                        Some(ns) if !ns.is_empty() => ns,
+                        _ => namespace,
+                    };
+                    if namespace.is_empty() {
+                        continue;
+                    }
+                    (
+                        &mut self.users,
+                        format!("system:serviceaccount:{namespace}:{}", subject.name),
+                    )
+                }
+                _ => continue,
+            };
+            let positions = map.entry(key).or_default();
+            // A binding naming the same subject twice is listed once.
+            if positions.last() != Some(&position) {
+                positions.push(position);
+            }
+        }
+    }
+
+    /// The bindings naming `user` or one of `groups`, in their original order.
+    fn applying_to<'s>(&'s self, user: &str, groups: &[String]) -> impl Iterator<Item = &'s B> {
+        let mut positions: Vec<u32> = self.users.get(user).cloned().unwrap_or_default();
+        let mut merged = false;
+        for group in groups {
+            if let Some(more) = self.groups.get(group.as_str()) {
+                positions.extend_from_slice(more);
+                merged = true;
+            }
+        }
+        if merged {
+            positions.sort_unstable();
+            positions.dedup();
+        }
+        positions
+            .into_iter()
+            .filter_map(|position| self.list.get(position as usize))
+    }
 }
 
 impl RbacPolicy {
@@ -116,13 +195,17 @@ impl RbacPolicy {
         }
         for binding in role_bindings {
             let namespace = binding.metadata.namespace.clone().unwrap_or_default();
+            let subjects = binding.subjects.clone().unwrap_or_default();
             policy
                 .role_bindings
-                .entry(namespace)
+                .entry(namespace.clone())
                 .or_default()
-                .push(binding);
+                .push(binding, &subjects, &namespace);
         }
-        policy.cluster_role_bindings = cluster_role_bindings.into_iter().collect();
+        for binding in cluster_role_bindings {
+            let subjects = binding.subjects.clone().unwrap_or_default();
+            policy.cluster_role_bindings.push(binding, &subjects, "");
+        }
         policy
     }
 
@@ -171,7 +254,12 @@ impl RbacPolicy {
 
     /// How many bindings the policy holds.
     pub fn bindings(&self) -> usize {
-        self.cluster_role_bindings.len() + self.role_bindings.values().map(Vec::len).sum::<usize>()
+        self.cluster_role_bindings.list.len()
+            + self
+                .role_bindings
+                .values()
+                .map(|b| b.list.len())
+                .sum::<usize>()
     }
 
     /// Upstream's `VisitRulesFor`: calls `visit` with the rules of every binding that
@@ -182,27 +270,22 @@ impl RbacPolicy {
         request: &RbacRequest<'_>,
         mut visit: impl FnMut(Result<&[PolicyRule], String>) -> bool,
     ) {
-        for binding in &self.cluster_role_bindings {
-            let subjects = binding.subjects.as_deref().unwrap_or_default();
-            if applies_to(request, subjects, "").is_some()
-                && !visit(self.rules_of(&binding.role_ref, ""))
-            {
+        for binding in self
+            .cluster_role_bindings
+            .applying_to(request.user, request.groups)
+        {
+            if !visit(self.rules_of(&binding.role_ref, "")) {
                 return;
             }
         }
         if request.namespace.is_empty() {
             return;
         }
-        for binding in self
-            .role_bindings
-            .get(request.namespace)
-            .into_iter()
-            .flatten()
-        {
-            let subjects = binding.subjects.as_deref().unwrap_or_default();
-            if applies_to(request, subjects, request.namespace).is_some()
-                && !visit(self.rules_of(&binding.role_ref, request.namespace))
-            {
+        let Some(bindings) = self.role_bindings.get(request.namespace) else {
+            return;
+        };
+        for binding in bindings.applying_to(request.user, request.groups) {
+            if !visit(self.rules_of(&binding.role_ref, request.namespace)) {
                 return;
             }
         }

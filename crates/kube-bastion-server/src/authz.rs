@@ -1,13 +1,15 @@
 //! Authorization as kube-apiserver's `--authorization-mode` configures it: a comma-separated
 //! list of `AlwaysAllow`, `AlwaysDeny` and `RBAC`, asked in order ([`kube_bastion::union`]).
 //! RBAC reads the Roles, ClusterRoles, RoleBindings and ClusterRoleBindings of the
-//! `--cluster` files and follows their reloads.
+//! `--cluster` files and follows their reloads, or, with a live cluster, watches them there
+//! (`live::start`). `--kubelet-fine-grained-authorization` wraps
+//! the whole list in a [`KubeletAuthorizer`].
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use kube_bastion::core::RbacPolicy;
-use kube_bastion::{AllowAll, AlwaysDeny, Authorizer, RbacAuthorizer, union};
+use kube_bastion::{AllowAll, AlwaysDeny, Authorizer, KubeletAuthorizer, RbacAuthorizer, union};
 
 use crate::cli::ServeArgs;
 
@@ -35,15 +37,13 @@ pub(crate) fn from_args(args: &ServeArgs) -> Result<Authorization, String> {
             "AlwaysAllow" => authorizers.push(Box::new(AllowAll)),
             "AlwaysDeny" => authorizers.push(Box::new(AlwaysDeny)),
             "RBAC" => {
-                if args.clusters.is_empty() {
-                    return Err(
-                        "--authorization-mode RBAC reads its Roles and bindings from \
-                                --cluster files; the live cluster source does not watch them yet"
-                            .to_owned(),
-                    );
-                }
-                let policy = load_rbac(&args.clusters)
-                    .map_err(|e| format!("--authorization-mode RBAC: {e}"))?;
+                // Without cluster files the policy comes from the live cluster's watchers.
+                let policy = if args.clusters.is_empty() {
+                    RbacPolicy::default()
+                } else {
+                    load_rbac(&args.clusters)
+                        .map_err(|e| format!("--authorization-mode RBAC: {e}"))?
+                };
                 tracing::info!(bindings = policy.bindings(), "RBAC authorization on");
                 let authorizer = Arc::new(RbacAuthorizer::new(policy));
                 authorizers.push(Box::new(Arc::clone(&authorizer)));
@@ -62,9 +62,13 @@ pub(crate) fn from_args(args: &ServeArgs) -> Result<Authorization, String> {
             }
         }
     }
-    let authorizer: Arc<dyn Authorizer> = match authorizers.len() {
+    let mut authorizer: Arc<dyn Authorizer> = match authorizers.len() {
         1 => Arc::from(authorizers.pop().expect("one")),
         _ => Arc::new(union(authorizers)),
     };
+    if args.kubelet_fine_grained_authorization {
+        tracing::info!("kubelet paths of nodes/proxy authorized as the kubelet would");
+        authorizer = Arc::new(KubeletAuthorizer::new(authorizer));
+    }
     Ok(Authorization { authorizer, rbac })
 }

@@ -1,5 +1,6 @@
 //! The live cluster: a kube-rs client from `--kubeconfig` or the in-cluster configuration,
-//! and the [`KubeCluster`] whose watchers keep the store's cluster up to date.
+//! the [`KubeCluster`] whose watchers keep the store's cluster up to date, and the
+//! [`KubeRbac`] watchers of `--authorization-mode RBAC`.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -7,7 +8,7 @@ use std::sync::Arc;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use kube_bastion::core::MemoryCluster;
-use kube_bastion::{KubeCluster, KubeClusterOptions, KubeClusterStats};
+use kube_bastion::{KubeCluster, KubeClusterOptions, KubeClusterStats, KubeRbac, RbacAuthorizer};
 
 use crate::cli::SourceArgs;
 
@@ -38,12 +39,14 @@ pub(crate) async fn client_config(
         .map_err(|e| format!("in-cluster configuration ({IN_CLUSTER} is set): {e}"))
 }
 
-/// Starts the watchers on `config`'s cluster, feeding `memory`.
+/// Starts the watchers on `config`'s cluster, feeding `memory`, and, with `rbac`, the RBAC
+/// watchers that keep that authorizer's policy.
 pub(crate) fn start(
     config: Config,
     args: &SourceArgs,
     memory: Arc<MemoryCluster>,
-) -> Result<KubeCluster, String> {
+    rbac: Option<Arc<RbacAuthorizer>>,
+) -> Result<(KubeCluster, Option<KubeRbac>), String> {
     // kube-rs builds its TLS configuration from the process's default provider.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let server = config.cluster_url.to_string();
@@ -52,14 +55,18 @@ pub(crate) fn start(
         .namespaces(args.watch_namespaces.iter().cloned())
         .endpoints(args.watch_endpoints);
     let cluster = KubeCluster::new(memory);
-    cluster.watch(client, &options);
+    cluster.watch(client.clone(), &options);
     tracing::info!(
         %server,
         namespaces = ?options.watched_namespaces(),
         kinds = ?options.kinds(),
         "watching a live cluster"
     );
-    Ok(cluster)
+    let rbac = rbac.map(|authorizer| {
+        tracing::info!("RBAC authorization from the cluster's Roles and bindings");
+        KubeRbac::watch(client, authorizer, Default::default())
+    });
+    Ok((cluster, rbac))
 }
 
 /// The watchers' counters in Prometheus text.

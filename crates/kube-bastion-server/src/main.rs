@@ -105,6 +105,14 @@ async fn run(args: ServeArgs) -> Result<(), String> {
     };
     let kube_config = live::client_config(&args.source, !args.clusters.is_empty()).await?;
     let demo_mode = args.clusters.is_empty() && kube_config.is_none();
+    if demo_mode && authorization.rbac.is_some() {
+        return Err(
+            "--authorization-mode RBAC reads Roles and bindings from --cluster files \
+                    or from a live cluster (--kubeconfig, or the in-cluster configuration); \
+                    the demo cluster has none"
+                .to_owned(),
+        );
+    }
     let demo = demo_mode.then(|| args.demo.addresses());
     if demo_mode && !args.listen.ip().is_loopback() && !args.demo_allow_remote {
         return Err(format!(
@@ -120,7 +128,13 @@ async fn run(args: ServeArgs) -> Result<(), String> {
         Arc::new(Store::new(objects, args.watch.cache_size()))
     } else if let Some(config) = kube_config {
         let store = Arc::new(Store::new(Vec::new(), args.watch.cache_size()));
-        store.set_live(live::start(config, &args.source, store.cluster())?);
+        let (cluster, rbac) = live::start(
+            config,
+            &args.source,
+            store.cluster(),
+            authorization.rbac.clone(),
+        )?;
+        store.set_live(cluster, rbac);
         store
     } else {
         let objects = reload::load_files(&args.clusters).map_err(|e| format!("--cluster {e}"))?;

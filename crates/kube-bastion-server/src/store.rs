@@ -7,10 +7,10 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use k8s_openapi::api::core::v1::{Endpoints, Namespace, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube_bastion::KubeCluster;
 use kube_bastion::core::{
     ClusterEvent, ClusterSnapshot, ClusterSource, EventType, MemoryCluster, Object, ObjectKind,
 };
+use kube_bastion::{KubeCluster, KubeRbac};
 use tokio::sync::watch;
 
 use crate::api::kinds::{implied_namespace, namespace_in_use};
@@ -31,6 +31,8 @@ pub(crate) struct Store {
     closing: watch::Sender<bool>,
     /// The watchers keeping the cluster up to date, when it is a live one.
     live: OnceLock<KubeCluster>,
+    /// The watchers keeping the RBAC policy, with a live cluster and RBAC authorization.
+    rbac: OnceLock<KubeRbac>,
 }
 
 impl Store {
@@ -76,6 +78,7 @@ impl Store {
             retained,
             closing,
             live: OnceLock::new(),
+            rbac: OnceLock::new(),
         }
     }
 
@@ -93,9 +96,12 @@ impl Store {
         }
     }
 
-    /// Records the live cluster that feeds this store.
-    pub(crate) fn set_live(&self, live: KubeCluster) {
+    /// Records the live cluster that feeds this store, and the RBAC watchers beside it.
+    pub(crate) fn set_live(&self, live: KubeCluster, rbac: Option<KubeRbac>) {
         let _ = self.live.set(live);
+        if let Some(rbac) = rbac {
+            let _ = self.rbac.set(rbac);
+        }
     }
 
     /// The live cluster, when there is one.
@@ -104,9 +110,15 @@ impl Store {
     }
 
     /// Whether the view is complete: always for files and the demo; for a live cluster,
-    /// once every watcher has finished its initial list.
+    /// once every watcher has finished its first list.
     pub(crate) fn is_synced(&self) -> bool {
         self.live.get().is_none_or(KubeCluster::is_synced)
+    }
+
+    /// Whether the RBAC policy is complete: always, except with RBAC watchers that have not
+    /// finished their first lists.
+    pub(crate) fn is_rbac_synced(&self) -> bool {
+        self.rbac.get().is_none_or(KubeRbac::is_synced)
     }
 
     /// The current snapshot.

@@ -297,6 +297,11 @@ impl RbacAuthorizer {
     pub fn update(&self, policy: crate::core::RbacPolicy) {
         self.policy.store(std::sync::Arc::new(policy));
     }
+
+    /// The policy now.
+    pub fn policy(&self) -> std::sync::Arc<crate::core::RbacPolicy> {
+        self.policy.load_full()
+    }
 }
 
 impl Authorizer for RbacAuthorizer {

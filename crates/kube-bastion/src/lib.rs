@@ -14,7 +14,8 @@
 //! * where targets come from: a [`ClusterSource`] ([`MemoryCluster`] loads `kubectl get -o
 //!   yaml` output and can be swapped atomically); with the cargo feature `kube`,
 //!   `KubeCluster` keeps one up to date from kube-rs watchers (or from events you feed it);
-//! * who may proxy: an [`Authorizer`] ([`AllowAll`], [`authorize_fn`], or your own), given
+//! * who may proxy: an [`Authorizer`] ([`AllowAll`], [`authorize_fn`], [`KubeletAuthorizer`] for
+//!   `nodes/proxy`, or your own), given
 //!   kube-style [`Attributes`]; [`UserInfo`] and [`TokenFile`] for hosts that authenticate
 //!   with kube-apiserver's token file;
 //! * where it may go: the [`DestinationPolicy`] inside [`ResolveOptions`];
@@ -43,6 +44,7 @@ mod forward;
 #[doc(hidden)]
 pub mod fuzzing;
 mod headers;
+mod kubelet;
 mod layer;
 #[cfg(feature = "kube")]
 mod live;
@@ -82,9 +84,12 @@ pub use balance::{
 pub use body::{BodyIdleTimeout, ProxyBody};
 pub use config::{ProxyConfig, ProxyConfigBuilder};
 pub use headers::{HeaderOptions, HostHeader, PeerAddr};
+pub use kubelet::KubeletAuthorizer;
 pub use layer::{Proxy, ProxyLayer, ProxyService, ResponseBody, ResponseFuture, ServiceFuture};
 #[cfg(feature = "kube")]
-pub use live::{Feeder, KindStats, KubeCluster, KubeClusterOptions, KubeClusterStats, WatchedKind};
+pub use live::{
+    Feeder, KindStats, KubeCluster, KubeClusterOptions, KubeClusterStats, KubeRbac, WatchedKind,
+};
 pub use rewrite::{RewriteBodyError, RewriteOptions};
 pub use transport::{ClientIdentity, PoolOptions, Roots, Timeouts, TlsError, TlsOptions};
 pub use upgrade::{Shutdown, UpgradeOptions};

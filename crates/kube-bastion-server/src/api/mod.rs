@@ -190,16 +190,29 @@ async fn ok() -> Response {
     ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], "ok").into_response()
 }
 
-/// `/readyz`: `ok` once the cluster view is complete; until then 500 with the failed
-/// check, as kube-apiserver's health checks answer.
+/// `/readyz`: `ok` once the cluster view (and, with RBAC watchers, the RBAC policy) is
+/// complete; until then 500 with the failed checks, as kube-apiserver's health checks answer.
 async fn readyz(State(state): State<ApiState>) -> Response {
-    if state.store.is_synced() {
+    let checks = [
+        ("cluster-view-synced", state.store.is_synced()),
+        ("rbac-policy-synced", state.store.is_rbac_synced()),
+    ];
+    if checks.iter().all(|(_, ok)| *ok) {
         return ok().await.into_response();
     }
+    let mut body = String::from("[+]ping ok\n");
+    for (name, ok) in checks {
+        body.push_str(&if ok {
+            format!("[+]{name} ok\n")
+        } else {
+            format!("[-]{name} failed: reason withheld\n")
+        });
+    }
+    body.push_str("readyz check failed\n");
     (
         StatusCode::INTERNAL_SERVER_ERROR,
         [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        "[+]ping ok\n[-]cluster-view-synced failed: reason withheld\nreadyz check failed\n",
+        body,
     )
         .into_response()
 }

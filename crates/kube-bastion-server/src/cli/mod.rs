@@ -205,6 +205,14 @@ pub(crate) struct ServeArgs {
         value_name = "MODES"
     )]
     pub(crate) authorization_mode: String,
+    /// For `nodes/proxy`: also ask the authorizers what the kubelet itself asks for the
+    /// forwarded path, with the requesting user (`/stats` needs `nodes/stats`, `/metrics`
+    /// `nodes/metrics`, `/logs` `nodes/log`, `/pods` `nodes/pods` or `nodes/proxy`, ...),
+    /// and require `create` on `nodes/proxy` for `/exec`, `/attach`, `/run` and
+    /// `/portForward` whatever the method. Stricter than kube-apiserver, which lets
+    /// `get nodes/proxy` open a WebSocket exec.
+    #[arg(long = "kubelet-fine-grained-authorization")]
+    pub(crate) kubelet_fine_grained_authorization: bool,
     /// kube-apiserver's static token file: CSV lines `token,user,uid,"group1,group2"`.
     /// With it every request except /healthz, /livez, /readyz and /version needs
     /// `Authorization: Bearer <token>` with a listed token, else 401.

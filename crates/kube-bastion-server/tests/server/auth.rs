@@ -395,3 +395,82 @@ async fn rbac_allows_exactly_what_the_bindings_grant() {
         server.stderr()
     );
 }
+
+/// `--kubelet-fine-grained-authorization` with RBAC: a user with `get nodes/proxy` reads the
+/// kubelet's `/healthz` through the node proxy but may not open `/exec/...` (a GET, as a
+/// WebSocket exec is) nor read `/stats` (which needs `nodes/stats`); a user who also has
+/// `create nodes/proxy` may exec.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubelet_paths_are_authorized_as_the_kubelet_would() {
+    use crate::live::ClusterFile;
+    use crate::two_servers::{backend, free_port};
+
+    let net = 100 + std::process::id() % 100;
+    let ip = format!("127.{net}.81.1");
+    let port = free_port(&ip);
+    let _kubelet = backend(&ip, port, "kubelet").await;
+    let rbac = |name: &str, verbs: &str, group: &str| {
+        format!(
+            "---\napiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {{name: {name}}}\n\
+             rules: [{{apiGroups: [\"\"], resources: [nodes/proxy], verbs: [{verbs}]}}]\n\
+             ---\napiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata: {{name: {name}}}\n\
+             roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: {name}}}\n\
+             subjects: [{{kind: Group, name: {group}}}]\n"
+        )
+    };
+    let text = format!(
+        "---\napiVersion: v1\nkind: Node\nmetadata: {{name: node-1}}\n\
+         status:\n  addresses: [{{type: InternalIP, address: {ip}}}]\n  \
+         daemonEndpoints: {{kubeletEndpoint: {{Port: {port}}}}}\n{}{}",
+        rbac("node-readers", "get", "dev"),
+        rbac("node-operators", "get, create", "ops")
+    );
+    let file = ClusterFile::new("auth-kubelet", &text);
+    let dir = TempDir::new("auth-kubelet-tokens");
+    let tokens = dir.join("tokens.csv");
+    std::fs::write(
+        &tokens,
+        "alice-token,alice,1001,\"dev\"\ncarol-token,carol,1003,\"ops\"\n",
+    )
+    .unwrap();
+    let server = file.serve(&[
+        "--token-auth-file",
+        tokens.to_str().unwrap(),
+        "--authorization-mode",
+        "RBAC",
+        "--kubelet-fine-grained-authorization",
+        "--destination-allow",
+        "127.0.0.0/8",
+    ]);
+    let call = |path: &str, token: &str| {
+        let url = format!("{}/api/v1/nodes/node-1:{port}/proxy{path}", server.url);
+        let header = format!("Bearer {token}");
+        async move { request("GET", &url, &[("authorization", &header)], "").await }
+    };
+    let health = call("/healthz", "alice-token").await;
+    assert_eq!(
+        (health.status, health.body.as_str()),
+        (200, "kubelet"),
+        "{}",
+        server.stderr()
+    );
+    let forbidden = |path: &str, verb: &str, sub: &str| {
+        format!(
+            "nodes \"node-1:{port}\" is forbidden: User \"alice\" cannot get resource \"nodes/proxy\" \
+             at the cluster scope: the kubelet path \"{path}\" needs \"{verb}\" on \"nodes/{sub}\" of node \"node-1\""
+        )
+    };
+    let exec = call("/exec/shop/web-1/app?command=id", "alice-token").await;
+    assert_eq!(exec.status, 403);
+    assert_eq!(
+        exec.json()["message"],
+        forbidden("/exec/shop/web-1/app", "create", "proxy")
+    );
+    let stats = call("/stats/summary", "alice-token").await;
+    assert_eq!(
+        stats.json()["message"],
+        forbidden("/stats/summary", "get", "stats")
+    );
+    let operator = call("/exec/shop/web-1/app?command=id", "carol-token").await;
+    assert_eq!((operator.status, operator.body.as_str()), (200, "kubelet"));
+}

@@ -47,7 +47,7 @@ pub trait WatchedKind:
 }
 
 /// Drops `managedFields` and the last-applied annotation: often most of an object's bytes.
-fn slim_meta(meta: &mut ObjectMeta) {
+pub(super) fn slim_meta(meta: &mut ObjectMeta) {
     meta.managed_fields = None;
     if let Some(annotations) = &mut meta.annotations {
         annotations.remove(LAST_APPLIED);

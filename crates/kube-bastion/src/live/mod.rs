@@ -5,11 +5,13 @@
 //! * `feeder`: [`Feeder`], one watch stream's way in (relists, batches, errors);
 //! * `options`: [`KubeClusterOptions`] (namespaces, the watcher configuration, the RBAC
 //!   rules the watchers need);
+//! * `rbac`: [`KubeRbac`], an RBAC policy kept up to date;
 //! * `stats`: [`KubeClusterStats`].
 
 mod feeder;
 mod kind;
 mod options;
+mod rbac;
 mod stats;
 
 use std::fmt;
@@ -28,6 +30,7 @@ pub use feeder::Feeder;
 use feeder::Scope;
 pub use kind::WatchedKind;
 pub use options::KubeClusterOptions;
+pub use rbac::KubeRbac;
 pub use stats::{KindStats, KubeClusterStats};
 
 /// The cluster view of a live Kubernetes cluster: a [`MemoryCluster`] that kube-rs
