@@ -6,6 +6,7 @@
 //! Run `kube-bastion --help` for the flags.
 
 mod api;
+mod audit;
 mod auth;
 mod authz;
 mod cli;
@@ -97,6 +98,7 @@ async fn run(args: ServeArgs) -> Result<(), String> {
     let metrics = Arc::new(Metrics::default());
     let authentication = auth::layer(&args)?;
     let authorization = authz::from_args(&args)?;
+    let audit = audit::start(&args.audit, metrics.audit_dropped())?;
     let tls = match (&args.tls_cert_file, &args.tls_private_key_file) {
         (Some(cert), Some(key)) => {
             Some(serve::load_tls(cert, key, args.client_ca_file.as_deref())?)
@@ -153,7 +155,10 @@ async fn run(args: ServeArgs) -> Result<(), String> {
         demo.as_ref(),
         tunnels.clone(),
         balancer.clone(),
-        Arc::clone(&authorization.authorizer),
+        match &audit {
+            Some(_) => audit::authorizer(Arc::clone(&authorization.authorizer)),
+            None => Arc::clone(&authorization.authorizer),
+        },
     )?;
 
     let listener = TcpListener::bind(args.listen)
@@ -176,9 +181,14 @@ async fn run(args: ServeArgs) -> Result<(), String> {
     let app = limit::in_flight(app, args.limits.max_requests_inflight);
     // The layers wrap the whole router, not each of its routes (`Router::layer`): a proxy
     // request never reaches axum's routing, and nothing on its way is boxed.
+    // The audit layers sit around authentication (to see its 401s) and inside it (to see
+    // the user).
+    let (audit_outer, audit_inner) = audit::layers(audit.as_ref().map(|(log, _)| log));
     let app = tower::ServiceBuilder::new()
         .layer(metrics::MetricsLayer::new(metrics.clone()))
+        .layer(audit_outer)
         .layer(authentication)
+        .layer(audit_inner)
         .layer(proxy)
         .service(app);
 
@@ -256,6 +266,10 @@ async fn run(args: ServeArgs) -> Result<(), String> {
         {
             tracing::warn!("upgraded connections still open after the grace period");
         }
+    }
+    if let Some((_, writer)) = audit {
+        // Writes what is queued; events of connections still open are dropped.
+        let _ = tokio::task::spawn_blocking(move || writer.close()).await;
     }
     Ok(())
 }

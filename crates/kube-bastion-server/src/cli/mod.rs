@@ -7,9 +7,11 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+mod audit;
 mod limits;
 mod source;
 
+pub(crate) use audit::AuditArgs;
 pub(crate) use limits::{LimitArgs, WatchArgs};
 pub(crate) use source::SourceArgs;
 
@@ -288,6 +290,8 @@ pub(crate) struct ServeArgs {
     /// or the current-thread runtime when only one CPU is usable (affinity, cgroup quota).
     #[arg(long = "worker-threads", value_name = "N")]
     pub(crate) worker_threads: Option<usize>,
+    #[command(flatten)]
+    pub(crate) audit: AuditArgs,
     // Last: a flattened group's help heading also covers the flags after it.
     #[command(flatten)]
     pub(crate) watch: WatchArgs,

@@ -107,6 +107,7 @@ pub(crate) struct Metrics {
     reload_success: AtomicU64,
     reload_failure: AtomicU64,
     connections: Arc<ConnectionStats>,
+    audit_dropped: Arc<AtomicU64>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -127,6 +128,11 @@ impl Metrics {
     /// The listener's connection counters, rendered with the other metrics.
     pub(crate) fn connections(&self) -> Arc<ConnectionStats> {
         Arc::clone(&self.connections)
+    }
+
+    /// The counter of audit events dropped because the audit log queue was full.
+    pub(crate) fn audit_dropped(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.audit_dropped)
     }
 
     /// Counts a cluster reload attempt.
@@ -227,6 +233,14 @@ impl Metrics {
             c.refused.load(Ordering::Relaxed),
             c.setup_timeouts.load(Ordering::Relaxed),
             c.idle_closed.load(Ordering::Relaxed),
+        );
+        let _ = write!(
+            out,
+            "# HELP kube_bastion_audit_events_dropped_total Audit events dropped because the \
+             audit log queue was full.\n\
+             # TYPE kube_bastion_audit_events_dropped_total counter\n\
+             kube_bastion_audit_events_dropped_total {}\n",
+            self.audit_dropped.load(Ordering::Relaxed),
         );
         out
     }

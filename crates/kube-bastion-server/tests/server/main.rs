@@ -6,6 +6,7 @@ mod live;
 mod support;
 
 mod api;
+mod audit;
 mod auth;
 mod cli;
 mod cluster;
