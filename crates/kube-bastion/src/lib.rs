@@ -16,7 +16,9 @@
 //!   `KubeCluster` keeps one up to date from kube-rs watchers (or from events you feed it);
 //! * who may proxy: an [`Authorizer`] ([`AllowAll`], [`authorize_fn`], or your own), given
 //!   kube-style [`Attributes`]; [`UserInfo`] and [`TokenFile`] for hosts that authenticate
-//!   with kube-apiserver's token file;
+//!   with kube-apiserver's token file; with the cargo feature `kube`,
+//!   `TokenReviewAuthenticator` and `WebhookAuthorizer` ask TokenReview and
+//!   SubjectAccessReview webhooks;
 //! * where it may go: the [`DestinationPolicy`] inside [`ResolveOptions`];
 //! * how backends are reached: [`TlsOptions`] ([`Roots`], [`ClientIdentity`]),
 //!   [`Timeouts`], [`PoolOptions`], [`HeaderOptions`] ([`HostHeader`], [`PeerAddr`]);
@@ -50,6 +52,8 @@ mod report;
 mod rewrite;
 mod transport;
 mod upgrade;
+#[cfg(feature = "kube")]
+mod webhook;
 
 /// The pure core: path grammar, target ids, the cluster model, resolution, the destination
 /// policy and `Status` (the `kube-bastion-core` crate).
@@ -88,6 +92,12 @@ pub use live::{Feeder, KindStats, KubeCluster, KubeClusterOptions, KubeClusterSt
 pub use rewrite::{RewriteBodyError, RewriteOptions};
 pub use transport::{ClientIdentity, PoolOptions, Roots, Timeouts, TlsError, TlsOptions};
 pub use upgrade::{Shutdown, UpgradeOptions};
+#[cfg(feature = "kube")]
+pub use webhook::{
+    FailurePolicy, SUBJECT_ACCESS_REVIEWS_PATH, TOKEN_REVIEWS_PATH, TokenReviewAuthenticator,
+    TokenReviewOptions, WebhookAuthorizer, WebhookAuthorizerOptions, WebhookClient,
+    WebhookConfigError, WebhookStats,
+};
 
 /// Internals for this workspace's own tests and benchmarks; not a public API, no
 /// stability promise.
