@@ -9,9 +9,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 mod limits;
 mod source;
+mod webhook;
 
 pub(crate) use limits::{LimitArgs, WatchArgs};
 pub(crate) use source::SourceArgs;
+pub(crate) use webhook::WebhookArgs;
 
 use crate::demo::DemoAddresses;
 use ipnet::{IpNet, Ipv4Net};
@@ -196,9 +198,11 @@ pub(crate) struct ServeArgs {
     #[arg(long = "anonymous-auth")]
     pub(crate) anonymous_auth: bool,
     /// Authorizers of proxy requests, asked in order (kube-apiserver's flag): a
-    /// comma-separated list of `AlwaysAllow`, `AlwaysDeny` and `RBAC`. The first that allows
-    /// or denies decides; when none does, the request is refused (403). RBAC reads Roles,
-    /// ClusterRoles, RoleBindings and ClusterRoleBindings from the --cluster files.
+    /// comma-separated list of `AlwaysAllow`, `AlwaysDeny`, `RBAC` and `Webhook`. The first
+    /// that allows or denies decides; when none does, the request is refused (403). RBAC
+    /// reads Roles, ClusterRoles, RoleBindings and ClusterRoleBindings from the --cluster
+    /// files; Webhook asks --authorization-webhook-config-file or
+    /// --authorization-kubeconfig.
     #[arg(
         long = "authorization-mode",
         default_value = "AlwaysAllow",
@@ -280,6 +284,8 @@ pub(crate) struct ServeArgs {
     /// or the current-thread runtime when only one CPU is usable (affinity, cgroup quota).
     #[arg(long = "worker-threads", value_name = "N")]
     pub(crate) worker_threads: Option<usize>,
+    #[command(flatten)]
+    pub(crate) webhook: WebhookArgs,
     // Last: a flattened group's help heading also covers the flags after it.
     #[command(flatten)]
     pub(crate) watch: WatchArgs,

@@ -18,3 +18,4 @@ mod two_servers;
 mod watch;
 mod watch_kube;
 mod watch_versions;
+mod webhook;
