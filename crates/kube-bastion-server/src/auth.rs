@@ -1,6 +1,7 @@
 //! Authentication as kube-apiserver's flags configure it: the library's
 //! [`AuthenticationLayer`] with the static token file (`--token-auth-file`), client
-//! certificates (`--client-ca-file`) and anonymous access (`--anonymous-auth`).
+//! certificates (`--client-ca-file`), a TokenReview webhook (see `crate::webhook`) and
+//! anonymous access (`--anonymous-auth`).
 //!
 //! Without any of them every request passes as it is (the demo and a bastion in front of a
 //! lab). With one, a request needs valid credentials (else 401 with kube-apiserver's
@@ -19,7 +20,7 @@ use crate::cli::ServeArgs;
 const PUBLIC_PATHS: [&str; 4] = ["/healthz", "/livez", "/readyz", "/version"];
 
 /// The authentication layer the flags describe.
-pub(crate) fn layer(args: &ServeArgs) -> Result<AuthenticationLayer, String> {
+pub(crate) async fn layer(args: &ServeArgs) -> Result<AuthenticationLayer, String> {
     let mut layer = AuthenticationLayer::new();
     let mut configured = false;
     if let Some(path) = &args.token_auth_file {
@@ -32,6 +33,10 @@ pub(crate) fn layer(args: &ServeArgs) -> Result<AuthenticationLayer, String> {
     if args.client_ca_file.is_some() {
         tracing::info!("client certificate authentication on");
         layer = layer.authenticator(X509Authenticator);
+        configured = true;
+    }
+    if let Some(webhook) = crate::webhook::authenticator(&args.webhook).await? {
+        layer = layer.authenticator(webhook);
         configured = true;
     }
     if !configured {

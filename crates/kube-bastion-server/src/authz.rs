@@ -1,5 +1,6 @@
 //! Authorization as kube-apiserver's `--authorization-mode` configures it: a comma-separated
-//! list of `AlwaysAllow`, `AlwaysDeny` and `RBAC`, asked in order ([`kube_bastion::union`]).
+//! list of `AlwaysAllow`, `AlwaysDeny`, `RBAC` and `Webhook` (a SubjectAccessReview
+//! webhook, see `crate::webhook`), asked in order ([`kube_bastion::union`]).
 //! RBAC reads the Roles, ClusterRoles, RoleBindings and ClusterRoleBindings of the
 //! `--cluster` files and follows their reloads, or, with a live cluster, watches them there
 //! (`live::start`). `--kubelet-fine-grained-authorization` wraps
@@ -29,7 +30,7 @@ pub(crate) fn load_rbac(paths: &[PathBuf]) -> Result<RbacPolicy, String> {
 }
 
 /// Builds the authorizer of `--authorization-mode`.
-pub(crate) fn from_args(args: &ServeArgs) -> Result<Authorization, String> {
+pub(crate) async fn from_args(args: &ServeArgs) -> Result<Authorization, String> {
     let mut authorizers: Vec<Box<dyn Authorizer>> = Vec::new();
     let mut rbac = None;
     for mode in args.authorization_mode.split(',').map(str::trim) {
@@ -50,17 +51,28 @@ pub(crate) fn from_args(args: &ServeArgs) -> Result<Authorization, String> {
                 rbac = Some(authorizer);
             }
             "Webhook" => {
-                return Err(
-                    "--authorization-mode Webhook: SubjectAccessReview webhooks are not supported yet"
-                        .to_owned(),
-                );
+                let webhook = crate::webhook::authorizer(&args.webhook).await?;
+                authorizers.push(Box::new(webhook));
             }
             other => {
                 return Err(format!(
-                    "--authorization-mode: unknown mode {other:?} (AlwaysAllow, AlwaysDeny, RBAC)"
+                    "--authorization-mode: unknown mode {other:?} (AlwaysAllow, AlwaysDeny, RBAC, \
+                     Webhook)"
                 ));
             }
         }
+    }
+    if crate::webhook::authorizer_configured(&args.webhook)
+        && !args
+            .authorization_mode
+            .split(',')
+            .any(|m| m.trim() == "Webhook")
+    {
+        return Err(
+            "--authorization-webhook-config-file and --authorization-kubeconfig need Webhook \
+             in --authorization-mode"
+                .to_owned(),
+        );
     }
     let mut authorizer: Arc<dyn Authorizer> = match authorizers.len() {
         1 => Arc::from(authorizers.pop().expect("one")),

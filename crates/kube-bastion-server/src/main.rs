@@ -22,6 +22,7 @@ mod resolve_cmd;
 mod serve;
 mod store;
 mod watch_hub;
+mod webhook;
 
 use std::io::{IsTerminal as _, Write as _};
 use std::process::ExitCode;
@@ -96,8 +97,8 @@ fn init_tracing(format: LogFormat) {
 
 async fn run(args: ServeArgs) -> Result<(), String> {
     let metrics = Arc::new(Metrics::default());
-    let authentication = auth::layer(&args)?;
-    let authorization = authz::from_args(&args)?;
+    let authentication = auth::layer(&args).await?;
+    let authorization = authz::from_args(&args).await?;
     let audit = audit::start(&args.audit, metrics.audit_dropped())?;
     let tls = match (&args.tls_cert_file, &args.tls_private_key_file) {
         (Some(cert), Some(key)) => {

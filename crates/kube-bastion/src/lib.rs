@@ -17,7 +17,9 @@
 //! * who may proxy: an [`Authorizer`] ([`AllowAll`], [`authorize_fn`], [`KubeletAuthorizer`] for
 //!   `nodes/proxy`, or your own), given
 //!   kube-style [`Attributes`]; [`UserInfo`] and [`TokenFile`] for hosts that authenticate
-//!   with kube-apiserver's token file;
+//!   with kube-apiserver's token file; with the cargo feature `kube`,
+//!   `TokenReviewAuthenticator` and `WebhookAuthorizer` ask TokenReview and
+//!   SubjectAccessReview webhooks;
 //! * where it may go: the [`DestinationPolicy`] inside [`ResolveOptions`];
 //! * how backends are reached: [`TlsOptions`] ([`Roots`], [`ClientIdentity`]),
 //!   [`Timeouts`], [`PoolOptions`], [`HeaderOptions`] ([`HostHeader`], [`PeerAddr`]);
@@ -52,6 +54,8 @@ mod report;
 mod rewrite;
 mod transport;
 mod upgrade;
+#[cfg(feature = "kube")]
+mod webhook;
 
 /// The pure core: path grammar, target ids, the cluster model, resolution, the destination
 /// policy and `Status` (the `kube-bastion-core` crate).
@@ -93,6 +97,12 @@ pub use live::{
 pub use rewrite::{RewriteBodyError, RewriteOptions};
 pub use transport::{ClientIdentity, PoolOptions, Roots, Timeouts, TlsError, TlsOptions};
 pub use upgrade::{Shutdown, UpgradeOptions};
+#[cfg(feature = "kube")]
+pub use webhook::{
+    FailurePolicy, SUBJECT_ACCESS_REVIEWS_PATH, TOKEN_REVIEWS_PATH, TokenReviewAuthenticator,
+    TokenReviewOptions, WebhookAuthorizer, WebhookAuthorizerOptions, WebhookClient,
+    WebhookConfigError, WebhookStats,
+};
 
 /// Internals for this workspace's own tests and benchmarks; not a public API, no
 /// stability promise.

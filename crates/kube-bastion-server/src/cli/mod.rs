@@ -10,10 +10,12 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 mod audit;
 mod limits;
 mod source;
+mod webhook;
 
 pub(crate) use audit::AuditArgs;
 pub(crate) use limits::{LimitArgs, WatchArgs};
 pub(crate) use source::SourceArgs;
+pub(crate) use webhook::WebhookArgs;
 
 use crate::demo::DemoAddresses;
 use ipnet::{IpNet, Ipv4Net};
@@ -198,9 +200,11 @@ pub(crate) struct ServeArgs {
     #[arg(long = "anonymous-auth")]
     pub(crate) anonymous_auth: bool,
     /// Authorizers of proxy requests, asked in order (kube-apiserver's flag): a
-    /// comma-separated list of `AlwaysAllow`, `AlwaysDeny` and `RBAC`. The first that allows
-    /// or denies decides; when none does, the request is refused (403). RBAC reads Roles,
-    /// ClusterRoles, RoleBindings and ClusterRoleBindings from the --cluster files.
+    /// comma-separated list of `AlwaysAllow`, `AlwaysDeny`, `RBAC` and `Webhook`. The first
+    /// that allows or denies decides; when none does, the request is refused (403). RBAC
+    /// reads Roles, ClusterRoles, RoleBindings and ClusterRoleBindings from the --cluster
+    /// files; Webhook asks --authorization-webhook-config-file or
+    /// --authorization-kubeconfig.
     #[arg(
         long = "authorization-mode",
         default_value = "AlwaysAllow",
@@ -292,6 +296,7 @@ pub(crate) struct ServeArgs {
     pub(crate) worker_threads: Option<usize>,
     #[command(flatten)]
     pub(crate) audit: AuditArgs,
+    pub(crate) webhook: WebhookArgs,
     // Last: a flattened group's help heading also covers the flags after it.
     #[command(flatten)]
     pub(crate) watch: WatchArgs,

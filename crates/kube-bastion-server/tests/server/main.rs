@@ -19,3 +19,4 @@ mod two_servers;
 mod watch;
 mod watch_kube;
 mod watch_versions;
+mod webhook;

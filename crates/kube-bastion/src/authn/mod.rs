@@ -19,6 +19,8 @@ pub use chain::{
     AuthenticateFuture, Authenticated, AuthenticatedBody, AuthenticatedFuture, Authentication,
     AuthenticationLayer, Authenticator,
 };
+#[cfg(feature = "kube")]
+pub(crate) use token::bearer_token;
 pub use token::{TokenFile, TokenFileError, websocket_token};
 pub use x509::{ClientCertificates, X509Authenticator};
 

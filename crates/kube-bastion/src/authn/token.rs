@@ -241,7 +241,7 @@ impl TokenFile {
 /// The token of an `Authorization` value, as upstream's bearer-token authenticator reads it:
 /// `Bearer <token>[ ...]`, the scheme case-insensitive; `None` for another scheme or an
 /// empty token (no credential at all).
-fn bearer_token(authorization: &[u8]) -> Option<&[u8]> {
+pub(crate) fn bearer_token(authorization: &[u8]) -> Option<&[u8]> {
     let mut parts = authorization.splitn(3, |b| *b == b' ');
     let scheme = parts.next()?;
     let token = parts.next().filter(|t| !t.is_empty())?;

@@ -1,0 +1,217 @@
+//! The bounded, expiring cache of webhook answers, and the counters of how it is used.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// The SHA-256 digest a cache entry is found by (of a token and its audiences, or of a
+/// SubjectAccessReview spec): the cache never holds what it is keyed by.
+pub(super) type Key = [u8; 32];
+
+/// SHA-256 over length-prefixed parts, so that no two different lists of parts give the
+/// same input (`["ab", "c"]` and `["a", "bc"]` differ).
+pub(super) fn key<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> Key {
+    let mut context = ring::digest::Context::new(&ring::digest::SHA256);
+    for part in parts {
+        context.update(&(part.len() as u64).to_be_bytes());
+        context.update(part);
+    }
+    let mut out = [0u8; 32];
+    out.copy_from_slice(context.finish().as_ref());
+    out
+}
+
+struct Entry<V> {
+    value: V,
+    expires: Instant,
+    /// Insertion order, for evicting the oldest entry when the cache is full.
+    seq: u64,
+}
+
+struct Inner<V> {
+    entries: HashMap<Key, Entry<V>>,
+    order: BTreeMap<u64, Key>,
+    next: u64,
+}
+
+/// A map from digests to answers with a time to live per entry and at most `capacity`
+/// entries: when full, expired entries go first, then the oldest.
+pub(super) struct Cache<V> {
+    inner: Mutex<Inner<V>>,
+    capacity: usize,
+}
+
+impl<V: Clone> Cache<V> {
+    pub(super) fn new(capacity: usize) -> Self {
+        Cache {
+            inner: Mutex::new(Inner {
+                entries: HashMap::new(),
+                order: BTreeMap::new(),
+                next: 0,
+            }),
+            capacity,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner<V>> {
+        // A panic while the lock was held cannot leave the maps inconsistent in a way that
+        // matters (at worst an order entry without its value): keep serving.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The live entry of `key`, if any (an expired one is removed).
+    pub(super) fn get(&self, key: &Key) -> Option<V> {
+        let mut inner = self.lock();
+        let entry = inner.entries.get(key)?;
+        if entry.expires > Instant::now() {
+            return Some(entry.value.clone());
+        }
+        let seq = entry.seq;
+        inner.entries.remove(key);
+        inner.order.remove(&seq);
+        None
+    }
+
+    /// Keeps `value` for `ttl` (nothing is kept with a zero TTL or a zero capacity).
+    pub(super) fn insert(&self, key: Key, value: V, ttl: Duration) {
+        if ttl.is_zero() || self.capacity == 0 {
+            return;
+        }
+        let now = Instant::now();
+        let Some(expires) = now.checked_add(ttl) else {
+            return;
+        };
+        let mut inner = self.lock();
+        let inner = &mut *inner;
+        if let Some(old) = inner.entries.remove(&key) {
+            inner.order.remove(&old.seq);
+        }
+        if inner.entries.len() >= self.capacity {
+            inner.entries.retain(|_, e| e.expires > now);
+            let entries = &inner.entries;
+            inner.order.retain(|_, k| entries.contains_key(k));
+        }
+        while inner.entries.len() >= self.capacity {
+            let Some((_, oldest)) = inner.order.pop_first() else {
+                break;
+            };
+            inner.entries.remove(&oldest);
+        }
+        let seq = inner.next;
+        inner.next += 1;
+        inner.order.insert(seq, key);
+        inner.entries.insert(
+            key,
+            Entry {
+                value,
+                expires,
+                seq,
+            },
+        );
+    }
+
+    /// Number of entries (expired ones not yet removed included).
+    pub(super) fn len(&self) -> usize {
+        self.lock().entries.len()
+    }
+
+    #[cfg(test)]
+    pub(super) fn keys(&self) -> Vec<Key> {
+        self.lock().entries.keys().copied().collect()
+    }
+}
+
+/// How a webhook's answers were found: in the cache (`hits`), by asking the webhook
+/// (`misses`), and how many of those asks failed (`errors`: no answer after the retries,
+/// or an answer that reports an error).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct WebhookStats {
+    /// Answers served from the cache.
+    pub hits: u64,
+    /// Requests that asked the webhook (cache misses, and requests not cacheable).
+    pub misses: u64,
+    /// Asks that ended in an error (never cached).
+    pub errors: u64,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct Counters {
+    hits: AtomicU64,
+    misses: AtomicU64,
+    errors: AtomicU64,
+}
+
+impl Counters {
+    pub(super) fn hit(&self) {
+        self.hits.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(super) fn miss(&self) {
+        self.misses.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(super) fn error(&self) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(super) fn snapshot(&self) -> WebhookStats {
+        WebhookStats {
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_separate_their_parts() {
+        assert_ne!(key([&b"ab"[..], b"c"]), key([&b"a"[..], b"bc"]));
+        assert_eq!(key([&b"a"[..]]), key([&b"a"[..]]));
+    }
+
+    #[test]
+    fn entries_expire() {
+        let cache = Cache::new(4);
+        cache.insert(key([&b"a"[..]]), 1, Duration::from_millis(30));
+        cache.insert(key([&b"b"[..]]), 2, Duration::from_secs(60));
+        cache.insert(key([&b"c"[..]]), 3, Duration::ZERO);
+        assert_eq!(cache.get(&key([&b"a"[..]])), Some(1));
+        assert_eq!(
+            cache.get(&key([&b"c"[..]])),
+            None,
+            "a zero TTL keeps nothing"
+        );
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(cache.get(&key([&b"a"[..]])), None);
+        assert_eq!(cache.get(&key([&b"b"[..]])), Some(2));
+        assert_eq!(cache.len(), 1);
+    }
+
+    #[test]
+    fn a_full_cache_drops_expired_entries_then_the_oldest() {
+        let cache = Cache::new(3);
+        let k = |i: u8| key([&[i][..]]);
+        cache.insert(k(0), 0, Duration::from_millis(20));
+        cache.insert(k(1), 1, Duration::from_secs(60));
+        cache.insert(k(2), 2, Duration::from_secs(60));
+        std::thread::sleep(Duration::from_millis(40));
+        cache.insert(k(3), 3, Duration::from_secs(60));
+        assert_eq!(cache.len(), 3);
+        assert_eq!(cache.get(&k(1)), Some(1), "the expired entry went first");
+        cache.insert(k(4), 4, Duration::from_secs(60));
+        assert_eq!(cache.len(), 3);
+        assert_eq!(cache.get(&k(1)), None, "then the oldest");
+        assert_eq!(cache.get(&k(4)), Some(4));
+        // Replacing an entry does not grow the cache.
+        cache.insert(k(4), 40, Duration::from_secs(60));
+        assert_eq!(cache.len(), 3);
+        assert_eq!(cache.get(&k(4)), Some(40));
+        assert_eq!(cache.get(&k(2)), Some(2));
+    }
+}
