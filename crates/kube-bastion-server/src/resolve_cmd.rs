@@ -174,7 +174,7 @@ fn live_snapshot(args: &ResolveArgs) -> Result<Option<Arc<ClusterSnapshot>>, Str
         else {
             return Ok(None);
         };
-        let cluster = live::start(config, &args.source, Arc::new(MemoryCluster::new()))?;
+        let (cluster, _) = live::start(config, &args.source, Arc::new(MemoryCluster::new()), None)?;
         tokio::time::timeout(LIVE_SYNC_TIMEOUT, cluster.ready())
             .await
             .map_err(|_| {

@@ -296,6 +296,7 @@ pub(crate) struct ServeArgs {
     pub(crate) worker_threads: Option<usize>,
     #[command(flatten)]
     pub(crate) audit: AuditArgs,
+    #[command(flatten)]
     pub(crate) webhook: WebhookArgs,
     // Last: a flattened group's help heading also covers the flags after it.
     #[command(flatten)]
