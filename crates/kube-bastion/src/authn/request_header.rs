@@ -577,6 +577,44 @@ mod tests {
         assert_eq!(request.headers["x-keep"], "k");
     }
 
+    /// The layer removes the configured identity headers from requests that did not come
+    /// through a front proxy too (here an anonymous one), custom names included.
+    #[tokio::test]
+    async fn the_layer_strips_identity_headers_of_every_request() {
+        use tower::{Layer as _, ServiceExt as _};
+        let (root, _) = ca("front-proxy-ca");
+        let auth = RequestHeaderAuthenticator::new([root])
+            .unwrap()
+            .username_headers([HeaderName::from_static("x-custom-user")])
+            .extra_headers_prefixes(["X-Custom-Extra-"]);
+        let layer = crate::AuthenticationLayer::new()
+            .authenticator(auth)
+            .anonymous(true);
+        let seen = Arc::new(std::sync::Mutex::new(HeaderMap::new()));
+        let record = Arc::clone(&seen);
+        let inner = tower::service_fn(move |request: Request<()>| {
+            *record.lock().unwrap() = request.headers().clone();
+            async { Ok::<_, std::convert::Infallible>(http::Response::new(())) }
+        });
+        let mut request = Request::get("/").body(()).unwrap();
+        for (name, value) in [
+            ("x-custom-user", "alice"),
+            ("x-custom-extra-scopes", "all"),
+            ("x-remote-group", "system:masters"),
+            ("x-keep", "k"),
+        ] {
+            request
+                .headers_mut()
+                .insert(name, HeaderValue::from_static(value));
+        }
+        let response = layer.layer(inner).oneshot(request).await.unwrap();
+        assert_eq!(response.status(), 200);
+        let seen = seen.lock().unwrap().clone();
+        // The custom names and the default group header (still configured) are gone.
+        let names: Vec<&str> = seen.keys().map(HeaderName::as_str).collect();
+        assert_eq!(names, ["x-keep"], "{seen:?}");
+    }
+
     #[test]
     fn x509_with_roots_refuses_other_cas() {
         use crate::X509Authenticator;
