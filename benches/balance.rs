@@ -35,6 +35,7 @@ fn target(n: u32) -> Target {
             port_name: "http".into(),
             client_ip_affinity_seconds: None,
             balancer: None,
+            forward_identity: false,
         }),
         tls_server_name: None,
     }

@@ -187,7 +187,7 @@ fn a_certificate_is_its_common_name_in_its_organizations() {
 
 #[tokio::test]
 async fn client_certificates_in_the_extensions_authenticate() {
-    let layer = AuthenticationLayer::new().authenticator(X509Authenticator);
+    let layer = AuthenticationLayer::new().authenticator(X509Authenticator::new());
     let mut request = get("/x").body(Full::default()).unwrap();
     let chain: Arc<[_]> = Arc::from(vec![leaf(Some("carol"), &["ops"]).into()]);
     request.extensions_mut().insert(ClientCertificates(chain));

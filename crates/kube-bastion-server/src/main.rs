@@ -101,9 +101,12 @@ async fn run(args: ServeArgs) -> Result<(), String> {
     let authorization = authz::from_args(&args).await?;
     let audit = audit::start(&args.audit, metrics.audit_dropped())?;
     let tls = match (&args.tls_cert_file, &args.tls_private_key_file) {
-        (Some(cert), Some(key)) => {
-            Some(serve::load_tls(cert, key, args.client_ca_file.as_deref())?)
-        }
+        (Some(cert), Some(key)) => Some(serve::load_tls(
+            cert,
+            key,
+            args.client_ca_file.as_deref(),
+            args.requestheader_client_ca_file.as_deref(),
+        )?),
         _ => None,
     };
     let kube_config = live::client_config(&args.source, !args.clusters.is_empty()).await?;

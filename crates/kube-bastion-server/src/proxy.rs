@@ -139,6 +139,21 @@ pub(crate) fn layer(
     for name in &p.strip_headers {
         builder = builder.strip_header(name.clone());
     }
+    // The front proxies' identity headers never reach a backend, whatever their names
+    // (the authentication layer removes them first; this is the second line).
+    if args.requestheader_client_ca_file.is_some() {
+        for name in args
+            .requestheader_username_headers
+            .iter()
+            .chain(&args.requestheader_group_headers)
+        {
+            builder = builder.strip_header(name.clone());
+        }
+        for prefix in &args.requestheader_extra_headers_prefix {
+            builder = builder.strip_header_prefix(prefix.as_str());
+        }
+    }
+    builder = builder.forwarded_prefix(p.forwarded_prefix);
     let config = builder
         .build()
         .map_err(|e| format!("proxy configuration: {e}"))?;

@@ -89,13 +89,21 @@ pub(crate) fn tls_config(
     Ok(config)
 }
 
-/// Loads `--tls-cert-file`, `--tls-private-key-file` and `--client-ca-file`.
+/// Loads `--tls-cert-file`, `--tls-private-key-file`, `--client-ca-file` and
+/// `--requestheader-client-ca-file` (client certificates of either CA are accepted; each
+/// authenticator checks its own).
 pub(crate) fn load_tls(
     cert: &Path,
     key: &Path,
     client_ca: Option<&Path>,
+    requestheader_ca: Option<&Path>,
 ) -> Result<TlsAcceptor, String> {
-    let client_cas = client_ca.map(load_certs).transpose()?;
+    let mut client_cas = client_ca.map(load_certs).transpose()?;
+    if let Some(path) = requestheader_ca {
+        let front_proxy =
+            load_certs(path).map_err(|e| format!("--requestheader-client-ca-file {e}"))?;
+        client_cas.get_or_insert_with(Vec::new).extend(front_proxy);
+    }
     let config = tls_config(load_certs(cert)?, load_key(key)?, client_cas)?;
     Ok(TlsAcceptor::from(Arc::new(config)))
 }

@@ -292,6 +292,24 @@ impl ProxyConfigBuilder {
         self
     }
 
+    /// Also strip every request header whose name starts with `prefix` (case-insensitive)
+    /// before forwarding, e.g. a host's own `--requestheader-extra-headers-prefix`.
+    pub fn strip_header_prefix(mut self, prefix: impl Into<String>) -> Self {
+        let prefix = prefix.into().to_ascii_lowercase();
+        if !prefix.is_empty() {
+            self.headers.strip_prefixes.push(prefix);
+        }
+        self
+    }
+
+    /// Send `X-Forwarded-Prefix` with the proxy prefix
+    /// (`/api/v1/namespaces/ns/pods/web:8080/proxy`), replacing the client's value (default
+    /// on; kube-apiserver does not send it, see [`HeaderOptions::forwarded_prefix`]).
+    pub fn forwarded_prefix(mut self, on: bool) -> Self {
+        self.headers.forwarded_prefix = on;
+        self
+    }
+
     /// Which `Host` the backend sees (default [`HostHeader::Client`], as upstream).
     pub fn host_header(mut self, host: HostHeader) -> Self {
         self.headers.host = host;

@@ -8,7 +8,7 @@ use http::HeaderValue;
 
 use crate::config::ProxyConfig;
 use crate::headers::HostHeader;
-use crate::{Candidate, Host, ProxyRequest, Status, Target};
+use crate::{Candidate, Host, ProxyRequest, Status, Target, UserInfo};
 
 /// One address the destination policy approved, with the candidate it came from.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -33,6 +33,9 @@ pub(crate) struct ProxyContext {
     pub peer: Option<SocketAddr>,
     /// The `Host` the client addressed (its `Host` header or HTTP/2 `:authority`).
     pub client_host: Option<HeaderValue>,
+    /// The user the backend is told about: set only for a Service that asked for it
+    /// ([`crate::FORWARD_IDENTITY_ANNOTATION`]) when the request carries a [`UserInfo`].
+    pub identity: Option<UserInfo>,
     /// The addresses approved for candidates that name a host (resolved once, each
     /// checked). IP candidates need no entry: their endpoint is computed from the
     /// candidate, so a Service with many endpoints costs nothing per request here.
@@ -81,6 +84,21 @@ impl ProxyContext {
     /// The peer IP appended to `X-Forwarded-For`.
     pub(crate) fn peer_ip(&self) -> Option<IpAddr> {
         self.peer.map(|p| p.ip())
+    }
+
+    /// What the header rules add to this request: `X-Forwarded-For`, `X-Forwarded-Uri`
+    /// (`uri`), `X-Forwarded-Prefix` (`prefix`) and the identity the Service asked for.
+    pub(crate) fn forwarded<'a>(
+        &'a self,
+        uri: &'a str,
+        prefix: &'a str,
+    ) -> crate::headers::Forwarded<'a> {
+        crate::headers::Forwarded {
+            peer: self.peer_ip(),
+            uri,
+            prefix,
+            identity: self.identity.as_ref(),
+        }
     }
 }
 
@@ -187,6 +205,7 @@ mod tests {
             },
             peer: None,
             client_host: None,
+            identity: None,
             resolved: vec![
                 ApprovedEndpoint {
                     addr: "192.0.2.7:10250".parse().expect("addr"),

@@ -13,7 +13,13 @@
 //!    the configured names and prefixes ([`strip_credentials`]);
 //! 3. the peer IP is appended to `X-Forwarded-For` ([`append_forwarded_for`]);
 //! 4. `X-Forwarded-Uri` is set from the plan (always overwriting the client's value);
-//! 5. `Host` is the client's (or the target authority, see [`HostHeader`]).
+//! 5. `X-Forwarded-Prefix` is set to the proxy prefix (overwriting the client's value),
+//!    unless [`HeaderOptions::forwarded_prefix`] is off;
+//! 6. for a Service annotated with
+//!    [`FORWARD_IDENTITY_ANNOTATION`](crate::FORWARD_IDENTITY_ANNOTATION), the
+//!    authenticated user is named in `X-Remote-User`, `X-Remote-Uid`, `X-Remote-Group` and
+//!    `X-Remote-Extra-*` ([`set_identity`]);
+//! 7. `Host` is the client's (or the target authority, see [`HostHeader`]).
 //!
 //! Responses ([`prepare_response`]): hop-by-hop headers and `Connection`-named headers are
 //! removed (a `Trailer` announcement is kept, as Go's reverse proxy re-announces it), and
@@ -23,6 +29,8 @@ use std::net::{IpAddr, SocketAddr};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+use crate::UserInfo;
 
 /// The address of the client connection, inserted by the host into the request extensions
 /// (`request.extensions_mut().insert(PeerAddr(addr))`) so the proxy can append it to
@@ -48,7 +56,7 @@ pub enum HostHeader {
 }
 
 /// Header handling options (part of [`ProxyConfig`](crate::ProxyConfig)).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HeaderOptions {
     /// Extra request header names removed before forwarding (for example the host's own
     /// `--requestheader-username-headers`). Added to the built-in credential list.
@@ -58,6 +66,23 @@ pub struct HeaderOptions {
     pub strip_prefixes: Vec<String>,
     /// The `Host` header sent to the backend.
     pub host: HostHeader,
+    /// Send `X-Forwarded-Prefix` with the proxy prefix
+    /// (`/api/v1/namespaces/ns/pods/web:8080/proxy`), replacing any value the client sent,
+    /// so a backend can build links that stay under the proxy. Default on;
+    /// kube-apiserver does not send it (kubernetes/kubernetes#48503). When off, a client's
+    /// `X-Forwarded-Prefix` passes as any other header does.
+    pub forwarded_prefix: bool,
+}
+
+impl Default for HeaderOptions {
+    fn default() -> Self {
+        HeaderOptions {
+            strip: Vec::new(),
+            strip_prefixes: Vec::new(),
+            host: HostHeader::default(),
+            forwarded_prefix: true,
+        }
+    }
 }
 
 impl HeaderOptions {
@@ -95,6 +120,10 @@ const CORS: [HeaderName; 4] = [
 pub(crate) const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 /// `X-Forwarded-Uri`.
 pub(crate) const X_FORWARDED_URI: HeaderName = HeaderName::from_static("x-forwarded-uri");
+/// `X-Forwarded-Prefix`.
+pub(crate) const X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
+/// `X-Remote-Uid` (the aggregator's front-proxy header for the user's uid).
+const X_REMOTE_UID: HeaderName = HeaderName::from_static("x-remote-uid");
 
 /// The `Sec-WebSocket-Protocol` entry prefix under which kube-apiserver accepts a bearer
 /// token from WebSocket clients that cannot set `Authorization`
@@ -340,29 +369,103 @@ pub(crate) fn append_forwarded_for(headers: &mut HeaderMap, peer: IpAddr) {
     }
 }
 
-/// Applies every request rule for a forwarded (non-upgrade) request.
+/// Sets the front-proxy identity headers from `user`, as kube-apiserver's aggregator does
+/// (`SetAuthProxyHeaders`): `X-Remote-User`, `X-Remote-Uid` when the uid is not empty, one
+/// `X-Remote-Group` per group and one `X-Remote-Extra-<escaped key>` per extra value.
+/// Whatever was there is replaced. When one of the values cannot be a header value (a
+/// control character), none is sent: a partial identity would be a different one.
+pub(crate) fn set_identity(headers: &mut HeaderMap, user: &UserInfo) {
+    headers.remove(crate::REMOTE_USER_HEADER);
+    headers.remove(X_REMOTE_UID);
+    headers.remove(crate::REMOTE_GROUP_HEADER);
+    let extra_prefix = crate::REMOTE_EXTRA_PREFIX.to_ascii_lowercase();
+    let old: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| n.as_str().starts_with(&extra_prefix))
+        .cloned()
+        .collect();
+    for name in old {
+        headers.remove(name);
+    }
+    let build = || -> Option<Vec<(HeaderName, HeaderValue)>> {
+        let value = |v: &str| HeaderValue::from_str(v).ok();
+        let mut out = vec![(crate::REMOTE_USER_HEADER, value(&user.name)?)];
+        if !user.uid.is_empty() {
+            out.push((X_REMOTE_UID, value(&user.uid)?));
+        }
+        for group in &user.groups {
+            out.push((crate::REMOTE_GROUP_HEADER, value(group)?));
+        }
+        for (key, values) in &user.extra {
+            let name = format!("{extra_prefix}{}", crate::authn::escape_extra_key(key));
+            let name = HeaderName::from_bytes(name.as_bytes()).ok()?;
+            for v in values {
+                out.push((name.clone(), value(v)?));
+            }
+        }
+        Some(out)
+    };
+    match build() {
+        Some(identity) => {
+            for (name, value) in identity {
+                headers.append(name, value);
+            }
+        }
+        None => tracing::warn!(
+            user = %user.name,
+            "the user's identity cannot be written as headers; none sent"
+        ),
+    }
+}
+
+/// What the proxy adds to a forwarded request besides the client's headers.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Forwarded<'a> {
+    /// The client address, appended to `X-Forwarded-For`.
+    pub(crate) peer: Option<IpAddr>,
+    /// The plan's `X-Forwarded-Uri`.
+    pub(crate) uri: &'a str,
+    /// The proxy prefix for `X-Forwarded-Prefix` (sent when the option is on).
+    pub(crate) prefix: &'a str,
+    /// The user to name in the front-proxy identity headers (a Service that asked for it).
+    pub(crate) identity: Option<&'a UserInfo>,
+}
+
+/// Applies every request rule for a forwarded request (the upgrade path adds its own
+/// upgrade headers afterwards).
 ///
-/// `host` is the `Host` value to send (see [`HostHeader`]); `forwarded_uri` the plan's
-/// `X-Forwarded-Uri`.
+/// `host` is the `Host` value to send (see [`HostHeader`]).
 pub(crate) fn prepare_request(
     headers: &mut HeaderMap,
     options: &HeaderOptions,
-    peer: Option<IpAddr>,
-    forwarded_uri: &str,
+    forwarded: Forwarded<'_>,
     host: Option<HeaderValue>,
 ) {
     remove_hop_by_hop(headers);
     strip_credentials(headers, options);
-    if let Some(peer) = peer {
+    if let Some(peer) = forwarded.peer {
         append_forwarded_for(headers, peer);
     }
-    match HeaderValue::from_str(forwarded_uri) {
+    match HeaderValue::from_str(forwarded.uri) {
         Ok(v) => {
             headers.insert(X_FORWARDED_URI, v);
         }
         Err(_) => {
             headers.remove(X_FORWARDED_URI);
         }
+    }
+    if options.forwarded_prefix {
+        match HeaderValue::from_str(forwarded.prefix) {
+            Ok(v) => {
+                headers.insert(X_FORWARDED_PREFIX, v);
+            }
+            Err(_) => {
+                headers.remove(X_FORWARDED_PREFIX);
+            }
+        }
+    }
+    if let Some(user) = forwarded.identity {
+        set_identity(headers, user);
     }
     match host {
         Some(host) => {
@@ -497,6 +600,96 @@ mod tests {
         assert_eq!(
             other["sec-websocket-protocol"],
             "Base64url.Bearer.authorization.k8s.io.x, chat"
+        );
+    }
+
+    fn forwarded<'a>(identity: Option<&'a UserInfo>) -> Forwarded<'a> {
+        Forwarded {
+            peer: None,
+            uri: "/api/v1/namespaces/ns/services/web:80/proxy/x",
+            prefix: "/api/v1/namespaces/ns/services/web:80/proxy",
+            identity,
+        }
+    }
+
+    #[test]
+    fn forwarded_prefix_replaces_the_clients_unless_off() {
+        let mut h = map(&[
+            ("x-forwarded-prefix", b"/evil"),
+            ("x-forwarded-prefix", b"/x"),
+        ]);
+        prepare_request(&mut h, &HeaderOptions::default(), forwarded(None), None);
+        let prefixes: Vec<_> = h.get_all("x-forwarded-prefix").iter().collect();
+        assert_eq!(prefixes, ["/api/v1/namespaces/ns/services/web:80/proxy"]);
+
+        let off = HeaderOptions {
+            forwarded_prefix: false,
+            ..Default::default()
+        };
+        let mut h = map(&[("x-forwarded-prefix", b"/client")]);
+        prepare_request(&mut h, &off, forwarded(None), None);
+        assert_eq!(h["x-forwarded-prefix"], "/client");
+        let mut h = HeaderMap::new();
+        prepare_request(&mut h, &off, forwarded(None), None);
+        assert!(!h.contains_key("x-forwarded-prefix"));
+    }
+
+    #[test]
+    fn identity_is_the_users_never_the_clients() {
+        let spoofed: &[(&str, &[u8])] = &[
+            ("x-remote-user", b"mallory"),
+            ("x-remote-uid", b"0"),
+            ("x-remote-group", b"system:masters"),
+            ("x-remote-extra-scopes", b"all"),
+        ];
+        // Without an identity to send, the client's headers are gone.
+        let mut h = map(spoofed);
+        prepare_request(&mut h, &HeaderOptions::default(), forwarded(None), None);
+        assert!(
+            h.keys().all(|k| !k.as_str().starts_with("x-remote-")),
+            "{h:?}"
+        );
+
+        let mut alice = UserInfo::new("alice", "1001", vec!["dev".into(), "ops".into()]);
+        alice
+            .extra
+            .insert("example.com/project".into(), vec!["p1".into(), "p2".into()]);
+        alice.extra.insert("Scopes".into(), vec!["read".into()]);
+        let mut h = map(spoofed);
+        prepare_request(
+            &mut h,
+            &HeaderOptions::default(),
+            forwarded(Some(&alice)),
+            None,
+        );
+        let all = |name: &str| -> Vec<&[u8]> {
+            h.get_all(name).iter().map(HeaderValue::as_bytes).collect()
+        };
+        assert_eq!(all("x-remote-user"), [b"alice"]);
+        assert_eq!(all("x-remote-uid"), [b"1001"]);
+        assert_eq!(all("x-remote-group"), [&b"dev"[..], b"ops"]);
+        assert_eq!(all("x-remote-extra-example.com%2fproject"), [b"p1", b"p2"]);
+        assert_eq!(all("x-remote-extra-scopes"), [b"read"]);
+        assert_eq!(
+            h.keys()
+                .filter(|k| k.as_str().starts_with("x-remote-"))
+                .count(),
+            5,
+            "{h:?}"
+        );
+
+        // A value that cannot be a header: no identity at all rather than part of one.
+        let bad = UserInfo::new("alice", "", vec!["dev\nx".to_owned()]);
+        let mut h = map(spoofed);
+        prepare_request(
+            &mut h,
+            &HeaderOptions::default(),
+            forwarded(Some(&bad)),
+            None,
+        );
+        assert!(
+            h.keys().all(|k| !k.as_str().starts_with("x-remote-")),
+            "{h:?}"
         );
     }
 

@@ -77,6 +77,10 @@ pub use authn::{
     AuthenticatedFuture, Authentication, AuthenticationLayer, Authenticator, ClientCertificates,
     TokenFile, TokenFileError, UNAUTHENTICATED_GROUP, UserInfo, X509Authenticator, websocket_token,
 };
+pub use authn::{
+    ClientCaError, REMOTE_EXTRA_PREFIX, REMOTE_GROUP_HEADER, REMOTE_USER_HEADER,
+    RequestHeaderAuthenticator,
+};
 pub use authorizer::{
     AllowAll, AlwaysDeny, AuthorizeFn, AuthorizeFuture, Authorizer, Decision, RbacAuthorizer,
     Union, authorize_fn, union,
@@ -88,6 +92,7 @@ pub use balance::{
 pub use body::{BodyIdleTimeout, ProxyBody};
 pub use config::{ProxyConfig, ProxyConfigBuilder};
 pub use headers::{HeaderOptions, HostHeader, PeerAddr};
+pub use kube_bastion_core::resolve::FORWARD_IDENTITY_ANNOTATION;
 pub use kubelet::KubeletAuthorizer;
 pub use layer::{Proxy, ProxyLayer, ProxyService, ResponseBody, ResponseFuture, ServiceFuture};
 #[cfg(feature = "kube")]

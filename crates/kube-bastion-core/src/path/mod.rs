@@ -323,6 +323,31 @@ impl ProxyRequest {
         &self.text[..self.prefix_len]
     }
 
+    /// [`ProxyRequest::prefix`] made safe for a header value and a URL, as `X-Forwarded-Uri`
+    /// writes it: the value of `X-Forwarded-Prefix`
+    /// (`/api/v1/namespaces/ns/pods/web:8080/proxy`). Borrowed in the usual case, where the
+    /// prefix holds nothing to escape.
+    ///
+    /// ```
+    /// use http::{HeaderMap, Method, Uri};
+    /// use kube_bastion_core::{ProxyRequest, Route};
+    ///
+    /// let uri = Uri::from_static("/api/v1/namespaces/ns/pods/web%20x:8080/proxy/a");
+    /// let Route::Proxy(request) = ProxyRequest::route(&Method::GET, &uri, &HeaderMap::new()) else {
+    ///     panic!("a proxy route");
+    /// };
+    /// assert_eq!(request.forwarded_prefix(), "/api/v1/namespaces/ns/pods/web%20x:8080/proxy");
+    /// ```
+    pub fn forwarded_prefix(&self) -> Cow<'_, str> {
+        if self.prefix_uri_safe {
+            Cow::Borrowed(self.prefix())
+        } else {
+            let mut out = String::with_capacity(self.prefix_len + 8);
+            self.push_prefix(&mut out);
+            Cow::Owned(out)
+        }
+    }
+
     /// kube-style authorization attributes for this request.
     pub fn attributes(&self) -> Attributes {
         Attributes {

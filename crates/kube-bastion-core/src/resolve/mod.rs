@@ -22,7 +22,9 @@ use crate::go::quote as go_quote;
 use crate::{ClusterView, DestinationPolicy, ProxyRequest, ResourceKind, Scheme, Status};
 
 pub use crate::view::{Candidate, Candidates, EndpointState, Host, ServiceBackends};
-pub use service::{BALANCER_ANNOTATION, DEFAULT_CLIENT_IP_AFFINITY_SECONDS};
+pub use service::{
+    BALANCER_ANNOTATION, DEFAULT_CLIENT_IP_AFFINITY_SECONDS, FORWARD_IDENTITY_ANNOTATION,
+};
 
 /// Node address types, in kube-apiserver's names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -128,6 +130,9 @@ pub struct ServiceInfo {
     pub client_ip_affinity_seconds: Option<u32>,
     /// `metadata.annotations` value of `kube-bastion.io/balancer`, when set.
     pub balancer: Option<String>,
+    /// Whether the Service asks for the caller's identity
+    /// ([`FORWARD_IDENTITY_ANNOTATION`] is `"true"`).
+    pub forward_identity: bool,
 }
 
 /// The result of resolution.

@@ -137,6 +137,21 @@ pub const DEFAULT_CLIENT_IP_AFFINITY_SECONDS: u32 = 10800;
 /// ```
 pub const BALANCER_ANNOTATION: &str = "kube-bastion.io/balancer";
 
+/// The Service annotation with which a Service asks to be told who is calling it: with the
+/// value `true` (case-insensitive, surrounding blanks ignored), requests proxied to its
+/// endpoints through `services/proxy` carry the authenticated user in the front-proxy
+/// headers `X-Remote-User`, `X-Remote-Uid`, `X-Remote-Group` and `X-Remote-Extra-<key>`,
+/// as kube-apiserver's aggregator sends them to an extension apiserver. Any other value,
+/// or none, sends no identity (kube-apiserver's behaviour for every proxy request).
+/// Whatever the client sent under those names is removed in every case.
+///
+/// ```yaml
+/// metadata:
+///   annotations:
+///     kube-bastion.io/forward-identity: "true"
+/// ```
+pub const FORWARD_IDENTITY_ANNOTATION: &str = "kube-bastion.io/forward-identity";
+
 fn service_info(
     service: Option<&Service>,
     namespace: &str,
@@ -155,15 +170,19 @@ fn service_info(
                 .filter(|t| *t > 0)
                 .unwrap_or(DEFAULT_CLIENT_IP_AFFINITY_SECONDS)
         });
-    let balancer = service
-        .and_then(|s| s.metadata.annotations.as_ref())
+    let annotations = service.and_then(|s| s.metadata.annotations.as_ref());
+    let balancer = annotations
         .and_then(|a| a.get(BALANCER_ANNOTATION))
         .cloned();
+    let forward_identity = annotations
+        .and_then(|a| a.get(FORWARD_IDENTITY_ANNOTATION))
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
     ServiceInfo {
         namespace: namespace.to_owned(),
         name: name.to_owned(),
         port_name: port_name.to_owned(),
         client_ip_affinity_seconds,
         balancer,
+        forward_identity,
     }
 }

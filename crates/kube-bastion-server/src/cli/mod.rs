@@ -194,6 +194,49 @@ pub(crate) struct ServeArgs {
         requires = "tls_cert_file"
     )]
     pub(crate) client_ca_file: Option<PathBuf>,
+    /// PEM CA bundle of front proxies (kube-apiserver's flag): a client whose certificate
+    /// chains to it (and, with --requestheader-allowed-names, has one of those common
+    /// names) is trusted to name the user in the --requestheader-username-headers. Its
+    /// certificate is never a user itself unless --client-ca-file also trusts it. Needs
+    /// --tls-cert-file; the TLS listener then accepts certificates of either CA.
+    #[arg(
+        long = "requestheader-client-ca-file",
+        value_name = "FILE",
+        requires = "tls_cert_file"
+    )]
+    pub(crate) requestheader_client_ca_file: Option<PathBuf>,
+    /// Common names a front proxy's certificate may have, comma-separated; empty: any
+    /// certificate signed by --requestheader-client-ca-file.
+    #[arg(
+        long = "requestheader-allowed-names",
+        value_name = "NAMES",
+        value_delimiter = ','
+    )]
+    pub(crate) requestheader_allowed_names: Vec<String>,
+    /// Request headers naming the user (the first non-empty wins), comma-separated.
+    #[arg(
+        long = "requestheader-username-headers",
+        value_name = "NAMES",
+        value_delimiter = ',',
+        default_value = "X-Remote-User"
+    )]
+    pub(crate) requestheader_username_headers: Vec<http::HeaderName>,
+    /// Request headers whose values are the user's groups, comma-separated.
+    #[arg(
+        long = "requestheader-group-headers",
+        value_name = "NAMES",
+        value_delimiter = ',',
+        default_value = "X-Remote-Group"
+    )]
+    pub(crate) requestheader_group_headers: Vec<http::HeaderName>,
+    /// Request header prefixes of the user's extra attributes, comma-separated.
+    #[arg(
+        long = "requestheader-extra-headers-prefix",
+        value_name = "PREFIXES",
+        value_delimiter = ',',
+        default_value = "X-Remote-Extra-"
+    )]
+    pub(crate) requestheader_extra_headers_prefix: Vec<String>,
     /// With --token-auth-file or --client-ca-file: let requests without credentials through
     /// as `system:anonymous` (group `system:unauthenticated`) instead of answering 401.
     /// Credentials that are presented and invalid are refused either way.
@@ -370,6 +413,12 @@ pub(crate) struct ProxyArgs {
     /// X-Remote-* always are). Repeatable.
     #[arg(long = "proxy-strip-header", value_name = "NAME")]
     pub(crate) strip_headers: Vec<http::HeaderName>,
+    /// Send backends `X-Forwarded-Prefix` with the proxy prefix
+    /// (`/api/v1/namespaces/ns/pods/web:8080/proxy`; kube-apiserver does not);
+    /// `--proxy-forwarded-prefix=false` turns it off.
+    #[arg(long = "proxy-forwarded-prefix", default_value_t = true,
+          action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub(crate) forwarded_prefix: bool,
     /// Rewrite Location headers and HTML links back under the proxy prefix (as
     /// kube-apiserver does); `--proxy-rewrite=false` turns it off.
     #[arg(long = "proxy-rewrite", default_value_t = true, action = clap::ArgAction::Set,

@@ -15,6 +15,7 @@ mod lifecycle;
 mod limits;
 mod paging;
 mod proxy;
+mod request_header;
 mod two_servers;
 mod watch;
 mod watch_kube;

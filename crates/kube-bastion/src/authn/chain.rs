@@ -105,6 +105,16 @@ impl Future for AuthenticateFuture<'_> {
 pub trait Authenticator: Send + Sync {
     /// Authenticates the request whose head is `request`.
     fn authenticate<'a>(&'a self, request: &'a http::request::Parts) -> AuthenticateFuture<'a>;
+
+    /// Removes from a request's headers what this authenticator reads and nothing behind
+    /// the authentication layer may see: a front proxy's identity headers
+    /// ([`RequestHeaderAuthenticator`](crate::RequestHeaderAuthenticator)). The
+    /// [`AuthenticationLayer`] calls it on every request it lets through, whichever
+    /// authenticator found the user, so a client that is not a trusted front proxy cannot
+    /// pass such headers on either. The default removes nothing.
+    fn strip_credentials(&self, headers: &mut http::HeaderMap) {
+        let _ = headers;
+    }
 }
 
 /// The chain an [`AuthenticationLayer`] runs.
@@ -171,7 +181,10 @@ impl Chain {
 ///   without a user (health probes);
 /// * a WebSocket bearer subprotocol entry
 ///   (`base64url.bearer.authorization.k8s.io.<token>`) is removed once authentication has
-///   succeeded, as kube-apiserver does.
+///   succeeded, as kube-apiserver does;
+/// * every authenticator's [`strip_credentials`](Authenticator::strip_credentials) runs on
+///   each request let through (a front proxy's identity headers are removed whoever sent
+///   them).
 ///
 /// With no authenticator at all the layer passes every request through untouched.
 #[derive(Clone, Default)]
@@ -371,6 +384,9 @@ where
                         }
                         Outcome::Public => {}
                         Outcome::Refused => return Ok(unauthorized()),
+                    }
+                    for authenticator in &chain.authenticators {
+                        authenticator.strip_credentials(&mut parts.headers);
                     }
                     let response = inner.call(Request::from_parts(parts, body)).await?;
                     Ok(response.map(Either::Left))

@@ -7,9 +7,13 @@
 //!   service;
 //! * `token`: kube-apiserver's static token file ([`TokenFile`]) and the WebSocket bearer
 //!   subprotocol ([`websocket_token`]);
-//! * `x509`: client certificates ([`X509Authenticator`], [`ClientCertificates`]).
+//! * `x509`: client certificates ([`X509Authenticator`](X509Authenticator),
+//!   [`ClientCertificates`], [`ClientCaError`]);
+//! * `request_header`: front proxies that name the user in headers
+//!   ([`RequestHeaderAuthenticator`]).
 
 mod chain;
+mod request_header;
 mod token;
 mod x509;
 
@@ -19,10 +23,14 @@ pub use chain::{
     AuthenticateFuture, Authenticated, AuthenticatedBody, AuthenticatedFuture, Authentication,
     AuthenticationLayer, Authenticator,
 };
+pub(crate) use request_header::escape_extra_key;
+pub use request_header::{
+    REMOTE_EXTRA_PREFIX, REMOTE_GROUP_HEADER, REMOTE_USER_HEADER, RequestHeaderAuthenticator,
+};
 #[cfg(feature = "kube")]
 pub(crate) use token::bearer_token;
 pub use token::{TokenFile, TokenFileError, websocket_token};
-pub use x509::{ClientCertificates, X509Authenticator};
+pub use x509::{ClientCaError, ClientCertificates, X509Authenticator};
 
 /// The group every authenticated user is in.
 pub const AUTHENTICATED_GROUP: &str = "system:authenticated";

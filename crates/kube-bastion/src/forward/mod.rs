@@ -153,9 +153,17 @@ where
     // 5. destination checks
     let resolved = approve(&config, &target).await?;
 
+    // Identity for the backend: only for a Service that asked for it (services/proxy
+    // only: a pod or node target has no ServiceInfo).
+    let identity = target
+        .service
+        .as_ref()
+        .filter(|s| s.forward_identity)
+        .and_then(|_| parts.extensions.get::<crate::UserInfo>().cloned());
     let ctx = ProxyContext {
         peer: config.peer_addr(&parts),
         client_host: headers::client_host(&parts.headers, &parts.uri),
+        identity,
         config,
         request: preq,
         target,
@@ -436,8 +444,7 @@ where
     headers::prepare_request(
         &mut headers,
         options,
-        ctx.peer_ip(),
-        forwarded_uri,
+        ctx.forwarded(forwarded_uri, &ctx.request.forwarded_prefix()),
         ctx.client_host.clone(),
     );
 

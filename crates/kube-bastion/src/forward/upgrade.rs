@@ -17,7 +17,7 @@ use crate::{Plan, Status};
 
 /// Serves one upgrade request: checks it, prepares the backend headers as for any request
 /// (hop-by-hop removed, credentials stripped, `X-Forwarded-For` appended, `X-Forwarded-Uri`
-/// set, `Host` chosen)
+/// and `X-Forwarded-Prefix` set, the identity a Service asked for added, `Host` chosen)
 /// plus the upgrade headers, dials endpoints in the balancer's order until one connects (a
 /// connect failure moves on to the next, as the balancer allows; nothing was sent), then
 /// lets [`proxy_upgrade`] speak to it, holding the balancer's handle for as long as the
@@ -49,8 +49,7 @@ where
     headers::prepare_request(
         &mut prepared,
         ctx.config.headers(),
-        ctx.peer_ip(),
-        &forwarded_uri,
+        ctx.forwarded(&forwarded_uri, &ctx.request.forwarded_prefix()),
         None,
     );
     restore_upgrade_headers(&parts.headers, &mut prepared);

@@ -44,6 +44,7 @@ fn service_info(name: &str) -> ServiceInfo {
         port_name: "http".into(),
         client_ip_affinity_seconds: None,
         balancer: None,
+        forward_identity: false,
     }
 }
 
