@@ -416,6 +416,8 @@ async fn kubelet_paths_are_authorized_as_the_kubelet_would() {
     let net = 100 + std::process::id() % 100;
     let ip = format!("127.{net}.81.1");
     let port = free_port(&ip);
+    // A plain-HTTP backend on a port of the node other than the kubelet's (which the proxy
+    // would speak TLS to); the kubelet paths are judged all the same.
     let _kubelet = backend(&ip, port, "kubelet").await;
     let rbac = |name: &str, verbs: &str, group: &str| {
         format!(
@@ -429,7 +431,7 @@ async fn kubelet_paths_are_authorized_as_the_kubelet_would() {
     let text = format!(
         "---\napiVersion: v1\nkind: Node\nmetadata: {{name: node-1}}\n\
          status:\n  addresses: [{{type: InternalIP, address: {ip}}}]\n  \
-         daemonEndpoints: {{kubeletEndpoint: {{Port: {port}}}}}\n{}{}",
+         daemonEndpoints: {{kubeletEndpoint: {{Port: 10250}}}}\n{}{}",
         rbac("node-readers", "get", "dev"),
         rbac("node-operators", "get, create", "ops")
     );
@@ -464,7 +466,7 @@ async fn kubelet_paths_are_authorized_as_the_kubelet_would() {
     );
     let forbidden = |path: &str, verb: &str, sub: &str| {
         format!(
-            "nodes \"node-1:{port}\" is forbidden: User \"alice\" cannot get resource \"nodes/proxy\" \
+            "nodes \"node-1:{port}\" is forbidden: User \"alice\" cannot get resource \"nodes/proxy\" in API group \"\" \
              at the cluster scope: the kubelet path \"{path}\" needs \"{verb}\" on \"nodes/{sub}\" of node \"node-1\""
         )
     };
@@ -481,4 +483,65 @@ async fn kubelet_paths_are_authorized_as_the_kubelet_would() {
     );
     let operator = call("/exec/shop/web-1/app?command=id", "carol-token").await;
     assert_eq!((operator.status, operator.body.as_str()), (200, "kubelet"));
+}
+
+const PYTHON_WITH_TOKEN: &str = r#"
+import json, sys
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+def api(token):
+    configuration = client.Configuration()
+    configuration.host = sys.argv[1]
+    configuration.ssl_ca_cert = sys.argv[2]
+    if token:
+        configuration.api_key = {"authorization": token}
+        configuration.api_key_prefix = {"authorization": "Bearer"}
+    return client.CoreV1Api(client.ApiClient(configuration))
+
+out = {"pod": api(sys.argv[3]).connect_get_namespaced_pod_proxy_with_path(
+    "echo-0:8080", "demo", "from-python", path2="from-python")}
+for name, token in [("none", None), ("wrong", "wrong-token")]:
+    try:
+        api(token).connect_get_namespaced_pod_proxy_with_path("echo-0:8080", "demo", "x", path2="x")
+        out[name] = 200
+    except ApiException as e:
+        out[name] = e.status
+        out[name + "_body"] = json.loads(e.body)
+print(json.dumps(out))
+"#;
+
+/// Python's official client with a bearer token reaches a pod through the server over
+/// HTTPS; without a token, or with a wrong one, it gets kube-apiserver's 401 Status.
+#[test]
+fn python_client_with_a_token_over_https() {
+    let dir = TempDir::new("auth-python");
+    let (server, cert) = https_demo(&dir, "py-s3cret-token,alice,1001\n", &[]);
+    let output = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(PYTHON_WITH_TOKEN)
+        .args([&server.url, cert.to_str().unwrap(), "py-s3cret-token"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "python client failed (run scripts/test-deps):\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let out: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let pod = out["pod"].as_str().unwrap();
+    assert!(pod.contains("'path': '/from-python'"), "{out}");
+    for refused in ["none", "wrong"] {
+        assert_eq!(out[refused], 401, "{out}");
+        assert_eq!(
+            out[format!("{refused}_body")]["reason"],
+            "Unauthorized",
+            "{out}"
+        );
+        assert_eq!(
+            out[format!("{refused}_body")]["message"],
+            "Unauthorized",
+            "{out}"
+        );
+    }
 }
