@@ -10,8 +10,8 @@
 //! fallback; everything else is `proxy`. The verb comes from the method (POST `create`, GET
 //! `get`, ...; HEAD and anything else `""`), so a WebSocket exec, a GET, is `get nodes/proxy` to the kubelet
 //! (kubernetes #119640). [`KubeletCheck::for_path`] adds one rule stricter than upstream:
-//! `/exec`, `/attach`, `/run` and `/portForward` need `create` on `nodes/proxy` whatever the
-//! method.
+//! `/exec`, `/attach`, `/run`, `/portForward` and `/cri` need `create` on `nodes/proxy`
+//! whatever the method.
 
 use http::Method;
 
@@ -45,8 +45,9 @@ fn kubelet_verb(method: &Method) -> &'static str {
     }
 }
 
-/// The kubelet paths that run something in a container or open a stream to it.
-const COMMAND_PATHS: [&str; 4] = ["/exec", "/attach", "/run", "/portForward"];
+/// The kubelet paths that run something in a container or open a stream to it (`/cri`:
+/// the streaming server's exec, attach and port-forward sessions).
+const COMMAND_PATHS: [&str; 5] = ["/exec", "/attach", "/run", "/portForward", "/cri"];
 
 /// What a request for one kubelet path needs: the verb, and the `nodes` subresources that
 /// may allow it, asked in order (the first that allows decides).
@@ -97,10 +98,10 @@ impl KubeletCheck {
         }
     }
 
-    /// [`upstream`](Self::upstream), except that `/exec`, `/attach`, `/run` and
-    /// `/portForward` need `create` on `nodes/proxy` whatever the method: a WebSocket exec
-    /// is a GET, and `get nodes/proxy` must not be enough to run commands in the node's
-    /// pods.
+    /// [`upstream`](Self::upstream), except that `/exec`, `/attach`, `/run`,
+    /// `/portForward` and `/cri` (the streaming sessions) need `create` on `nodes/proxy`
+    /// whatever the method: a WebSocket exec is a GET, and `get nodes/proxy` must not be
+    /// enough to run commands in the node's pods.
     ///
     /// ```
     /// use http::Method;

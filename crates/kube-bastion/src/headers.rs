@@ -86,14 +86,23 @@ impl Default for HeaderOptions {
 }
 
 impl HeaderOptions {
-    /// Whether `name` is a credential header that must not reach a backend.
+    /// Whether `name` is a credential header that must not reach a backend. A name with
+    /// `_` is also judged with `-` in its place: CGI-style servers (PHP, Rack, WSGI) read
+    /// `X_Remote_User` and `X-Remote-User` as the same variable.
     pub fn is_credential(&self, name: &HeaderName) -> bool {
+        let name = name.as_str();
+        self.is_credential_name(name)
+            || (name.contains('_') && self.is_credential_name(&name.replace('_', "-")))
+    }
+
+    /// [`is_credential`](Self::is_credential) for a lowercase name as written.
+    fn is_credential_name(&self, name: &str) -> bool {
         is_builtin_credential(name)
-            || self.strip.contains(name)
+            || self.strip.iter().any(|s| s.as_str() == name)
             || self
                 .strip_prefixes
                 .iter()
-                .any(|p| starts_with_ignore_case(name.as_str(), p))
+                .any(|p| starts_with_ignore_case(name, p))
     }
 }
 
@@ -172,9 +181,8 @@ fn starts_with_ignore_case(name: &str, prefix: &str) -> bool {
         && name.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
 }
 
-fn is_builtin_credential(name: &HeaderName) -> bool {
+fn is_builtin_credential(n: &str) -> bool {
     // Header names are stored lowercase by `http`.
-    let n = name.as_str();
     n == "authorization" || n.starts_with("impersonate-") || n.starts_with("x-remote-")
 }
 
@@ -561,11 +569,19 @@ mod tests {
             ("x-remote-extra-a", b"a"),
             ("x-my-user", b"u"),
             ("x-my-extra-foo", b"f"),
+            // CGI-style servers read `_` as `-`.
+            ("x_remote_user", b"u"),
+            ("x_remote-group", b"g"),
+            ("impersonate_user", b"u"),
+            ("x_my_user", b"u"),
+            ("x_my_extra_bar", b"b"),
             ("cookie", b"session=1"),
+            ("x_request_id", b"r"),
         ]);
         strip_credentials(&mut h, &opts);
-        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!(h.len(), 2, "{h:?}");
         assert_eq!(h["cookie"], "session=1");
+        assert_eq!(h["x_request_id"], "r");
     }
 
     #[test]

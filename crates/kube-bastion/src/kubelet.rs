@@ -19,8 +19,8 @@ use crate::{AuthorizeFuture, Authorizer, Decision};
 /// ([`KubeletCheck::for_path`](crate::core::kubelet::KubeletCheck::for_path)): `/stats/...` needs `nodes/stats`, `/metrics/...`
 /// `nodes/metrics`, `/logs/...` `nodes/log`, `/pods` `nodes/pods` or `nodes/proxy`,
 /// `/healthz` `nodes/healthz` or `nodes/proxy`, ..., named after the node (not the whole
-/// id), and `/exec`, `/attach`, `/run` and `/portForward` need `create` on `nodes/proxy`
-/// whatever the method. Pods and Services pass straight to `inner`.
+/// id), and `/exec`, `/attach`, `/run`, `/portForward` and `/cri` need `create` on
+/// `nodes/proxy` whatever the method. A node id that does not parse is refused. Pods and Services pass straight to `inner`.
 ///
 /// A refusal is a 403 whose reason names what the path needs.
 ///
@@ -73,8 +73,8 @@ impl<A: Authorizer> Authorizer for KubeletAuthorizer<A> {
                 );
             };
             let Ok(id) = request.target_id() else {
-                // The proxy answers the malformed id with its own 400.
-                return Decision::Allow;
+                // Nothing to judge the kubelet path against: refused (fail closed).
+                return Decision::deny(crate::authorizer::user_name(parts), "invalid node id");
             };
             let path = go::clean(&request.sub_path());
             let path = String::from_utf8_lossy(&path);

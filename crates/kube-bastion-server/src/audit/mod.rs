@@ -166,10 +166,27 @@ impl Entry {
         }
     }
 
-    /// The bytes the queue accounts for this event.
+    /// The bytes the queue accounts for this event: the request's text, the user (groups
+    /// and extra come from authenticators, a webhook's up to megabytes) and the decision's
+    /// reason.
     fn cost(&self) -> usize {
         let r = &self.record;
-        512 + r.request_uri.len() + r.user_agent.len() + 40 * r.source_ips.len()
+        let user = r.user.get().map_or(0, |u| {
+            u.name.len()
+                + u.uid.len()
+                + u.groups.iter().map(|g| g.len() + 8).sum::<usize>()
+                + u.extra
+                    .iter()
+                    .map(|(k, v)| k.len() + v.iter().map(|s| s.len() + 8).sum::<usize>())
+                    .sum::<usize>()
+        });
+        let reason = r
+            .decision
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+            .map_or(0, |(_, reason)| reason.len());
+        512 + r.request_uri.len() + r.user_agent.len() + 40 * r.source_ips.len() + user + reason
     }
 
     /// Writes the event as one JSON object (no newline).

@@ -17,8 +17,9 @@ pub(crate) struct AuditArgs {
     pub(crate) path: Option<PathBuf>,
     /// Audit events held in memory on their way to the log; when the writer falls that far
     /// behind, new events are dropped (and counted in
-    /// `kube_bastion_audit_events_dropped_total`) rather than slowing requests down.
+    /// `kube_bastion_audit_events_dropped_total`) rather than slowing requests down. At
+    /// most 1,000,000 (the queue's slots are allocated up front).
     #[arg(long = "audit-log-batch-buffer-size", default_value_t = 10_000, value_name = "N",
-          value_parser = clap::value_parser!(u64).range(1..))]
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub(crate) buffer_size: u64,
 }

@@ -257,8 +257,8 @@ pub(crate) struct ServeArgs {
     /// For `nodes/proxy`: also ask the authorizers what the kubelet itself asks for the
     /// forwarded path, with the requesting user (`/stats` needs `nodes/stats`, `/metrics`
     /// `nodes/metrics`, `/logs` `nodes/log`, `/pods` `nodes/pods` or `nodes/proxy`, ...),
-    /// and require `create` on `nodes/proxy` for `/exec`, `/attach`, `/run` and
-    /// `/portForward` whatever the method. Stricter than kube-apiserver, which lets
+    /// and require `create` on `nodes/proxy` for `/exec`, `/attach`, `/run`,
+    /// `/portForward` and `/cri` whatever the method. Stricter than kube-apiserver, which lets
     /// `get nodes/proxy` open a WebSocket exec.
     #[arg(long = "kubelet-fine-grained-authorization")]
     pub(crate) kubelet_fine_grained_authorization: bool,

@@ -134,14 +134,22 @@ impl RequestHeaderAuthenticator {
         self
     }
 
-    /// Whether `name` is one of the identity headers this authenticator reads (and removes).
+    /// Whether `name` is one of the identity headers this authenticator reads (and removes),
+    /// or one of them spelled with `_` for `-` (which CGI-style backends read as the same
+    /// variable): those are removed too, and never read.
     pub fn is_identity_header(&self, name: &HeaderName) -> bool {
-        self.username_headers.contains(name)
-            || self.group_headers.contains(name)
+        let name = name.as_str();
+        self.is_identity_name(name)
+            || (name.contains('_') && self.is_identity_name(&name.replace('_', "-")))
+    }
+
+    fn is_identity_name(&self, name: &str) -> bool {
+        self.username_headers.iter().any(|h| h.as_str() == name)
+            || self.group_headers.iter().any(|h| h.as_str() == name)
             || self
                 .extra_prefixes
                 .iter()
-                .any(|p| name.as_str().starts_with(p.as_str()))
+                .any(|p| name.starts_with(p.as_str()))
     }
 
     /// Checks the front proxy's certificate chain (leaf first): the requestheader CA, then
@@ -569,6 +577,8 @@ mod tests {
                 ("x-remote-group", "b"),
                 ("X-Remote-Extra-Scopes", "s"),
                 ("x-remote-extra-other", "o"),
+                ("x_remote_user", "mallory"),
+                ("X_Remote_Extra_Scopes", "s"),
                 ("x-keep", "k"),
             ],
         );

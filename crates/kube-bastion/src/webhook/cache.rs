@@ -25,7 +25,8 @@ pub(super) fn key<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> Key {
 struct Entry<V> {
     value: V,
     expires: Instant,
-    /// Insertion order, for evicting the oldest entry when the cache is full.
+    /// Last use (insertion or hit), for evicting the least recently used entry when the
+    /// cache is full.
     seq: u64,
 }
 
@@ -33,10 +34,18 @@ struct Inner<V> {
     entries: HashMap<Key, Entry<V>>,
     order: BTreeMap<u64, Key>,
     next: u64,
+    /// When a full cache last dropped every expired entry.
+    last_sweep: Option<Instant>,
 }
 
+/// How often, at most, a full cache scans all its entries for expired ones; in between, a
+/// full cache evicts the least recently used entry, so an insert costs O(log n) even when
+/// a client fills the cache with answers to random tokens.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
 /// A map from digests to answers with a time to live per entry and at most `capacity`
-/// entries: when full, expired entries go first, then the oldest.
+/// entries: when full, expired entries go first (a scan at most once a second), then the
+/// least recently used.
 pub(super) struct Cache<V> {
     inner: Mutex<Inner<V>>,
     capacity: usize,
@@ -49,6 +58,7 @@ impl<V: Clone> Cache<V> {
                 entries: HashMap::new(),
                 order: BTreeMap::new(),
                 next: 0,
+                last_sweep: None,
             }),
             capacity,
         }
@@ -63,13 +73,19 @@ impl<V: Clone> Cache<V> {
     /// The live entry of `key`, if any (an expired one is removed).
     pub(super) fn get(&self, key: &Key) -> Option<V> {
         let mut inner = self.lock();
-        let entry = inner.entries.get(key)?;
+        let inner = &mut *inner;
+        let entry = inner.entries.get_mut(key)?;
+        let old = entry.seq;
         if entry.expires > Instant::now() {
+            // A hit makes the entry the most recently used.
+            entry.seq = inner.next;
+            inner.next += 1;
+            inner.order.remove(&old);
+            inner.order.insert(entry.seq, *key);
             return Some(entry.value.clone());
         }
-        let seq = entry.seq;
         inner.entries.remove(key);
-        inner.order.remove(&seq);
+        inner.order.remove(&old);
         None
     }
 
@@ -87,7 +103,11 @@ impl<V: Clone> Cache<V> {
         if let Some(old) = inner.entries.remove(&key) {
             inner.order.remove(&old.seq);
         }
-        if inner.entries.len() >= self.capacity {
+        let sweep_due = inner
+            .last_sweep
+            .is_none_or(|last| now.duration_since(last) >= SWEEP_INTERVAL);
+        if inner.entries.len() >= self.capacity && sweep_due {
+            inner.last_sweep = Some(now);
             inner.entries.retain(|_, e| e.expires > now);
             let entries = &inner.entries;
             inner.order.retain(|_, k| entries.contains_key(k));
@@ -194,7 +214,7 @@ mod tests {
     }
 
     #[test]
-    fn a_full_cache_drops_expired_entries_then_the_oldest() {
+    fn a_full_cache_drops_expired_entries_then_the_least_recently_used() {
         let cache = Cache::new(3);
         let k = |i: u8| key([&[i][..]]);
         cache.insert(k(0), 0, Duration::from_millis(20));
@@ -204,14 +224,40 @@ mod tests {
         cache.insert(k(3), 3, Duration::from_secs(60));
         assert_eq!(cache.len(), 3);
         assert_eq!(cache.get(&k(1)), Some(1), "the expired entry went first");
+        // The hit on k(1) made k(2) the least recently used.
         cache.insert(k(4), 4, Duration::from_secs(60));
         assert_eq!(cache.len(), 3);
-        assert_eq!(cache.get(&k(1)), None, "then the oldest");
+        assert_eq!(cache.get(&k(2)), None, "then the least recently used");
+        assert_eq!(cache.get(&k(1)), Some(1));
         assert_eq!(cache.get(&k(4)), Some(4));
         // Replacing an entry does not grow the cache.
         cache.insert(k(4), 40, Duration::from_secs(60));
         assert_eq!(cache.len(), 3);
         assert_eq!(cache.get(&k(4)), Some(40));
+        assert_eq!(cache.get(&k(3)), Some(3));
+    }
+
+    #[test]
+    fn a_full_cache_of_live_entries_scans_at_most_once_a_second() {
+        let cache = Cache::new(2);
+        let k = |i: u8| key([&[i][..]]);
+        cache.insert(k(0), 0, Duration::from_secs(60));
+        cache.insert(k(1), 1, Duration::from_millis(10));
+        cache.insert(k(2), 2, Duration::from_secs(60));
+        // That insert swept (nothing had expired) and evicted k(0).
+        let swept = cache.lock().last_sweep;
+        assert!(swept.is_some());
+        std::thread::sleep(Duration::from_millis(30));
+        // k(1) has expired, but no sweep is due: the least recently used entry goes, which
+        // is k(1) all the same; k(2) stays.
+        cache.insert(k(3), 3, Duration::from_secs(60));
+        assert_eq!(cache.len(), 2);
         assert_eq!(cache.get(&k(2)), Some(2));
+        assert_eq!(cache.get(&k(3)), Some(3));
+        assert_eq!(
+            cache.lock().last_sweep,
+            swept,
+            "no second scan within the interval"
+        );
     }
 }

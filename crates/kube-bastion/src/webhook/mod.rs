@@ -15,9 +15,9 @@
 //!   ([`TOKEN_REVIEWS_PATH`], [`SUBJECT_ACCESS_REVIEWS_PATH`]).
 //!
 //! As upstream, each review is one JSON POST (k8s-openapi's `authentication/v1` and
-//! `authorization/v1` types) with a timeout (30 s by default); a `429`, a `5xx` or a
-//! connection error is retried with exponential backoff (500 ms, ×1.5, 20 % jitter) up to
-//! 5 attempts in all, then the failure rule applies: no user (a `401` unless another
+//! `authorization/v1` types) with a timeout (30 s by default); a `429`, `500`, `504`, an
+//! answer with `Retry-After` or a connection error is retried with exponential backoff
+//! (500 ms, ×1.5, 20 % jitter) up to 5 attempts in all, then the failure rule applies: no user (a `401` unless another
 //! authenticator finds one) for tokens, the [`FailurePolicy`] for authorization.
 //!
 //! Answers are cached for a while (2 minutes for tokens, 5 minutes for allowed and 30
@@ -74,8 +74,8 @@ impl WebhookConfigError {
 /// body.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum WebhookError {
-    /// The webhook answered with this HTTP status.
-    Status(u16),
+    /// The webhook answered with this HTTP status (and said when to retry, or not).
+    Status(u16, RetryAfter),
     /// No answer within the timeout.
     Timeout,
     /// Connecting or talking to the webhook failed.
@@ -84,11 +84,19 @@ pub(crate) enum WebhookError {
     Decode(String),
 }
 
+/// Whether an error answer carried `Retry-After`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct RetryAfter(pub(crate) bool);
+
 impl WebhookError {
-    /// Whether upstream retries it: `429`, `5xx` and connection errors.
+    /// Whether it is retried: what upstream's `DefaultShouldRetry` retries (`429`, `500`,
+    /// `504`, any answer with `Retry-After`), and every connection error (upstream: resets
+    /// only; a webhook that restarts is retried rather than failed at once).
     fn retryable(&self) -> bool {
         match self {
-            WebhookError::Status(code) => *code == 429 || *code >= 500,
+            WebhookError::Status(code, RetryAfter(retry_after)) => {
+                matches!(code, 429 | 500 | 504) || *retry_after
+            }
             WebhookError::Transport(_) => true,
             WebhookError::Timeout | WebhookError::Decode(_) => false,
         }
@@ -98,7 +106,7 @@ impl WebhookError {
 impl fmt::Display for WebhookError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            WebhookError::Status(code) => write!(f, "the webhook answered HTTP {code}"),
+            WebhookError::Status(code, _) => write!(f, "the webhook answered HTTP {code}"),
             WebhookError::Timeout => f.write_str("the webhook did not answer in time"),
             // The details (addresses, decoder positions) go to the logs only.
             WebhookError::Transport(_) => f.write_str("the webhook could not be reached"),
@@ -154,6 +162,15 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_ATTEMPTS: u32 = 5;
 /// Upstream's first retry delay.
 const DEFAULT_BACKOFF: Duration = Duration::from_millis(500);
+
+/// The longest wait between two attempts, whatever the initial backoff.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// `delay` times `factor`, at most [`MAX_BACKOFF`] (never a panic on overflow).
+fn scaled(delay: Duration, factor: f64) -> Duration {
+    Duration::try_from_secs_f64(delay.as_secs_f64() * factor)
+        .map_or(MAX_BACKOFF, |d| d.min(MAX_BACKOFF))
+}
 
 async fn read_config(path: &Path, flag_less: &str) -> Result<kube::Config, WebhookConfigError> {
     use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -284,8 +301,8 @@ impl WebhookClient {
         self
     }
 
-    /// Attempts in all for a review that fails with a `429`, a `5xx` or a connection
-    /// error (at least 1; default 5, as upstream), and the delay before the first retry
+    /// Attempts in all for a review that fails with a `429`, `500` or `504`, an answer
+    /// with `Retry-After`, or a connection error (at least 1; default 5, as upstream), and the delay before the first retry
     /// (default 500 ms; each next one is 1.5 times longer, with up to 20 % jitter).
     #[must_use]
     pub fn retries(mut self, attempts: u32, initial_backoff: Duration) -> Self {
@@ -316,8 +333,8 @@ impl WebhookClient {
                         use rand::{Rng as _, SeedableRng as _};
                         1.0 + rand::rngs::SmallRng::from_os_rng().random::<f64>() * 0.2
                     };
-                    tokio::time::sleep(delay.mul_f64(jitter)).await;
-                    delay = delay.mul_f64(1.5);
+                    tokio::time::sleep(scaled(delay, jitter)).await;
+                    delay = scaled(delay, 1.5);
                     attempt += 1;
                 }
                 Err(error) => return Err(error),
@@ -339,7 +356,11 @@ impl WebhookClient {
                 .map_err(|e| WebhookError::Transport(e.to_string()))?;
             let status = response.status();
             if !status.is_success() {
-                return Err(WebhookError::Status(status.as_u16()));
+                let retry_after = response.headers().contains_key(http::header::RETRY_AFTER);
+                return Err(WebhookError::Status(
+                    status.as_u16(),
+                    RetryAfter(retry_after),
+                ));
             }
             let bytes = http_body_util::Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
                 .collect()
