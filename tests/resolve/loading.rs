@@ -38,6 +38,38 @@ fn multi_document_yaml() {
     );
 }
 
+/// Cluster dumps are bigger than configuration files: thousands of documents, and a list of
+/// 8,000 pods (over 300,000 YAML nodes), load whole.
+#[test]
+fn large_streams_and_lists_load() {
+    let documents: String = (0..3_000)
+        .map(|i| {
+            format!("---\napiVersion: v1\nkind: Pod\nmetadata: {{name: p{i}, namespace: x}}\n")
+        })
+        .collect();
+    assert_eq!(
+        parse_objects(&documents).expect("3,000 documents").len(),
+        3_000
+    );
+
+    let items: String = (0..8_000)
+        .map(|i| {
+            format!(
+                "- apiVersion: v1\n  kind: Pod\n  metadata:\n    name: p{i}\n    namespace: x\n    \
+                 labels: {{app: web, tier: front, i: \"{i}\"}}\n  spec:\n    containers:\n    \
+                 - name: app\n      ports: [{{name: http, containerPort: 8080}}]\n  \
+                 status:\n    phase: Running\n    podIP: 10.0.{}.{}\n    podIPs: [{{ip: 10.0.{}.{}}}]\n",
+                i / 250,
+                i % 250,
+                i / 250,
+                i % 250
+            )
+        })
+        .collect();
+    let list = format!("apiVersion: v1\nkind: List\nitems:\n{items}");
+    assert_eq!(parse_objects(&list).expect("8,000 pods").len(), 8_000);
+}
+
 #[test]
 fn json_forms() {
     let one =

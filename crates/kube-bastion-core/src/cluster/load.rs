@@ -62,7 +62,20 @@ pub(crate) fn parse_documents(text: &str) -> Result<Vec<Value>, LoadError> {
         }
     }
     // YAML 1.2 core booleans: `n`, `no`, `on`, `y` stay strings (a node named `n`).
-    let options = serde_saphyr::options! { strict_booleans: true };
+    // The parser's default budget (1,024 documents, 250,000 nodes, 64 MiB of scalars) is
+    // for configuration files; a cluster dump or an RBAC export holds far more. Counts that
+    // the text's length already bounds grow with it; the limits on aliases (expansion
+    // bombs) and nesting depth stay the parser's.
+    let size = text.len();
+    let options = serde_saphyr::options! {
+        strict_booleans: true,
+        budget: serde_saphyr::budget! {
+            max_documents: size.max(1_024),
+            max_nodes: size.max(250_000),
+            max_events: size.saturating_mul(2).max(1_000_000),
+            max_total_scalar_bytes: size.max(64 << 20),
+        },
+    };
     match serde_saphyr::from_multiple_with_options::<Value>(text, options) {
         Ok(values) => Ok(values),
         Err(yaml_error) => Err(LoadError::Syntax(match json_error {
