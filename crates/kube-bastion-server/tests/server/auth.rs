@@ -158,43 +158,16 @@ fn websocket_clients_may_send_the_token_as_a_subprotocol() {
 }
 
 /// A CA and a client certificate it signed for `cn` in the organizations `orgs`, written
-/// as `<tag>-ca.crt`, `<tag>.crt` and `<tag>.key` in `dir`: (CA path, cert path, key path).
+/// as `<tag>-ca.crt`, `<cn>.crt` and `<cn>.key` in `dir`: (CA path, cert path, key path).
 fn client_cert(
     dir: &TempDir,
     tag: &str,
     cn: &str,
     orgs: &[&str],
 ) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
-    use rcgen::{
-        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    };
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, format!("{tag} CA"));
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca_params, ca_key);
-    let key = KeyPair::generate().unwrap();
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.distinguished_name.push(DnType::CommonName, cn);
-    for org in orgs {
-        params
-            .distinguished_name
-            .push(DnType::OrganizationName, *org);
-    }
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    let cert = params.signed_by(&key, &issuer).unwrap();
-    let paths = (
-        dir.join(&format!("{tag}-ca.crt")),
-        dir.join(&format!("{tag}.crt")),
-        dir.join(&format!("{tag}.key")),
-    );
-    std::fs::write(&paths.0, ca.pem()).unwrap();
-    std::fs::write(&paths.1, cert.pem()).unwrap();
-    std::fs::write(&paths.2, key.serialize_pem()).unwrap();
-    paths
+    let (ca_path, issuer) = crate::support::ca(dir, tag);
+    let (cert, key) = crate::support::leaf(dir, &issuer, cn, orgs);
+    (ca_path, cert, key)
 }
 
 /// `--client-ca-file`: kubectl with a certificate signed by that CA reaches a pod; without

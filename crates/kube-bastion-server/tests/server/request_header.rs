@@ -10,13 +10,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use axum::Router;
 use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-};
 use serde_json::Value;
 
 use crate::live::ClusterFile;
-use crate::support::{Server, TempDir, serving_cert};
+use crate::support::{Server, TempDir, ca, leaf, serving_cert};
 use crate::two_servers::free_port;
 
 /// A backend that answers every request with the headers it received, as JSON
@@ -57,46 +54,6 @@ fn echo_backend(ip: &str, port: u16) {
             let _ = axum::serve(listener, app).await;
         });
     });
-}
-
-/// A CA: its PEM file in `dir` and its issuer.
-fn ca(dir: &TempDir, tag: &str) -> (PathBuf, Issuer<'static, KeyPair>) {
-    let key = KeyPair::generate().unwrap();
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params
-        .distinguished_name
-        .push(DnType::CommonName, format!("{tag} CA"));
-    let cert = params.self_signed(&key).unwrap();
-    let path = dir.join(&format!("{tag}-ca.crt"));
-    std::fs::write(&path, cert.pem()).unwrap();
-    (path, Issuer::new(params, key))
-}
-
-/// A client certificate for `cn` in `orgs` signed by `issuer`: (cert path, key path).
-fn leaf(
-    dir: &TempDir,
-    issuer: &Issuer<'static, KeyPair>,
-    cn: &str,
-    orgs: &[&str],
-) -> (PathBuf, PathBuf) {
-    let key = KeyPair::generate().unwrap();
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.distinguished_name.push(DnType::CommonName, cn);
-    for org in orgs {
-        params
-            .distinguished_name
-            .push(DnType::OrganizationName, *org);
-    }
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    let cert = params.signed_by(&key, issuer).unwrap();
-    let paths = (
-        dir.join(&format!("{cn}.crt")),
-        dir.join(&format!("{cn}.key")),
-    );
-    std::fs::write(&paths.0, cert.pem()).unwrap();
-    std::fs::write(&paths.1, key.serialize_pem()).unwrap();
-    paths
 }
 
 /// The cluster: pod `web-1` at `ip:port`, Services `plain` and `ident` (annotated to receive

@@ -309,3 +309,45 @@ pub(crate) fn serving_cert(dir: &TempDir) -> (PathBuf, PathBuf) {
     std::fs::write(&key_path, key.serialize_pem()).unwrap();
     (cert_path, key_path)
 }
+
+/// A CA: its PEM file in `dir` and its issuer.
+pub(crate) fn ca(dir: &TempDir, tag: &str) -> (PathBuf, rcgen::Issuer<'static, rcgen::KeyPair>) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, format!("{tag} CA"));
+    let cert = params.self_signed(&key).unwrap();
+    let path = dir.join(&format!("{tag}-ca.crt"));
+    std::fs::write(&path, cert.pem()).unwrap();
+    (path, rcgen::Issuer::new(params, key))
+}
+
+/// A client certificate for `cn` in `orgs` signed by `issuer`: (cert path, key path).
+pub(crate) fn leaf(
+    dir: &TempDir,
+    issuer: &rcgen::Issuer<'static, rcgen::KeyPair>,
+    cn: &str,
+    orgs: &[&str],
+) -> (PathBuf, PathBuf) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, cn);
+    for org in orgs {
+        params
+            .distinguished_name
+            .push(rcgen::DnType::OrganizationName, *org);
+    }
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let cert = params.signed_by(&key, issuer).unwrap();
+    let paths = (
+        dir.join(&format!("{cn}.crt")),
+        dir.join(&format!("{cn}.key")),
+    );
+    std::fs::write(&paths.0, cert.pem()).unwrap();
+    std::fs::write(&paths.1, key.serialize_pem()).unwrap();
+    paths
+}
