@@ -5,12 +5,11 @@
 //!
 //! [`MetricsLayer`] is a plain tower layer, so the same code measures any router.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -29,34 +28,120 @@ const BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
-#[derive(Clone, Debug, Default)]
+/// A latency histogram updated without a lock: cumulative bucket counts, the count and the
+/// sum (in nanoseconds, exact).
+#[derive(Debug, Default)]
 struct Histogram {
-    counts: [u64; BUCKETS.len()],
-    count: u64,
-    sum: f64,
+    counts: [AtomicU64; BUCKETS.len()],
+    count: AtomicU64,
+    sum_nanos: AtomicU64,
 }
 
 impl Histogram {
-    fn observe(&mut self, seconds: f64) {
-        for (bound, count) in BUCKETS.iter().zip(self.counts.iter_mut()) {
+    fn observe(&self, seconds: f64) {
+        for (bound, count) in BUCKETS.iter().zip(self.counts.iter()) {
             if seconds <= *bound {
-                *count += 1;
+                count.fetch_add(1, Ordering::Relaxed);
             }
         }
-        self.count += 1;
-        self.sum += seconds;
+        self.count.fetch_add(1, Ordering::Relaxed);
+        // `as` saturates: a negative or NaN duration adds nothing.
+        self.sum_nanos
+            .fetch_add((seconds * 1e9) as u64, Ordering::Relaxed);
     }
 }
 
-/// Labels of one request. Every label value comes from a fixed list (the verbs, resources
-/// and subresources this server knows, `other` for anything else), never from the client,
-/// so the number of series is bounded whatever requests arrive.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-struct RequestKey {
-    verb: &'static str,
-    resource: &'static str,
-    subresource: &'static str,
-    code: u16,
+/// Every verb label: the request-info verbs, the lowercase standard methods of non-resource
+/// requests, and [`OTHER`] (last).
+const VERBS: [&str; 14] = [
+    "get", "list", "watch", "create", "update", "patch", "delete", "head", "post", "put",
+    "options", "connect", "trace", OTHER,
+];
+
+/// Every resource label: none (non-resource requests), [`RESOURCES`], [`OTHER`] (last).
+const RESOURCE_LABELS: [&str; 8] = [
+    "",
+    "pods",
+    "services",
+    "endpoints",
+    "endpointslices",
+    "nodes",
+    "namespaces",
+    OTHER,
+];
+
+/// Every subresource label: none, [`SUBRESOURCES`], [`OTHER`] (last).
+const SUBRESOURCE_LABELS: [&str; 5] = ["", "proxy", "status", "log", OTHER];
+
+/// HTTP status codes are 100 to 999 (`http::StatusCode`).
+const CODES: usize = 900;
+
+/// The position of `value` in `labels`, or the last (`other`) when it is not there. Every
+/// label a request gets comes from these lists, so the number of series is bounded
+/// whatever requests arrive.
+fn label_index(labels: &[&str], value: &str) -> usize {
+    labels
+        .iter()
+        .position(|l| *l == value)
+        .unwrap_or(labels.len() - 1)
+}
+
+/// Request counters by verb, resource, subresource and code, updated without a lock: one
+/// slot per label combination, whose per-code counters are allocated on its first request.
+#[derive(Debug)]
+struct RequestCounters {
+    series: Box<[OnceLock<Box<[AtomicU64]>>]>,
+}
+
+impl Default for RequestCounters {
+    fn default() -> Self {
+        let slots = VERBS.len() * RESOURCE_LABELS.len() * SUBRESOURCE_LABELS.len();
+        RequestCounters {
+            series: (0..slots).map(|_| OnceLock::new()).collect(),
+        }
+    }
+}
+
+impl RequestCounters {
+    fn slot(verb: usize, resource: usize, subresource: usize) -> usize {
+        (verb * RESOURCE_LABELS.len() + resource) * SUBRESOURCE_LABELS.len() + subresource
+    }
+
+    fn add(&self, info: &RequestInfo, code: u16) {
+        let slot = Self::slot(
+            label_index(&VERBS, info.verb),
+            label_index(&RESOURCE_LABELS, info.resource),
+            label_index(&SUBRESOURCE_LABELS, info.subresource),
+        );
+        let Some(series) = self.series.get(slot) else {
+            return;
+        };
+        let codes = series.get_or_init(|| (0..CODES).map(|_| AtomicU64::new(0)).collect());
+        let index = usize::from(code.clamp(100, 999) - 100);
+        if let Some(counter) = codes.get(index) {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Every series with a count: (verb, resource, subresource, code, count).
+    fn each(&self, mut f: impl FnMut(&str, &str, &str, usize, u64)) {
+        for (v, verb) in VERBS.iter().enumerate() {
+            for (r, resource) in RESOURCE_LABELS.iter().enumerate() {
+                for (s, subresource) in SUBRESOURCE_LABELS.iter().enumerate() {
+                    let Some(codes) = self.series.get(Self::slot(v, r, s)).and_then(OnceLock::get)
+                    else {
+                        continue;
+                    };
+                    for (i, counter) in codes.iter().enumerate() {
+                        let count = counter.load(Ordering::Relaxed);
+                        if count > 0 {
+                            f(verb, resource, subresource, 100 + i, count);
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// The label value of anything outside the fixed lists.
@@ -101,19 +186,14 @@ fn method_verb(method: &Method) -> &'static str {
 /// The metrics registry.
 #[derive(Debug, Default)]
 pub(crate) struct Metrics {
-    requests: Mutex<BTreeMap<RequestKey, u64>>,
-    proxy_latency: Mutex<BTreeMap<&'static str, Histogram>>,
+    requests: RequestCounters,
+    /// Proxy latency by resource label ([`RESOURCE_LABELS`]).
+    proxy_latency: [Histogram; RESOURCE_LABELS.len()],
     in_flight: AtomicI64,
     reload_success: AtomicU64,
     reload_failure: AtomicU64,
     connections: Arc<ConnectionStats>,
     audit_dropped: Arc<AtomicU64>,
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Escapes a Prometheus label value.
@@ -145,25 +225,18 @@ impl Metrics {
     }
 
     fn record(&self, info: &RequestInfo, code: u16, seconds: f64) {
-        let key = RequestKey {
-            verb: info.verb,
-            resource: info.resource,
-            subresource: info.subresource,
-            code,
-        };
-        *lock(&self.requests).entry(key).or_default() += 1;
+        self.requests.add(info, code);
         if info.proxy {
-            lock(&self.proxy_latency)
-                .entry(info.resource)
-                .or_default()
-                .observe(seconds);
+            self.proxy_latency[label_index(&RESOURCE_LABELS, info.resource)].observe(seconds);
         }
     }
 
     /// Number of request-counter series (for the cardinality tests).
     #[cfg(test)]
     fn request_series(&self) -> usize {
-        lock(&self.requests).len()
+        let mut n = 0;
+        self.requests.each(|_, _, _, _, _| n += 1);
+        n
     }
 
     /// The Prometheus text exposition of every metric.
@@ -173,35 +246,36 @@ impl Metrics {
             "# HELP kube_bastion_requests_total Requests answered, by kube verb, resource, \
              subresource and HTTP code.\n# TYPE kube_bastion_requests_total counter\n",
         );
-        for (key, count) in lock(&self.requests).iter() {
-            let _ = writeln!(
-                out,
-                "kube_bastion_requests_total{{verb=\"{}\",resource=\"{}\",subresource=\"{}\",code=\"{}\"}} {count}",
-                label(key.verb),
-                label(key.resource),
-                label(key.subresource),
-                key.code
-            );
-        }
+        self.requests
+            .each(|verb, resource, subresource, code, count| {
+                let _ = writeln!(
+                    out,
+                    "kube_bastion_requests_total{{verb=\"{verb}\",resource=\"{resource}\",subresource=\"{subresource}\",code=\"{code}\"}} {count}",
+                );
+            });
         out.push_str(
             "# HELP kube_bastion_proxy_upstream_duration_seconds Time from receiving a proxy \
              request to the backend's response head (or the proxy's error answer).\n\
              # TYPE kube_bastion_proxy_upstream_duration_seconds histogram\n",
         );
-        for (resource, hist) in lock(&self.proxy_latency).iter() {
-            let resource = label(resource);
-            for (bound, count) in BUCKETS.iter().zip(hist.counts.iter()) {
+        for (resource, hist) in RESOURCE_LABELS.iter().zip(self.proxy_latency.iter()) {
+            let count = hist.count.load(Ordering::Relaxed);
+            if count == 0 {
+                continue;
+            }
+            for (bound, bucket) in BUCKETS.iter().zip(hist.counts.iter()) {
                 let _ = writeln!(
                     out,
-                    "kube_bastion_proxy_upstream_duration_seconds_bucket{{resource=\"{resource}\",le=\"{bound}\"}} {count}"
+                    "kube_bastion_proxy_upstream_duration_seconds_bucket{{resource=\"{resource}\",le=\"{bound}\"}} {}",
+                    bucket.load(Ordering::Relaxed)
                 );
             }
+            let sum = hist.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
             let _ = writeln!(
                 out,
-                "kube_bastion_proxy_upstream_duration_seconds_bucket{{resource=\"{resource}\",le=\"+Inf\"}} {}\n\
-                 kube_bastion_proxy_upstream_duration_seconds_sum{{resource=\"{resource}\"}} {}\n\
-                 kube_bastion_proxy_upstream_duration_seconds_count{{resource=\"{resource}\"}} {}",
-                hist.count, hist.sum, hist.count
+                "kube_bastion_proxy_upstream_duration_seconds_bucket{{resource=\"{resource}\",le=\"+Inf\"}} {count}\n\
+                 kube_bastion_proxy_upstream_duration_seconds_sum{{resource=\"{resource}\"}} {sum}\n\
+                 kube_bastion_proxy_upstream_duration_seconds_count{{resource=\"{resource}\"}} {count}",
             );
         }
         let _ = write!(
@@ -612,35 +686,62 @@ mod tests {
             }
         }
         assert!(m.request_series() <= 8, "{} series", m.request_series());
-        assert!(lock(&m.proxy_latency).is_empty());
+        assert!(
+            m.proxy_latency
+                .iter()
+                .all(|h| h.count.load(Ordering::Relaxed) == 0)
+        );
         assert!(m.render().len() < 8 * 1024, "{} bytes", m.render().len());
     }
 
     #[test]
     fn histogram_is_cumulative() {
-        let mut h = Histogram::default();
+        let h = Histogram::default();
         h.observe(0.003);
         h.observe(7.0);
-        assert_eq!(h.counts[0], 0);
-        assert_eq!(h.counts[3], 1); // le=0.005
-        assert_eq!(h.counts[BUCKETS.len() - 1], 2); // le=10
-        assert_eq!(h.count, 2);
+        let count = |i: usize| h.counts[i].load(Ordering::Relaxed);
+        assert_eq!(count(0), 0);
+        assert_eq!(count(3), 1); // le=0.005
+        assert_eq!(count(BUCKETS.len() - 1), 2); // le=10
+        assert_eq!(h.count.load(Ordering::Relaxed), 2);
+        assert_eq!(h.sum_nanos.load(Ordering::Relaxed), 7_003_000_000);
     }
 
     #[test]
-    fn rendering_has_counters_and_escapes_labels() {
+    fn rendering_has_counters_histograms_and_only_known_labels() {
         let m = Metrics::default();
-        let i = RequestInfo {
+        let get = |resource: &'static str, proxy: bool| RequestInfo {
             verb: "get",
-            resource: "a\"b",
-            subresource: "",
-            proxy: false,
+            resource,
+            subresource: if proxy { "proxy" } else { "" },
+            proxy,
         };
-        m.record(&i, 200, 0.01);
-        m.record(&i, 200, 0.01);
+        m.record(&get("pods", false), 200, 0.01);
+        m.record(&get("pods", false), 200, 0.01);
+        m.record(&get("pods", false), 404, 0.01);
+        m.record(&get("nodes", true), 502, 0.25);
+        // A label value outside the fixed lists is counted as `other`, never written out.
+        m.record(&get("a\"b", false), 200, 0.01);
+        m.record(&get("a\"b", false), 999, 0.01);
         let text = m.render();
-        assert!(text.contains(
-            "kube_bastion_requests_total{verb=\"get\",resource=\"a\\\"b\",subresource=\"\",code=\"200\"} 2"
-        ));
+        for line in [
+            "kube_bastion_requests_total{verb=\"get\",resource=\"pods\",subresource=\"\",code=\"200\"} 2",
+            "kube_bastion_requests_total{verb=\"get\",resource=\"pods\",subresource=\"\",code=\"404\"} 1",
+            "kube_bastion_requests_total{verb=\"get\",resource=\"nodes\",subresource=\"proxy\",code=\"502\"} 1",
+            "kube_bastion_requests_total{verb=\"get\",resource=\"other\",subresource=\"\",code=\"200\"} 1",
+            "kube_bastion_requests_total{verb=\"get\",resource=\"other\",subresource=\"\",code=\"999\"} 1",
+            "kube_bastion_proxy_upstream_duration_seconds_bucket{resource=\"nodes\",le=\"0.25\"} 1",
+            "kube_bastion_proxy_upstream_duration_seconds_bucket{resource=\"nodes\",le=\"0.1\"} 0",
+            "kube_bastion_proxy_upstream_duration_seconds_sum{resource=\"nodes\"} 0.25",
+            "kube_bastion_proxy_upstream_duration_seconds_count{resource=\"nodes\"} 1",
+        ] {
+            assert!(text.contains(line), "{line} in\n{text}");
+        }
+        assert!(!text.contains("a\\\"b"), "{text}");
+        assert!(
+            !text.contains("resource=\"pods\",le="),
+            "no histogram without proxy requests"
+        );
+        assert_eq!(m.request_series(), 5);
     }
 }
