@@ -405,7 +405,7 @@ pub(crate) fn set_identity(headers: &mut HeaderMap, user: &UserInfo) {
             out.push((crate::REMOTE_GROUP_HEADER, value(group)?));
         }
         for (key, values) in &user.extra {
-            let name = format!("{extra_prefix}{}", crate::authn::escape_extra_key(key));
+            let name = format!("{extra_prefix}{}", escape_extra_key(key));
             let name = HeaderName::from_bytes(name.as_bytes()).ok()?;
             for v in values {
                 out.push((name.clone(), value(v)?));
@@ -424,6 +424,42 @@ pub(crate) fn set_identity(headers: &mut HeaderMap, user: &UserInfo) {
             "the user's identity cannot be written as headers; none sent"
         ),
     }
+}
+
+/// Upstream's `headerKeyEscape` (the aggregator's): an extra key made a header name
+/// suffix, every byte that is not a header token character, and `%`, written `%XX`.
+pub(crate) fn escape_extra_key(key: &str) -> String {
+    fn legal(b: u8) -> bool {
+        b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'!' | b'#'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'*'
+                    | b'+'
+                    | b'-'
+                    | b'.'
+                    | b'^'
+                    | b'_'
+                    | b'`'
+                    | b'|'
+                    | b'~'
+            )
+    }
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let mut out = String::with_capacity(key.len());
+    for b in key.bytes() {
+        if legal(b) {
+            out.push(char::from(b));
+        } else {
+            out.push('%');
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 0xf)]));
+        }
+    }
+    out
 }
 
 /// What the proxy adds to a forwarded request besides the client's headers.

@@ -23,7 +23,6 @@ pub use chain::{
     AuthenticateFuture, Authenticated, AuthenticatedBody, AuthenticatedFuture, Authentication,
     AuthenticationLayer, Authenticator,
 };
-pub(crate) use request_header::escape_extra_key;
 pub use request_header::{
     REMOTE_EXTRA_PREFIX, REMOTE_GROUP_HEADER, REMOTE_USER_HEADER, RequestHeaderAuthenticator,
 };

@@ -261,42 +261,6 @@ pub(crate) fn unescape_extra_key(encoded: &str) -> String {
     String::from_utf8(out).unwrap_or_else(|_| encoded.to_owned())
 }
 
-/// Upstream's `headerKeyEscape` (the aggregator's): an extra key made a header name
-/// suffix, every byte that is not a header token character, and `%`, written `%XX`.
-pub(crate) fn escape_extra_key(key: &str) -> String {
-    fn legal(b: u8) -> bool {
-        b.is_ascii_alphanumeric()
-            || matches!(
-                b,
-                b'!' | b'#'
-                    | b'$'
-                    | b'&'
-                    | b'\''
-                    | b'*'
-                    | b'+'
-                    | b'-'
-                    | b'.'
-                    | b'^'
-                    | b'_'
-                    | b'`'
-                    | b'|'
-                    | b'~'
-            )
-    }
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    let mut out = String::with_capacity(key.len());
-    for b in key.bytes() {
-        if legal(b) {
-            out.push(char::from(b));
-        } else {
-            out.push('%');
-            out.push(char::from(HEX[usize::from(b >> 4)]));
-            out.push(char::from(HEX[usize::from(b & 0xf)]));
-        }
-    }
-    out
-}
-
 impl Authenticator for RequestHeaderAuthenticator {
     fn authenticate<'a>(&'a self, request: &'a http::request::Parts) -> AuthenticateFuture<'a> {
         let Some(chain) = request
@@ -494,7 +458,7 @@ mod tests {
         assert_eq!(unescape_extra_key("%ff"), "%ff", "not UTF-8: kept as sent");
         assert_eq!(unescape_extra_key("%c3%a9t%c3%a9"), "été");
         for key in ["example.com/project", "a b", "100%", "été", "Scopes", "x:y"] {
-            let escaped = escape_extra_key(key);
+            let escaped = crate::headers::escape_extra_key(key);
             assert!(
                 HeaderName::from_bytes(escaped.as_bytes()).is_ok(),
                 "{escaped}"
@@ -505,7 +469,7 @@ mod tests {
             );
         }
         assert_eq!(
-            escape_extra_key("example.com/a b%"),
+            crate::headers::escape_extra_key("example.com/a b%"),
             "example.com%2Fa%20b%25"
         );
     }
