@@ -21,7 +21,10 @@ use crate::serve::load_certs;
 const PUBLIC_PATHS: [&str; 4] = ["/healthz", "/livez", "/readyz", "/version"];
 
 /// The authentication layer the flags describe.
-pub(crate) async fn layer(args: &ServeArgs) -> Result<AuthenticationLayer, String> {
+pub(crate) async fn layer(
+    args: &ServeArgs,
+    metrics: &crate::metrics::Metrics,
+) -> Result<AuthenticationLayer, String> {
     let mut layer = AuthenticationLayer::new();
     let mut configured = false;
     // First in the chain, as in kube-apiserver.
@@ -68,6 +71,8 @@ pub(crate) async fn layer(args: &ServeArgs) -> Result<AuthenticationLayer, Strin
         configured = true;
     }
     if let Some(webhook) = crate::webhook::authenticator(&args.webhook).await? {
+        let counters = webhook.clone();
+        metrics.register_webhook("authentication", move || counters.stats());
         layer = layer.authenticator(webhook);
         configured = true;
     }

@@ -30,7 +30,10 @@ pub(crate) fn load_rbac(paths: &[PathBuf]) -> Result<RbacPolicy, String> {
 }
 
 /// Builds the authorizer of `--authorization-mode`.
-pub(crate) async fn from_args(args: &ServeArgs) -> Result<Authorization, String> {
+pub(crate) async fn from_args(
+    args: &ServeArgs,
+    metrics: &crate::metrics::Metrics,
+) -> Result<Authorization, String> {
     let mut authorizers: Vec<Box<dyn Authorizer>> = Vec::new();
     let mut rbac = None;
     for mode in args.authorization_mode.split(',').map(str::trim) {
@@ -52,6 +55,8 @@ pub(crate) async fn from_args(args: &ServeArgs) -> Result<Authorization, String>
             }
             "Webhook" => {
                 let webhook = crate::webhook::authorizer(&args.webhook).await?;
+                let counters = webhook.clone();
+                metrics.register_webhook("authorization", move || counters.stats());
                 authorizers.push(Box::new(webhook));
             }
             other => {

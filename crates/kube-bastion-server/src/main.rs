@@ -97,8 +97,8 @@ fn init_tracing(format: LogFormat) {
 
 async fn run(args: ServeArgs) -> Result<(), String> {
     let metrics = Arc::new(Metrics::default());
-    let authentication = auth::layer(&args).await?;
-    let authorization = authz::from_args(&args).await?;
+    let authentication = auth::layer(&args, &metrics).await?;
+    let authorization = authz::from_args(&args, &metrics).await?;
     let audit = audit::start(&args.audit, metrics.audit_dropped())?;
     let tls = match (&args.tls_cert_file, &args.tls_private_key_file) {
         (Some(cert), Some(key)) => Some(serve::load_tls(

@@ -194,6 +194,17 @@ pub(crate) struct Metrics {
     reload_failure: AtomicU64,
     connections: Arc<ConnectionStats>,
     audit_dropped: Arc<AtomicU64>,
+    /// The webhooks' cache counters, by webhook (registered at startup).
+    webhooks: std::sync::Mutex<Vec<(&'static str, WebhookStatsFn)>>,
+}
+
+/// Reads one webhook's counters.
+struct WebhookStatsFn(Box<dyn Fn() -> kube_bastion::WebhookStats + Send + Sync>);
+
+impl std::fmt::Debug for WebhookStatsFn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WebhookStatsFn")
+    }
 }
 
 /// Escapes a Prometheus label value.
@@ -213,6 +224,19 @@ impl Metrics {
     /// The counter of audit events dropped because the audit log queue was full.
     pub(crate) fn audit_dropped(&self) -> Arc<AtomicU64> {
         Arc::clone(&self.audit_dropped)
+    }
+
+    /// Renders `webhook`'s cache counters (`authentication` or `authorization`) with the
+    /// other metrics.
+    pub(crate) fn register_webhook(
+        &self,
+        webhook: &'static str,
+        stats: impl Fn() -> kube_bastion::WebhookStats + Send + Sync + 'static,
+    ) {
+        self.webhooks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push((webhook, WebhookStatsFn(Box::new(stats))));
     }
 
     /// Counts a cluster reload attempt.
@@ -316,6 +340,27 @@ impl Metrics {
              kube_bastion_audit_events_dropped_total {}\n",
             self.audit_dropped.load(Ordering::Relaxed),
         );
+        let webhooks = self
+            .webhooks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !webhooks.is_empty() {
+            out.push_str(
+                "# HELP kube_bastion_webhook_requests_total Answers of the TokenReview and \
+                 SubjectAccessReview webhooks, by how they were found: from the cache (hit), by \
+                 asking (miss), and asks that failed (error, also counted as misses).\n\
+                 # TYPE kube_bastion_webhook_requests_total counter\n",
+            );
+            for (webhook, stats) in webhooks.iter() {
+                let s = (stats.0)();
+                for (result, n) in [("hit", s.hits), ("miss", s.misses), ("error", s.errors)] {
+                    let _ = writeln!(
+                        out,
+                        "kube_bastion_webhook_requests_total{{webhook=\"{webhook}\",result=\"{result}\"}} {n}"
+                    );
+                }
+            }
+        }
         out
     }
 }

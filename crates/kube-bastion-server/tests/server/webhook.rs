@@ -236,6 +236,25 @@ async fn webhooks_authenticate_and_authorize_proxy_requests() {
     assert_eq!(status["message"], forbidden("carol", "carol is on leave"));
     assert_eq!(status["details"]["kind"], "pods");
     assert_eq!(hook.counts(), (3, 2));
+
+    // The caches' counters on /metrics (this request's token is a fifth authentication
+    // answer, the third from the cache; /metrics is not authorized by the webhook).
+    let metrics = request(
+        "GET",
+        &format!("{}/metrics", server.url),
+        &[("Authorization", &alice)],
+        "",
+    )
+    .await;
+    assert_eq!(metrics.status, 200, "{}", metrics.body);
+    for (webhook, hit, miss) in [("authentication", 3, 3), ("authorization", 1, 2)] {
+        for (result, n) in [("hit", hit), ("miss", miss), ("error", 0)] {
+            let line = format!(
+                "kube_bastion_webhook_requests_total{{webhook=\"{webhook}\",result=\"{result}\"}} {n}\n"
+            );
+            assert!(metrics.body.contains(&line), "{line} in\n{}", metrics.body);
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
