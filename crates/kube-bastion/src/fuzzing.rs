@@ -7,6 +7,8 @@
 //! `rewrite_response` (URL, `Location`, `Set-Cookie`, `Refresh` and the streaming HTML
 //! rewriter behind gzip/deflate) and [`rewrite_url_bytes`] the URL rule on raw bytes. Input
 //! split points are chosen by a `split` byte so that every read or frame boundary is reached.
+//! [`strip_credentials`], [`extra_key_round_trip`] and [`unescape_extra_key`] are the
+//! identity-header rules of front-proxy authentication and forwarding.
 //! None of them may panic, whatever the input; outcomes are returned for the targets'
 //! invariants.
 
@@ -81,6 +83,24 @@ pub fn header_map(raw: &[u8]) -> HeaderMap {
         }
     }
     headers
+}
+
+/// The proxy's credential stripping (`Authorization`, `Impersonate-*`, `X-Remote-*`, the
+/// WebSocket bearer protocol, any of them spelled with `_`) with the default options.
+pub fn strip_credentials(headers: &mut HeaderMap) {
+    crate::headers::strip_credentials(headers, &crate::HeaderOptions::default());
+}
+
+/// A front-proxy extra-attribute key as the proxy writes it into a header name
+/// (`X-Remote-Extra-<escaped key>`) and as a receiving front-proxy authenticator reads it
+/// back (header names are lower case on the wire of HTTP/2 and in `http`).
+pub fn extra_key_round_trip(key: &str) -> String {
+    crate::authn::unescape_extra_key(&crate::headers::escape_extra_key(key).to_ascii_lowercase())
+}
+
+/// A front proxy's extra-attribute key suffix read as upstream's `unescapeExtraKey` does.
+pub fn unescape_extra_key(encoded: &str) -> String {
+    crate::authn::unescape_extra_key(encoded)
 }
 
 /// A backend connection in memory: reads return the given pieces one at a time, then end of

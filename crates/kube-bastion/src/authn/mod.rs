@@ -23,6 +23,8 @@ pub use chain::{
     AuthenticateFuture, Authenticated, AuthenticatedBody, AuthenticatedFuture, Authentication,
     AuthenticationLayer, Authenticator,
 };
+#[cfg(feature = "fuzzing")]
+pub(crate) use request_header::unescape_extra_key;
 pub use request_header::{
     REMOTE_EXTRA_PREFIX, REMOTE_GROUP_HEADER, REMOTE_USER_HEADER, RequestHeaderAuthenticator,
 };
