@@ -299,7 +299,8 @@ impl RbacAuthorizer {
     }
 
     /// The policy now.
-    pub fn policy(&self) -> std::sync::Arc<crate::core::RbacPolicy> {
+    #[cfg(all(test, feature = "kube"))]
+    pub(crate) fn policy(&self) -> std::sync::Arc<crate::core::RbacPolicy> {
         self.policy.load_full()
     }
 }

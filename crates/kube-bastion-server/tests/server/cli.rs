@@ -45,6 +45,11 @@ fn bad_flags_fail_with_one_line() {
     assert_one_line_failure(&["--balancer", "fastest"], "fastest");
     assert_one_line_failure(&["--kubelet-preferred-address-types", "Nope"], "Nope");
     assert_one_line_failure(&["--tls-cert-file", "x.pem"], "--tls-private-key-file");
+    // The demo has no Roles or bindings to authorize by.
+    assert_one_line_failure(
+        &["--authorization-mode", "RBAC"],
+        "the demo cluster has none",
+    );
 }
 
 #[test]

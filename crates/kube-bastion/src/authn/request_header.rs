@@ -263,11 +263,7 @@ pub(crate) fn unescape_extra_key(encoded: &str) -> String {
 
 impl Authenticator for RequestHeaderAuthenticator {
     fn authenticate<'a>(&'a self, request: &'a http::request::Parts) -> AuthenticateFuture<'a> {
-        let Some(chain) = request
-            .extensions
-            .get::<ClientCertificates>()
-            .filter(|chain| !chain.0.is_empty())
-        else {
+        let Some(chain) = ClientCertificates::presented(request) else {
             return AuthenticateFuture::ready(Authentication::NoCredentials);
         };
         if !self

@@ -20,6 +20,16 @@ use super::{AuthenticateFuture, Authentication, Authenticator, UserInfo};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClientCertificates(pub Arc<[CertificateDer<'static>]>);
 
+impl ClientCertificates {
+    /// The non-empty chain the host put in `request`'s extensions, if any.
+    pub(crate) fn presented(request: &http::request::Parts) -> Option<&Self> {
+        request
+            .extensions
+            .get::<ClientCertificates>()
+            .filter(|chain| !chain.0.is_empty())
+    }
+}
+
 /// A CA bundle that cannot verify client certificates (no usable certificate in it).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClientCaError(String);
@@ -168,11 +178,7 @@ pub(super) fn common_names(leaf: &[u8]) -> Option<Vec<String>> {
 
 impl Authenticator for X509Authenticator {
     fn authenticate<'a>(&'a self, request: &'a http::request::Parts) -> AuthenticateFuture<'a> {
-        let Some(chain) = request
-            .extensions
-            .get::<ClientCertificates>()
-            .filter(|chain| !chain.0.is_empty())
-        else {
+        let Some(chain) = ClientCertificates::presented(request) else {
             return AuthenticateFuture::ready(Authentication::NoCredentials);
         };
         if let Some(verifier) = &self.verifier
