@@ -13,7 +13,8 @@
 #   RUST_LOG=warn TARGET_PATH=/api/v1/namespaces/default/pods/origin-0:18090/proxy/small \
 #     bench/callgrind.sh target/release/kube-bastion --listen 127.0.0.1:18093 \
 #     --cluster bench/peer/cluster.yaml --destination-allow 127.0.0.0/8
-# Env: FEW (500), MANY (2500), TARGET_PATH (a pod path through the proxy).
+# Env: FEW (500), MANY (2500), TARGET_PATH (a pod path through the proxy), KEEP (a folder
+# that receives both callgrind profiles, for callgrind_annotate).
 # Needs: valgrind, nginx, python3.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -108,3 +109,7 @@ a=$(instructions "$few")
 b=$(instructions "$many")
 echo "instructions: $few requests $a, $many requests $b"
 echo "per request: $(( (b - a) / (many - few) ))"
+if [[ -n ${KEEP:-} ]]; then
+    mkdir -p "$KEEP"
+    cp "$run/callgrind.$few" "$run/callgrind.$many" "$KEEP"/
+fi

@@ -15,6 +15,7 @@ mod demo;
 mod item;
 mod limit;
 mod live;
+mod memory;
 mod metrics;
 mod proxy;
 mod reload;
@@ -249,6 +250,7 @@ async fn run(args: ServeArgs) -> Result<(), String> {
             tunnels.trigger(grace);
         }
     };
+    tokio::spawn(memory::watch(metrics.connections()));
     serve::serve(
         listener,
         tls,

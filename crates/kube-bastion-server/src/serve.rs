@@ -1,6 +1,6 @@
 //! The listener: plain HTTP (HTTP/1.1 and h2c) or HTTPS (HTTP/2 and HTTP/1.1 by ALPN),
 //! connection upgrades, the peer address for `X-Forwarded-For`, connection limits
-//! ([`Limits`]: a cap on open connections, setup and idle timeouts, HTTP/2 stream and ping
+//! ([`Limits`]: a cap on open connections, setup, idle and request-head timeouts, HTTP/2 stream and ping
 //! settings) and graceful shutdown that lets in-flight requests finish.
 
 use std::future::Future;
@@ -24,10 +24,6 @@ use tokio_rustls::TlsAcceptor;
 use crate::connection::{
     Activity, ConnectionService, ConnectionStats, Deadlines, OpenGuard, drive,
 };
-
-/// How long a client gets to send a request head (kube-apiserver's `ReadHeaderTimeout` is
-/// 32 s).
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The crypto provider every rustls config of this server uses.
 pub(crate) fn crypto_provider() -> Arc<rustls::crypto::CryptoProvider> {
@@ -118,6 +114,9 @@ pub(crate) struct Limits {
     pub(crate) setup_timeout: Duration,
     /// No request in flight for this long closes a connection (`None`: never).
     pub(crate) idle_timeout: Option<Duration>,
+    /// Time a kept-alive HTTP/1.1 client gets to finish a request head once its first bytes
+    /// arrived (kube-apiserver's `ReadHeaderTimeout` is 32 s).
+    pub(crate) head_timeout: Duration,
     /// Concurrent streams an HTTP/2 client may open on one connection.
     pub(crate) http2_max_streams: u32,
     /// Interval of HTTP/2 keep-alive pings (`None`: none); a ping unanswered for
@@ -131,6 +130,7 @@ impl Default for Limits {
             max_connections: 10_000,
             setup_timeout: Duration::from_secs(10),
             idle_timeout: Some(Duration::from_secs(90)),
+            head_timeout: Duration::from_secs(30),
             http2_max_streams: 250,
             http2_ping_interval: Some(Duration::from_secs(30)),
         }
@@ -169,10 +169,12 @@ pub(crate) async fn serve<S, B>(
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let mut builder = Builder::new(TokioExecutor::new());
+    // The request-head timeout is the connection driver's (`connection::drive`), which
+    // samples the connection periodically: hyper's own arms and drops a timer per request.
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
+        .header_read_timeout(None);
     builder
         .http2()
         .timer(TokioTimer::new())
@@ -208,6 +210,7 @@ pub(crate) async fn serve<S, B>(
         let deadlines = Deadlines {
             setup,
             idle: limits.idle_timeout,
+            head: limits.head_timeout,
         };
         let builder = Arc::clone(&builder);
         let stopped = stopped.clone();

@@ -27,6 +27,12 @@ pub(crate) struct LimitArgs {
         value_name = "SECONDS"
     )]
     pub(crate) idle_timeout: u64,
+    /// Seconds a kept-alive HTTP/1.1 client gets to finish a request head once its first
+    /// bytes arrived; the connection is closed after (kube-apiserver's `ReadHeaderTimeout`
+    /// is 32). The first request head is covered by --connection-setup-timeout.
+    #[arg(long = "request-head-timeout", default_value_t = 30, value_name = "SECONDS",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) head_timeout: u64,
     /// Concurrent streams one HTTP/2 client connection may open (kube-apiserver's flag and
     /// default).
     #[arg(long = "http2-max-streams-per-connection", default_value_t = 250, value_name = "N",
@@ -89,6 +95,7 @@ impl LimitArgs {
             max_connections: self.max_connections,
             setup_timeout: Duration::from_secs(self.setup_timeout),
             idle_timeout: seconds(self.idle_timeout),
+            head_timeout: Duration::from_secs(self.head_timeout),
             http2_max_streams: self.http2_max_streams,
             http2_ping_interval: seconds(self.http2_ping_interval),
         }

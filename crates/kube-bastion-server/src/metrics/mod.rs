@@ -322,15 +322,18 @@ impl Metrics {
              # TYPE kube_bastion_open_connections gauge\n\
              kube_bastion_open_connections {}\n\
              # HELP kube_bastion_closed_connections_total Client connections the server closed, \
-             by reason: over --max-connections, setup not finished in time, idle.\n\
+             by reason: over --max-connections, setup not finished in time, idle, a request \
+             head not finished in time.\n\
              # TYPE kube_bastion_closed_connections_total counter\n\
              kube_bastion_closed_connections_total{{reason=\"limit\"}} {}\n\
              kube_bastion_closed_connections_total{{reason=\"setup-timeout\"}} {}\n\
-             kube_bastion_closed_connections_total{{reason=\"idle\"}} {}\n",
+             kube_bastion_closed_connections_total{{reason=\"idle\"}} {}\n\
+             kube_bastion_closed_connections_total{{reason=\"head-timeout\"}} {}\n",
             c.open.load(Ordering::Relaxed),
             c.refused.load(Ordering::Relaxed),
             c.setup_timeouts.load(Ordering::Relaxed),
             c.idle_closed.load(Ordering::Relaxed),
+            c.head_timeouts.load(Ordering::Relaxed),
         );
         let _ = write!(
             out,
@@ -390,6 +393,28 @@ pub(crate) fn is_watch(uri: &http::Uri) -> bool {
         && crate::api::query::is_watch_query(uri)
 }
 
+/// Fills `parts` with the first non-empty `/`-separated segments of `path`; how many.
+/// A byte loop: the segments are short, where `str::split` pays `memchr`'s set-up per
+/// segment.
+fn first_segments<'a>(path: &'a str, parts: &mut [&'a str]) -> usize {
+    let bytes = path.as_bytes();
+    let mut len = 0;
+    let mut start = 0;
+    while len < parts.len() && start < bytes.len() {
+        let end = bytes[start..]
+            .iter()
+            .position(|&b| b == b'/')
+            .map_or(bytes.len(), |i| start + i);
+        if end > start {
+            // `/` is ASCII: both ends are character boundaries.
+            parts[len] = &path[start..end];
+            len += 1;
+        }
+        start = end + 1;
+    }
+    len
+}
+
 /// Classifies a request by the shape of its path, as kube-apiserver's request-info parser
 /// does: the proxy subresources (`/api/v1/namespaces/{ns}/pods|services/{name}/proxy...`,
 /// `/api/v1/nodes/{name}/proxy...`, verb from the method as the proxy's authorizer sees it),
@@ -399,14 +424,7 @@ pub(crate) fn is_watch(uri: &http::Uri) -> bool {
 pub(crate) fn classify<B>(request: &Request<B>) -> RequestInfo {
     let method = request.method();
     let mut parts = [""; 8];
-    let mut len = 0;
-    for segment in request.uri().path().split('/').filter(|s| !s.is_empty()) {
-        if len == parts.len() {
-            break;
-        }
-        parts[len] = segment;
-        len += 1;
-    }
+    let len = first_segments(request.uri().path(), &mut parts);
     let segments = &parts[..len];
     if let [
         "api",
@@ -623,6 +641,25 @@ mod tests {
                 .body(())
                 .unwrap(),
         )
+    }
+
+    #[test]
+    fn first_segments_are_the_non_empty_segments_of_split() {
+        for path in [
+            "",
+            "/",
+            "//",
+            "/api/v1/namespaces/default/pods/origin-0:18090/proxy/small",
+            "/api//v1///nodes/n1/proxy/",
+            "api/v1",
+            "/a/b/c/d/e/f/g/h/i/j",
+            "/ä/ö//ü/",
+        ] {
+            let expected: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).take(8).collect();
+            let mut parts = [""; 8];
+            let len = first_segments(path, &mut parts);
+            assert_eq!(&parts[..len], expected.as_slice(), "{path:?}");
+        }
     }
 
     #[test]

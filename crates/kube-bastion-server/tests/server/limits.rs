@@ -315,3 +315,76 @@ fn demo_refuses_a_non_loopback_listen_address() {
         server.url
     );
 }
+
+/// Reads one HTTP/1.1 response with a `Content-Length` body from `stream`; its status line.
+async fn read_response(stream: &mut TcpStream) -> String {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(20), stream.read(&mut chunk))
+            .await
+            .expect("an answer within the liveness bound")
+            .unwrap();
+        assert!(
+            n > 0,
+            "closed before the answer: {:?}",
+            String::from_utf8_lossy(&buf)
+        );
+        buf.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        if let Some(head_end) = text.find("\r\n\r\n") {
+            let length: usize = text[..head_end]
+                .lines()
+                .find_map(|l| {
+                    let (name, value) = l.split_once(':')?;
+                    name.eq_ignore_ascii_case("content-length")
+                        .then(|| value.trim().parse().ok())?
+                })
+                .expect("a Content-Length");
+            if buf.len() >= head_end + 4 + length {
+                return text.lines().next().unwrap_or_default().to_owned();
+            }
+        }
+    }
+}
+
+/// On a kept-alive HTTP/1.1 connection, a request head that stops half-way is cut after
+/// `--request-head-timeout`; a connection that merely waits between requests is not (that
+/// is the idle timeout's job), and answers its next request.
+#[tokio::test]
+async fn a_stalled_request_head_is_cut_and_an_idle_connection_is_not() {
+    let server = Server::demo(&["--request-head-timeout", "1"]);
+    let addr = authority(&server);
+    let request = format!("GET /version HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+
+    let mut stalled = TcpStream::connect(&addr).await.unwrap();
+    stalled.write_all(request.as_bytes()).await.unwrap();
+    assert!(read_response(&mut stalled).await.contains(" 200 "));
+    let mut waiting = TcpStream::connect(&addr).await.unwrap();
+    waiting.write_all(request.as_bytes()).await.unwrap();
+    assert!(read_response(&mut waiting).await.contains(" 200 "));
+
+    stalled
+        .write_all(format!("GET /version HTTP/1.1\r\nHost: {addr}\r\n").as_bytes())
+        .await
+        .unwrap();
+    assert!(
+        closed_within(&mut stalled, Duration::from_secs(20)).await,
+        "the stalled request head was not cut"
+    );
+
+    // Several head timeouts later, the waiting connection still answers.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    waiting.write_all(request.as_bytes()).await.unwrap();
+    assert!(read_response(&mut waiting).await.contains(" 200 "));
+
+    let text = get(&server, "/metrics").await.body;
+    assert_eq!(
+        metric(
+            &text,
+            "kube_bastion_closed_connections_total{reason=\"head-timeout\"}"
+        ),
+        Some(1.0),
+        "{text}"
+    );
+}
