@@ -481,7 +481,7 @@ pub(crate) async fn drive<I, S, B>(
                 }
                 Phase::Setup | Phase::Serving => {
                     phase = Phase::Serving;
-                    let sampler = sampler.get_or_insert_with(|| Sampler {
+                    let sampler = sampler.get_or_insert(Sampler {
                         started: 0,
                         quiet_since: now,
                         head_since: None,
