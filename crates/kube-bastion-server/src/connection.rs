@@ -46,8 +46,6 @@ pub(crate) struct ConnectionStats {
     pub(crate) idle_closed: AtomicU64,
     /// Connections closed because a request head did not complete in time.
     pub(crate) head_timeouts: AtomicU64,
-    /// Connections closed since start (for [`crate::memory`]).
-    pub(crate) closed: AtomicU64,
 }
 
 /// Decrements [`ConnectionStats::open`] when the connection task ends.
@@ -63,7 +61,6 @@ impl OpenGuard {
 impl Drop for OpenGuard {
     fn drop(&mut self) {
         self.0.open.fetch_sub(1, Ordering::Relaxed);
-        self.0.closed.fetch_add(1, Ordering::Relaxed);
     }
 }
 

@@ -250,7 +250,7 @@ async fn run(args: ServeArgs) -> Result<(), String> {
             tunnels.trigger(grace);
         }
     };
-    tokio::spawn(memory::watch(metrics.connections()));
+    tokio::spawn(memory::watch());
     serve::serve(
         listener,
         tls,
