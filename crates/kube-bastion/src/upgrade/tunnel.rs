@@ -20,9 +20,9 @@ const MIN_CHUNK: usize = 32 * 1024;
 ///
 /// A buffer grows, by doubling, only when a read fills it: a busy direction then moves up to
 /// this much per system call, while an interactive or idle tunnel (and a rate-limited one)
-/// keeps [`MIN_CHUNK`]. Going
-/// from 32 KiB to 256 KiB cuts the CPU time a bulk transfer costs the proxy by about a fifth
-/// (`benches/tunnel.rs`); beyond that the gain is within noise.
+/// keeps [`MIN_CHUNK`]. Going from 32 KiB to 256 KiB cuts the CPU time of a bulk transfer
+/// through the proxy by 10 to 25 % (`benches/tunnel.rs`, `docs/benchmarks.md`); beyond that
+/// the gain is within noise. A busy tunnel holds at most twice this much.
 const MAX_CHUNK: usize = 256 * 1024;
 
 /// How a tunnel ended.
