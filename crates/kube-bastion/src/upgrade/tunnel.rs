@@ -242,8 +242,8 @@ mod tests {
     #[tokio::test]
     async fn bulk_transfers_arrive_intact_both_ways() {
         // Pipes wide enough that reads fill the growing buffers up to their largest size.
-        let (mut client, client_side) = duplex(1 << 20);
-        let (backend_side, mut backend) = duplex(1 << 20);
+        let (client, client_side) = duplex(1 << 20);
+        let (backend_side, backend) = duplex(1 << 20);
         let tunnel =
             tokio::spawn(async move { splice(client_side, backend_side, &settings()).await });
         let pattern = |len: usize, seed: u8| -> Vec<u8> {
