@@ -1,14 +1,21 @@
 //! Upgraded-connection throughput: 32 MiB pushed through an upgraded connection, directly
-//! to a loopback backend and through the proxy (pods/proxy, the backend over plain TCP and
-//! over TLS), in the same run. The backend answers the upgrade with `101`, reads until the
+//! to a loopback backend, through a bare TCP relay (the floor for any user-space proxy: the
+//! same two extra socket hops, no HTTP) and through the proxy (pods/proxy, the backend over
+//! plain TCP and over TLS), in the same run. The backend answers the upgrade with `101`, reads until the
 //! client half-closes, then answers `done` and closes, so each iteration covers the upgrade
 //! handshake, the whole transfer and the half-close propagation.
+//!
+//! Before the timings the bench prints the CPU time the whole process (client, proxy and
+//! backend) spends per 32 MiB on each path, from `/proc/self/task/*/schedstat` (Linux only):
+//! unlike wall time it hardly depends on what else runs on the machine, and it is what bounds
+//! the throughput once the cores are busy.
 //!
 //! `cargo bench --locked --bench tunnel -- --warm-up-time 1 --measurement-time 3`
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use http::Request;
@@ -88,6 +95,32 @@ fn acceptor() -> tokio_rustls::TlsAcceptor {
     tokio_rustls::TlsAcceptor::from(Arc::new(config))
 }
 
+/// A bare relay to `to`: every accepted connection is copied both ways to a fresh connection
+/// to `to` with tokio's `copy_bidirectional` ([`CHUNK`] buffers). No HTTP, no policy: what
+/// the two extra loopback hops and copies of any user-space proxy cost on this machine.
+async fn relay(to: SocketAddr) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (mut client, _) = listener.accept().await.unwrap();
+            client.set_nodelay(true).unwrap();
+            tokio::spawn(async move {
+                let mut backend = TcpStream::connect(to).await.unwrap();
+                backend.set_nodelay(true).unwrap();
+                let _ = tokio::io::copy_bidirectional_with_sizes(
+                    &mut client,
+                    &mut backend,
+                    CHUNK,
+                    CHUNK,
+                )
+                .await;
+            });
+        }
+    });
+    addr
+}
+
 async fn proxy() -> SocketAddr {
     let yaml = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\n  namespace: default\nspec:\n  containers:\n  - name: c\n    image: x\nstatus:\n  podIP: 127.0.0.1\n";
     let cluster = Arc::new(MemoryCluster::from_yaml(yaml).unwrap());
@@ -154,6 +187,40 @@ async fn push(addr: SocketAddr, path: &str, payload: &[u8]) {
     assert!(rest.ends_with(b"done"));
 }
 
+/// Run time of every thread of this process so far, where `/proc` tells it.
+fn cpu_time() -> Option<Duration> {
+    let mut total = 0u64;
+    for entry in std::fs::read_dir("/proc/self/task").ok()? {
+        let stat = std::fs::read_to_string(entry.ok()?.path().join("schedstat")).ok()?;
+        total += stat.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(Duration::from_nanos(total))
+}
+
+/// Prints the CPU and wall time per iteration of each case, over `rounds` iterations.
+fn cpu_report(rt: &Runtime, cases: &[(&str, SocketAddr, &str)], payload: &[u8], rounds: u32) {
+    for (name, addr, path) in cases {
+        // One iteration first, so connection setup and lazy initialisation do not count.
+        rt.block_on(push(*addr, path, payload));
+        let (Some(cpu0), wall0) = (cpu_time(), Instant::now()) else {
+            return;
+        };
+        for _ in 0..rounds {
+            rt.block_on(push(*addr, path, payload));
+        }
+        let wall = wall0.elapsed() / rounds;
+        let Some(cpu) = cpu_time().map(|t| (t - cpu0) / rounds) else {
+            return;
+        };
+        println!(
+            "cpu per 32 MiB: {name:<22} {:>6.1} ms CPU, {:>6.1} ms wall ({:.2} cores busy)",
+            cpu.as_secs_f64() * 1e3,
+            wall.as_secs_f64() * 1e3,
+            cpu.as_secs_f64() / wall.as_secs_f64(),
+        );
+    }
+}
+
 fn bench(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -168,7 +235,30 @@ fn bench(c: &mut Criterion) {
             proxy().await,
         )
     });
+    let relay = rt.block_on(relay(plain));
     let payload = vec![0x42u8; CHUNK];
+    let via_plain = format!(
+        "/api/v1/namespaces/default/pods/web:{}/proxy/",
+        plain.port()
+    );
+    let via_tls = format!(
+        "/api/v1/namespaces/default/pods/https:web:{}/proxy/",
+        tls.port()
+    );
+    // Only under `cargo bench`: `cargo test --benches` runs each case once, as a smoke test.
+    if std::env::args().any(|arg| arg == "--bench") {
+        cpu_report(
+            rt,
+            &[
+                ("direct", plain, "/"),
+                ("bare_relay_baseline", relay, "/"),
+                ("proxy_plain_backend", proxy, &via_plain),
+                ("proxy_tls_backend", proxy, &via_tls),
+            ],
+            &payload,
+            16,
+        );
+    }
 
     let mut group = c.benchmark_group("tunnel_32MiB");
     group.throughput(Throughput::Bytes(TOTAL as u64));
@@ -176,17 +266,12 @@ fn bench(c: &mut Criterion) {
     group.bench_function("direct", |b| {
         b.iter(|| rt.block_on(push(plain, "/", &payload)))
     });
-    let via_plain = format!(
-        "/api/v1/namespaces/default/pods/web:{}/proxy/",
-        plain.port()
-    );
+    group.bench_function("bare_relay_baseline", |b| {
+        b.iter(|| rt.block_on(push(relay, "/", &payload)))
+    });
     group.bench_function("proxy_plain_backend", |b| {
         b.iter(|| rt.block_on(push(proxy, &via_plain, &payload)))
     });
-    let via_tls = format!(
-        "/api/v1/namespaces/default/pods/https:web:{}/proxy/",
-        tls.port()
-    );
     group.bench_function("proxy_tls_backend", |b| {
         b.iter(|| rt.block_on(push(proxy, &via_tls, &payload)))
     });
