@@ -49,7 +49,11 @@ pub(crate) async fn watch() {
             return;
         };
         if let Some(released) = released {
-            tracing::debug!(free = next, released, "returned free heap pages to the system");
+            tracing::debug!(
+                free = next,
+                released,
+                "returned free heap pages to the system"
+            );
         }
         baseline = next;
     }

@@ -20,10 +20,25 @@ const MIN_CHUNK: usize = 32 * 1024;
 ///
 /// A buffer grows, by doubling, only when a read fills it: a busy direction then moves up to
 /// this much per system call, while an interactive or idle tunnel (and a rate-limited one)
-/// keeps [`MIN_CHUNK`]. Going from 32 KiB to 256 KiB cuts the CPU time of a bulk transfer
+/// keeps [`MIN_CHUNK`]; a read of an eighth of the buffer or less shrinks it back to
+/// [`MIN_CHUNK`], so a tunnel that goes quiet after a burst does not keep the large one.
+/// Going from 32 KiB to 256 KiB cuts the CPU time of a bulk transfer
 /// through the proxy by 10 to 25 % (`benches/tunnel.rs`, `docs/benchmarks.md`); beyond that
 /// the gain is within noise. A busy tunnel holds at most twice this much.
 const MAX_CHUNK: usize = 256 * 1024;
+
+/// The read buffer's next length after a read of `n` bytes into `len`: doubled (up to
+/// [`MAX_CHUNK`]) when the read filled it and no rate limit applies, back to [`MIN_CHUNK`]
+/// when the read used an eighth of it or less, else unchanged.
+fn next_buffer_len(len: usize, n: usize, rate_limited: bool) -> usize {
+    if !rate_limited && n == len && len < MAX_CHUNK {
+        (len * 2).min(MAX_CHUNK)
+    } else if len > MIN_CHUNK && n <= len / 8 {
+        MIN_CHUNK
+    } else {
+        len
+    }
+}
 
 /// How a tunnel ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -130,8 +145,13 @@ where
         moved.fetch_add(n as u64, Ordering::Relaxed);
         // A full buffer means more was waiting: read more at once next time. A rate-limited
         // direction keeps its chunk size, so its pacing is unchanged.
-        if bucket.is_none() && n == buf.len() && buf.len() < MAX_CHUNK {
-            buf.resize(buf.len() * 2, 0);
+        let next = next_buffer_len(buf.len(), n, bucket.is_some());
+        if next > buf.len() {
+            buf.resize(next, 0);
+        } else if next < buf.len() {
+            // The burst is over: an idle tunnel goes back to holding the smallest buffer.
+            buf.truncate(next);
+            buf.shrink_to_fit();
         }
     }
 }
@@ -237,6 +257,17 @@ mod tests {
         assert_eq!(report.end, TunnelEnd::Closed);
         assert_eq!(report.client_to_backend, 13);
         assert_eq!(report.backend_to_client, big.len() as u64 + 3);
+    }
+
+    #[test]
+    fn buffers_grow_while_reads_fill_them_and_shrink_when_quiet() {
+        assert_eq!(next_buffer_len(MIN_CHUNK, MIN_CHUNK, false), 2 * MIN_CHUNK);
+        assert_eq!(next_buffer_len(MAX_CHUNK, MAX_CHUNK, false), MAX_CHUNK);
+        assert_eq!(next_buffer_len(MIN_CHUNK, MIN_CHUNK, true), MIN_CHUNK);
+        assert_eq!(next_buffer_len(MIN_CHUNK, 10, false), MIN_CHUNK);
+        assert_eq!(next_buffer_len(MAX_CHUNK, MAX_CHUNK / 2, false), MAX_CHUNK);
+        assert_eq!(next_buffer_len(MAX_CHUNK, MAX_CHUNK / 8, false), MIN_CHUNK);
+        assert_eq!(next_buffer_len(4 * MIN_CHUNK, 100, true), MIN_CHUNK);
     }
 
     #[tokio::test]
