@@ -297,9 +297,14 @@ pub(crate) fn rewrite_refresh(rules: &UrlRules, value: &str) -> Option<String> {
 }
 
 /// Go's `html.EscapeString` as used by `Token.String()` for attribute values.
-pub(crate) fn escape_attribute(value: &str) -> String {
+pub(crate) fn escape_attribute(value: &str) -> Cow<'_, str> {
+    let special = |c: u8| matches!(c, b'&' | b'\'' | b'<' | b'>' | b'"' | b'\r');
+    let Some(first) = value.bytes().position(special) else {
+        return Cow::Borrowed(value);
+    };
     let mut out = String::with_capacity(value.len() + 8);
-    for c in value.chars() {
+    out.push_str(&value[..first]);
+    for c in value[first..].chars() {
         match c {
             '&' => out.push_str("&amp;"),
             '\'' => out.push_str("&#39;"),
@@ -310,7 +315,7 @@ pub(crate) fn escape_attribute(value: &str) -> String {
             c => out.push(c),
         }
     }
-    out
+    Cow::Owned(out)
 }
 
 /// The legacy named references that also work without `;`: Latin-1 U+00A0..U+00FF in order.

@@ -139,6 +139,9 @@ impl RewriteOptions {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct UrlRules {
     prefix: String,
+    /// `prefix` is a clean absolute path without a trailing `/` (`/api/v1/.../proxy`), so
+    /// joining a clean path to it is a concatenation.
+    clean_prefix: bool,
     backend_authority: String,
     request_host: String,
     public_scheme: String,
@@ -149,6 +152,10 @@ impl UrlRules {
     pub(crate) fn new(prefix: &str, backend_authority: &str, request_host: &str) -> Self {
         Self {
             prefix: prefix.to_owned(),
+            clean_prefix: prefix.len() > 1
+                && !prefix.ends_with('/')
+                && is_clean_path(prefix.as_bytes())
+                && prefix.bytes().all(keeps_in_path),
             backend_authority: backend_authority.to_owned(),
             request_host: request_host.to_owned(),
             public_scheme: String::new(),
@@ -250,6 +257,14 @@ impl UrlRules {
             if path.starts_with(self.prefix.as_bytes()) {
                 return Quick::Unchanged;
             }
+            if self.clean_prefix && is_clean_path(path) {
+                // `path.Join` of two clean paths is their concatenation (and the trailing
+                // `/` it drops is put back).
+                let mut out = String::with_capacity(self.prefix.len() + value.len());
+                out.push_str(&self.prefix);
+                out.push_str(value);
+                return Quick::Rewritten(out);
+            }
             let mut joined = join(self.prefix.as_bytes(), path);
             if path.ends_with(b"/") {
                 joined.push(b'/');
@@ -257,9 +272,11 @@ impl UrlRules {
             if !joined.starts_with(b"/") || !joined.iter().all(|&c| keeps_in_path(c)) {
                 return Quick::Undecided;
             }
-            let mut out = String::with_capacity(joined.len() + raw.len() - path.len());
-            // `joined` is ASCII (checked above) and the rest of `value` is on char boundaries.
-            out.extend(joined.iter().map(|&c| char::from(c)));
+            // `joined` is ASCII (checked above) and the rest of `value` starts on a char
+            // boundary (the path is ASCII).
+            let Ok(mut out) = String::from_utf8(joined) else {
+                return Quick::Undecided;
+            };
             out.push_str(&value[path.len()..]);
             return Quick::Rewritten(out);
         }
@@ -341,22 +358,50 @@ enum Quick {
 /// Bytes that a path keeps through Go's unescape and escape (`shouldEscape(c, encodePath)`
 /// is false, and not `%`).
 fn keeps_in_path(c: u8) -> bool {
-    c.is_ascii_alphanumeric()
-        || matches!(
-            c,
-            b'-' | b'_'
-                | b'.'
-                | b'~'
-                | b'$'
-                | b'&'
-                | b'+'
-                | b','
-                | b'/'
-                | b':'
-                | b';'
-                | b'='
-                | b'@'
-        )
+    KEEPS_IN_PATH[usize::from(c)]
+}
+
+/// [`keeps_in_path`] as a table.
+static KEEPS_IN_PATH: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        table[c] = b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'_'
+                    | b'.'
+                    | b'~'
+                    | b'$'
+                    | b'&'
+                    | b'+'
+                    | b','
+                    | b'/'
+                    | b':'
+                    | b';'
+                    | b'='
+                    | b'@'
+            );
+        c += 1;
+    }
+    table
+};
+
+/// An absolute path that Go's `path.Clean` leaves alone, but for a trailing `/`: no empty
+/// segment (`//`) before the last one, no `.` or `..` segment.
+fn is_clean_path(path: &[u8]) -> bool {
+    let Some(rest) = path.strip_prefix(b"/") else {
+        return false;
+    };
+    let mut segments = rest.split(|&c| c == b'/').peekable();
+    while let Some(segment) = segments.next() {
+        let last = segments.peek().is_none();
+        if (segment.is_empty() && !last) || segment == b"." || segment == b".." {
+            return false;
+        }
+    }
+    true
 }
 
 /// Bytes that a fragment keeps through Go's unescape and escape (`encodeFragment`).
@@ -656,6 +701,12 @@ mod tests {
             UrlRules::new("/p", "10.1.2.3:8080", "k8s:6443"),
             UrlRules::new("/p/", "10.1.2.3:8080", "k8s:6443"),
             UrlRules::new("/a b", "10.1.2.3:8080", "k8s:6443"),
+            UrlRules::new("/a/./b", "10.1.2.3:8080", "k8s:6443"),
+            UrlRules::new(
+                "/api/v1/namespaces/ns/services/web:http/proxy",
+                "h:1",
+                "k8s",
+            ),
             UrlRules::new("", "10.1.2.3:8080", ""),
             UrlRules {
                 public_scheme: "https".to_owned(),
