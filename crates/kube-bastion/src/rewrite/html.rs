@@ -90,58 +90,56 @@ pub(crate) fn rewriter(
                 .with_max_allowed_memory_usage(memory_limit)
                 .with_graceful_bail_out_on_memory_limit_exceeded(true),
         );
-    let url_rules = Arc::clone(rules);
+    let rules = Arc::clone(rules);
+    // One handler on `*` that looks the tag up in `URL_ATTRIBUTES`, rather than a selector
+    // list of the 25 tags (which lol_html tries one by one on every start tag): about the
+    // same cost in `benches/rewrite.rs`, one handler call per element, and the table stays
+    // the only list of tags.
     let handler = move |el: &mut lol_html::send::Element<'_, '_>| {
         let tag = el.tag_name();
-        if let Some((_, attributes)) = URL_ATTRIBUTES.iter().find(|(t, _)| *t == tag) {
-            for name in *attributes {
-                rewrite_attribute(el, name, |value| url_rules.rewrite_str(value));
+        if let Some(attributes) = url_attributes(&tag) {
+            for name in attributes {
+                rewrite_attribute(el, name, |value| rules.rewrite_str(value));
+            }
+        }
+        if extras {
+            match tag.as_str() {
+                "img" | "source" => rewrite_attribute(el, "srcset", |value| {
+                    rewrite_srcset(&rules, value).map(Cow::Owned)
+                }),
+                "meta" => {
+                    let is_refresh = el
+                        .get_attribute("http-equiv")
+                        .is_some_and(|v| v.trim().eq_ignore_ascii_case("refresh"));
+                    if is_refresh {
+                        rewrite_attribute(el, "content", |value| {
+                            rewrite_refresh(&rules, value).map(Cow::Owned)
+                        });
+                    }
+                }
+                _ => {}
             }
         }
         Ok(())
     };
     settings = settings.append_element_content_handler((
-        Cow::Borrowed(&SELECTORS.0),
+        Cow::Borrowed(&*ANY_ELEMENT),
         ElementContentHandlers::default().element(handler),
     ));
-    if extras {
-        let srcset_rules = Arc::clone(rules);
-        let handler = move |el: &mut lol_html::send::Element<'_, '_>| {
-            rewrite_attribute(el, "srcset", |value| rewrite_srcset(&srcset_rules, value));
-            Ok(())
-        };
-        settings = settings.append_element_content_handler((
-            Cow::Borrowed(&SELECTORS.1),
-            ElementContentHandlers::default().element(handler),
-        ));
-        let rules = Arc::clone(rules);
-        let handler = move |el: &mut lol_html::send::Element<'_, '_>| {
-            let is_refresh = el
-                .get_attribute("http-equiv")
-                .is_some_and(|v| v.trim().eq_ignore_ascii_case("refresh"));
-            if is_refresh {
-                rewrite_attribute(el, "content", |value| rewrite_refresh(&rules, value));
-            }
-            Ok(())
-        };
-        settings = settings.append_element_content_handler((
-            Cow::Borrowed(&SELECTORS.2),
-            ElementContentHandlers::default().element(handler),
-        ));
-    }
     HtmlRewriter::new(settings, output)
 }
 
-/// The parsed selectors (parsed once per process): every tag of [`URL_ATTRIBUTES`], the
-/// `srcset` carriers, and refresh `<meta>`.
-static SELECTORS: LazyLock<(Selector, Selector, Selector)> = LazyLock::new(|| {
-    let tags: Vec<&str> = URL_ATTRIBUTES.iter().map(|(tag, _)| *tag).collect();
-    (
-        selector(&tags.join(",")),
-        selector("img[srcset],source[srcset]"),
-        selector("meta[http-equiv][content]"),
-    )
-});
+/// The URL attributes of a (lowercase) tag name: [`URL_ATTRIBUTES`] as a lookup.
+fn url_attributes(tag: &str) -> Option<&'static [&'static str]> {
+    // Sorted by tag name, so a binary search finds the entry.
+    URL_ATTRIBUTES
+        .binary_search_by(|(t, _)| (*t).cmp(tag))
+        .ok()
+        .map(|i| URL_ATTRIBUTES[i].1)
+}
+
+/// The `*` selector (parsed once per process).
+static ANY_ELEMENT: LazyLock<Selector> = LazyLock::new(|| selector("*"));
 
 fn selector(source: &str) -> Selector {
     // The selectors are constants of this module; a parse failure is a programming error
@@ -160,7 +158,7 @@ pub(crate) fn is_memory_bail_out(error: &RewritingError) -> bool {
 fn rewrite_attribute(
     el: &mut lol_html::send::Element<'_, '_>,
     name: &str,
-    rewrite: impl FnOnce(&str) -> Option<String>,
+    rewrite: impl FnOnce(&str) -> Option<Cow<'_, str>>,
 ) {
     let Some(raw) = el.get_attribute(name) else {
         return;
@@ -171,7 +169,7 @@ fn rewrite_attribute(
     let Some(rewritten) = rewrite(&decoded) else {
         return;
     };
-    if rewritten != decoded {
+    if *rewritten != *decoded {
         // The name comes from the tables above and is always valid.
         let _ = el.set_attribute(name, &escape_attribute(&rewritten));
     }
@@ -301,9 +299,14 @@ pub(crate) fn rewrite_refresh(rules: &UrlRules, value: &str) -> Option<String> {
 }
 
 /// Go's `html.EscapeString` as used by `Token.String()` for attribute values.
-pub(crate) fn escape_attribute(value: &str) -> String {
+pub(crate) fn escape_attribute(value: &str) -> Cow<'_, str> {
+    let special = |c: u8| matches!(c, b'&' | b'\'' | b'<' | b'>' | b'"' | b'\r');
+    let Some(first) = value.bytes().position(special) else {
+        return Cow::Borrowed(value);
+    };
     let mut out = String::with_capacity(value.len() + 8);
-    for c in value.chars() {
+    out.push_str(&value[..first]);
+    for c in value[first..].chars() {
         match c {
             '&' => out.push_str("&amp;"),
             '\'' => out.push_str("&#39;"),
@@ -314,7 +317,7 @@ pub(crate) fn escape_attribute(value: &str) -> String {
             c => out.push(c),
         }
     }
-    out
+    Cow::Owned(out)
 }
 
 /// The legacy named references that also work without `;`: Latin-1 U+00A0..U+00FF in order.
@@ -501,9 +504,18 @@ mod tests {
 
     #[test]
     fn all_selectors_parse() {
-        for (tag, _) in URL_ATTRIBUTES {
-            let _ = selector(tag);
-        }
+        let _ = selector("*");
         let _ = rewriter(&Arc::new(rules()), true, 1 << 20, SharedOutput::default());
+    }
+
+    #[test]
+    fn url_attributes_are_found_by_tag() {
+        assert!(URL_ATTRIBUTES.windows(2).all(|w| w[0].0 < w[1].0));
+        for (tag, attributes) in URL_ATTRIBUTES {
+            assert_eq!(url_attributes(tag), Some(attributes));
+        }
+        for tag in ["", "A", "p", "div", "imgx", "im", "zzz", "meta"] {
+            assert_eq!(url_attributes(tag), None);
+        }
     }
 }

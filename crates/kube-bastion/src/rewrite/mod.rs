@@ -18,6 +18,7 @@ mod location;
 mod stream;
 mod url;
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -138,6 +139,9 @@ impl RewriteOptions {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct UrlRules {
     prefix: String,
+    /// `prefix` is a clean absolute path without a trailing `/` (`/api/v1/.../proxy`), so
+    /// joining a clean path to it is a concatenation.
+    clean_prefix: bool,
     backend_authority: String,
     request_host: String,
     public_scheme: String,
@@ -148,6 +152,10 @@ impl UrlRules {
     pub(crate) fn new(prefix: &str, backend_authority: &str, request_host: &str) -> Self {
         Self {
             prefix: prefix.to_owned(),
+            clean_prefix: prefix.len() > 1
+                && !prefix.ends_with('/')
+                && is_clean_path(prefix.as_bytes())
+                && prefix.bytes().all(keeps_in_path),
             backend_authority: backend_authority.to_owned(),
             request_host: request_host.to_owned(),
             public_scheme: String::new(),
@@ -185,13 +193,220 @@ impl UrlRules {
 
     /// [`rewrite`](Self::rewrite) for text (HTML attribute values); `None` when the value is
     /// not a URL Go can parse (upstream then leaves it as is).
-    pub(crate) fn rewrite_str(&self, value: &str) -> Option<String> {
+    ///
+    /// The common shapes (an absolute path, a relative reference, a link to another host,
+    /// written with characters Go's serializer keeps as they are) are answered by
+    /// [`rewrite_quick`](Self::rewrite_quick) without building a [`GoUrl`]; the result is
+    /// the same (`quick_path_agrees_with_go_parse_and_serialize` checks it), and the value
+    /// is borrowed when it does not change.
+    pub(crate) fn rewrite_str<'v>(&self, value: &'v str) -> Option<Cow<'v, str>> {
+        match self.rewrite_quick(value) {
+            Quick::Unchanged => return Some(Cow::Borrowed(value)),
+            Quick::Rewritten(new) => return Some(Cow::Owned(new)),
+            Quick::Undecided => {}
+        }
+        self.rewrite_str_full(value).map(Cow::Owned)
+    }
+
+    /// [`rewrite_str`](Self::rewrite_str) always through [`GoUrl`].
+    fn rewrite_str_full(&self, value: &str) -> Option<String> {
         let bytes = self.rewrite(value.as_bytes()).ok()?;
         Some(
             String::from_utf8(bytes)
                 .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
         )
     }
+
+    /// What [`rewrite`](Self::rewrite) makes of a value, decided from its bytes alone when
+    /// every part is written with characters that Go's parse and serialization leave as
+    /// they are (no `%`, no character Go would escape): then parsing and serializing gives
+    /// back the same bytes, and only the prefix join remains to be done.
+    ///
+    /// `Undecided` for everything else (escapes, user info, IPv6 hosts, links to the backend
+    /// by host, `http:/x`, a public origin, anything not ASCII, ...).
+    fn rewrite_quick(&self, value: &str) -> Quick {
+        let raw = value.as_bytes();
+        let (before, fragment) = match raw.iter().position(|&c| c == b'#') {
+            Some(i) => (&raw[..i], Some(&raw[i + 1..])),
+            None => (raw, None),
+        };
+        // An empty fragment is dropped by Go (`/a#` becomes `/a`).
+        if let Some(f) = fragment
+            && (f.is_empty() || !f.iter().all(|&c| keeps_in_fragment(c)))
+        {
+            return Quick::Undecided;
+        }
+        // The query is kept raw; `x?` keeps its `?` (ForceQuery).
+        let (path, query) = match before.iter().position(|&c| c == b'?') {
+            Some(i) => (&before[..i], Some(&before[i + 1..])),
+            None => (before, None),
+        };
+        if let Some(q) = query
+            && !q.iter().all(|&c| c.is_ascii_graphic())
+        {
+            return Quick::Undecided;
+        }
+        if path.starts_with(b"/") && !path.starts_with(b"//") {
+            // An absolute path: moved under the prefix unless already there.
+            if !path.iter().all(|&c| keeps_in_path(c))
+                || !self.public_scheme.is_empty()
+                || !self.public_host.is_empty()
+            {
+                return Quick::Undecided;
+            }
+            if path.starts_with(self.prefix.as_bytes()) {
+                return Quick::Unchanged;
+            }
+            if self.clean_prefix && is_clean_path(path) {
+                // `path.Join` of two clean paths is their concatenation (and the trailing
+                // `/` it drops is put back).
+                let mut out = String::with_capacity(self.prefix.len() + value.len());
+                out.push_str(&self.prefix);
+                out.push_str(value);
+                return Quick::Rewritten(out);
+            }
+            let mut joined = join(self.prefix.as_bytes(), path);
+            if path.ends_with(b"/") {
+                joined.push(b'/');
+            }
+            if !joined.starts_with(b"/") || !joined.iter().all(|&c| keeps_in_path(c)) {
+                return Quick::Undecided;
+            }
+            // `joined` is ASCII (checked above) and the rest of `value` starts on a char
+            // boundary (the path is ASCII).
+            let Ok(mut out) = String::from_utf8(joined) else {
+                return Quick::Undecided;
+            };
+            out.push_str(&value[path.len()..]);
+            return Quick::Rewritten(out);
+        }
+        let segment_end = path.iter().position(|&c| c == b'/').unwrap_or(path.len());
+        if !path[..segment_end].contains(&b':') {
+            if path.starts_with(b"//") {
+                // Scheme-relative: `//host/path`.
+                return self.quick_authority(&path[2..]);
+            }
+            // A relative reference: only re-serialized.
+            return if path.iter().all(|&c| keeps_in_path(c)) {
+                Quick::Unchanged
+            } else {
+                Quick::Undecided
+            };
+        }
+        // A scheme: lowercase (Go lowercases it), then `//authority/path` or opaque data.
+        let colon = path.iter().position(|&c| c == b':').unwrap_or(path.len());
+        let scheme = &path[..colon];
+        let scheme_ok = scheme.first().is_some_and(u8::is_ascii_lowercase)
+            && scheme.iter().all(|&c| {
+                c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'+' | b'-' | b'.')
+            });
+        if !scheme_ok {
+            return Quick::Undecided;
+        }
+        let rest = &path[colon + 1..];
+        if let Some(authority_and_path) = rest.strip_prefix(b"//") {
+            self.quick_authority(authority_and_path)
+        } else if rest.is_empty() || rest.starts_with(b"/") {
+            // `http:/x` is rewritten; `http:` is left to the full parser.
+            Quick::Undecided
+        } else if rest.iter().all(|&c| c.is_ascii_graphic()) {
+            // Opaque (`mailto:a@b`, `javascript:void(0)`): kept raw.
+            Quick::Unchanged
+        } else {
+            Quick::Undecided
+        }
+    }
+
+    /// The `authority[/path]` after `//`: a plain `host[:port]` other than the backend's
+    /// and the request's is only re-serialized.
+    fn quick_authority(&self, authority_and_path: &[u8]) -> Quick {
+        let (authority, path) = match authority_and_path.iter().position(|&c| c == b'/') {
+            Some(i) => authority_and_path.split_at(i),
+            None => (authority_and_path, &[][..]),
+        };
+        let (host, port) = match authority.iter().position(|&c| c == b':') {
+            Some(i) => (&authority[..i], &authority[i + 1..]),
+            None => (authority, &[][..]),
+        };
+        let plain_host = !host.is_empty()
+            && host
+                .iter()
+                .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~'))
+            && port.iter().all(u8::is_ascii_digit);
+        if !plain_host
+            || authority == self.backend_authority.as_bytes()
+            || authority == self.request_host.as_bytes()
+            || !path.iter().all(|&c| keeps_in_path(c))
+        {
+            return Quick::Undecided;
+        }
+        Quick::Unchanged
+    }
+}
+
+/// The answer of [`UrlRules::rewrite_quick`].
+#[derive(Debug, PartialEq, Eq)]
+enum Quick {
+    /// Go parses and serializes the value to the same bytes, and it is not moved.
+    Unchanged,
+    /// The value moved under the prefix.
+    Rewritten(String),
+    /// Needs the full parser.
+    Undecided,
+}
+
+/// Bytes that a path keeps through Go's unescape and escape (`shouldEscape(c, encodePath)`
+/// is false, and not `%`).
+fn keeps_in_path(c: u8) -> bool {
+    KEEPS_IN_PATH[usize::from(c)]
+}
+
+/// [`keeps_in_path`] as a table.
+static KEEPS_IN_PATH: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        table[c] = b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'_'
+                    | b'.'
+                    | b'~'
+                    | b'$'
+                    | b'&'
+                    | b'+'
+                    | b','
+                    | b'/'
+                    | b':'
+                    | b';'
+                    | b'='
+                    | b'@'
+            );
+        c += 1;
+    }
+    table
+};
+
+/// An absolute path that Go's `path.Clean` leaves alone, but for a trailing `/`: no empty
+/// segment (`//`) before the last one, no `.` or `..` segment.
+fn is_clean_path(path: &[u8]) -> bool {
+    let Some(rest) = path.strip_prefix(b"/") else {
+        return false;
+    };
+    let mut segments = rest.split(|&c| c == b'/').peekable();
+    while let Some(segment) = segments.next() {
+        let last = segments.peek().is_none();
+        if (segment.is_empty() && !last) || segment == b"." || segment == b".." {
+            return false;
+        }
+    }
+    true
+}
+
+/// Bytes that a fragment keeps through Go's unescape and escape (`encodeFragment`).
+fn keeps_in_fragment(c: u8) -> bool {
+    keeps_in_path(c) || matches!(c, b'?' | b'!' | b'(' | b')' | b'*')
 }
 
 /// Everything [`rewrite_response`] needs to know about one proxied request.
@@ -439,6 +654,134 @@ mod tests {
         assert_eq!(url("https://example.com/x"), "https://example.com/x");
         assert_eq!(url("style.css"), "style.css");
         assert!(ctx.rewrite_url("http://[bad").is_err());
+    }
+
+    /// Every value `rewrite_quick` decides gets the answer of the full Go parse and
+    /// serialization: all values of up to three pieces from a list of URL fragments chosen
+    /// to hit every branch, and pseudo-random ones of up to six pieces.
+    #[test]
+    fn quick_path_agrees_with_go_parse_and_serialize() {
+        const PIECES: [&str; 34] = [
+            "/",
+            "//",
+            "///",
+            "a",
+            "B",
+            "p",
+            ".",
+            "..",
+            ":",
+            "?",
+            "#",
+            "%",
+            "%2F",
+            "%zz",
+            "@",
+            "~",
+            "(",
+            "*",
+            " ",
+            "\u{e9}",
+            "\t",
+            "http:",
+            "HTTP:",
+            "mailto:",
+            "10.1.2.3:8080",
+            "k8s:6443",
+            "/p",
+            "/px",
+            "[::1]",
+            ":80",
+            "&",
+            "'",
+            "=",
+            "x:y",
+        ];
+        let all_rules = [
+            UrlRules::new("/p", "10.1.2.3:8080", "k8s:6443"),
+            UrlRules::new("/p/", "10.1.2.3:8080", "k8s:6443"),
+            UrlRules::new("/a b", "10.1.2.3:8080", "k8s:6443"),
+            UrlRules::new("/a/./b", "10.1.2.3:8080", "k8s:6443"),
+            UrlRules::new(
+                "/api/v1/namespaces/ns/services/web:http/proxy",
+                "h:1",
+                "k8s",
+            ),
+            UrlRules::new("", "10.1.2.3:8080", ""),
+            UrlRules {
+                public_scheme: "https".to_owned(),
+                public_host: "k8s:6443".to_owned(),
+                ..UrlRules::new("/p", "10.1.2.3:8080", "k8s:6443")
+            },
+        ];
+        let mut decided = 0usize;
+        let mut check = |value: &str| {
+            for rules in &all_rules {
+                let quick = match rules.rewrite_quick(value) {
+                    Quick::Unchanged => Some(value.to_owned()),
+                    Quick::Rewritten(new) => Some(new),
+                    Quick::Undecided => continue,
+                };
+                decided += 1;
+                assert_eq!(quick, rules.rewrite_str_full(value), "value {value:?}");
+            }
+        };
+        let mut value = String::new();
+        for a in PIECES {
+            for b in PIECES {
+                for c in PIECES {
+                    value.clear();
+                    value.extend([a, b, c]);
+                    check(&value);
+                }
+                value.clear();
+                value.extend([a, b]);
+                check(&value);
+            }
+            check(a);
+        }
+        check("");
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        for _ in 0..100_000 {
+            value.clear();
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let mut bits = state;
+            for _ in 0..1 + bits % 6 {
+                bits /= 6;
+                value.push_str(PIECES[(bits % PIECES.len() as u64) as usize]);
+                bits /= PIECES.len() as u64;
+            }
+            check(&value);
+        }
+        assert!(
+            decided > 50_000,
+            "the quick path decided only {decided} values"
+        );
+    }
+
+    #[test]
+    fn quick_path_takes_the_common_links() {
+        let rules = UrlRules::new("/p", "10.1.2.3:8080", "k8s:6443");
+        let quick = |v: &str| rules.rewrite_quick(v);
+        assert_eq!(
+            quick("/docs/a.html#top"),
+            Quick::Rewritten("/p/docs/a.html#top".into())
+        );
+        assert_eq!(
+            quick("/g?x=1&y=%2F"),
+            Quick::Rewritten("/p/g?x=1&y=%2F".into())
+        );
+        assert_eq!(quick("/"), Quick::Rewritten("/p/".into()));
+        assert_eq!(quick("/p/x"), Quick::Unchanged);
+        assert_eq!(quick("logs?pod=web-0"), Quick::Unchanged);
+        assert_eq!(quick("#top"), Quick::Unchanged);
+        assert_eq!(quick("https://example.com/docs"), Quick::Unchanged);
+        assert_eq!(quick("//cdn.example.com:443/x.js"), Quick::Unchanged);
+        assert_eq!(quick("mailto:a@b.c"), Quick::Unchanged);
+        assert_eq!(quick("http://10.1.2.3:8080/x"), Quick::Undecided);
+        assert_eq!(quick("/a%20b"), Quick::Undecided);
     }
 
     #[test]
