@@ -358,35 +358,8 @@ enum Quick {
 /// Bytes that a path keeps through Go's unescape and escape (`shouldEscape(c, encodePath)`
 /// is false, and not `%`).
 fn keeps_in_path(c: u8) -> bool {
-    KEEPS_IN_PATH[usize::from(c)]
+    kube_bastion_core::path::keeps_in_path(c)
 }
-
-/// [`keeps_in_path`] as a table.
-static KEEPS_IN_PATH: [bool; 256] = {
-    let mut table = [false; 256];
-    let mut c = 0;
-    while c < 256 {
-        let b = c as u8;
-        table[c] = b.is_ascii_alphanumeric()
-            || matches!(
-                b,
-                b'-' | b'_'
-                    | b'.'
-                    | b'~'
-                    | b'$'
-                    | b'&'
-                    | b'+'
-                    | b','
-                    | b'/'
-                    | b':'
-                    | b';'
-                    | b'='
-                    | b'@'
-            );
-        c += 1;
-    }
-    table
-};
 
 /// An absolute path that Go's `path.Clean` leaves alone, but for a trailing `/`: no empty
 /// segment (`//`) before the last one, no `.` or `..` segment.
