@@ -149,13 +149,6 @@ const fn path_safe_table() -> [bool; 256] {
 }
 
 pub(super) static PATH_SAFE: [bool; 256] = path_safe_table();
-
-/// Whether Go's path escaping (`shouldEscape(c, encodePath)`) keeps the byte `b` as it is:
-/// `A-Za-z0-9-_.~` and `$&+,/:;=@`. A path made only of such bytes is unchanged by Go's
-/// unescape and escape.
-pub fn keeps_in_path(b: u8) -> bool {
-    PATH_SAFE[usize::from(b)]
-}
 const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
 
 /// Appends a decoded path encoded as Go encodes `URL.Path` for the wire (`EscapedPath`):

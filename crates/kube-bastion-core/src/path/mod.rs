@@ -57,7 +57,7 @@ use encoding::{
     PATH_SAFE, QUERY_SAFE, URI_SAFE, ascii_string, escape_path_bytes, has_dry_run, is_clean,
     percent_decode, push_escaped, push_uri_safe_bytes, valid_escapes,
 };
-pub use encoding::{escape_path, join_preserving_trailing_slash, keeps_in_path};
+pub use encoding::{escape_path, join_preserving_trailing_slash};
 use grammar::*;
 
 /// Which kind of object a proxy request targets.

@@ -33,6 +33,7 @@ pub use url::UrlParseError;
 
 use crate::{ProxyRequest, ResourceKind, Status};
 use compression::Coding;
+use kube_bastion_core::go::{EscapeMode, should_escape};
 use url::{GoUrl, join};
 
 /// What to rewrite. The default is kube-apiserver's behaviour plus our compatible additions
@@ -356,9 +357,9 @@ enum Quick {
 }
 
 /// Bytes that a path keeps through Go's unescape and escape (`shouldEscape(c, encodePath)`
-/// is false, and not `%`).
+/// is false; it is true for `%`).
 fn keeps_in_path(c: u8) -> bool {
-    kube_bastion_core::path::keeps_in_path(c)
+    !should_escape(c, EscapeMode::Path)
 }
 
 /// An absolute path that Go's `path.Clean` leaves alone, but for a trailing `/`: no empty
@@ -379,7 +380,7 @@ fn is_clean_path(path: &[u8]) -> bool {
 
 /// Bytes that a fragment keeps through Go's unescape and escape (`encodeFragment`).
 fn keeps_in_fragment(c: u8) -> bool {
-    keeps_in_path(c) || matches!(c, b'?' | b'!' | b'(' | b')' | b'*')
+    !should_escape(c, EscapeMode::Fragment)
 }
 
 /// Everything [`rewrite_response`] needs to know about one proxied request.
