@@ -59,19 +59,22 @@ const VERBS: [&str; 14] = [
 ];
 
 /// Every resource label: none (non-resource requests), [`RESOURCES`], [`OTHER`] (last).
-const RESOURCE_LABELS: [&str; 8] = [
-    "",
-    "pods",
-    "services",
-    "endpoints",
-    "endpointslices",
-    "nodes",
-    "namespaces",
-    OTHER,
-];
+const RESOURCE_LABELS: [&str; RESOURCES.len() + 2] = labels(RESOURCES);
 
 /// Every subresource label: none, [`SUBRESOURCES`], [`OTHER`] (last).
-const SUBRESOURCE_LABELS: [&str; 5] = ["", "proxy", "status", "log", OTHER];
+const SUBRESOURCE_LABELS: [&str; SUBRESOURCES.len() + 2] = labels(SUBRESOURCES);
+
+/// `names` as a label list: the empty label first, then `names`, then [`OTHER`].
+const fn labels<const N: usize, const M: usize>(names: [&'static str; N]) -> [&'static str; M] {
+    let mut out = [""; M];
+    let mut i = 0;
+    while i < N {
+        out[i + 1] = names[i];
+        i += 1;
+    }
+    out[M - 1] = OTHER;
+    out
+}
 
 /// HTTP status codes are 100 to 999 (`http::StatusCode`).
 const CODES: usize = 900;
