@@ -490,18 +490,11 @@ print(json.dumps(out))
 fn python_client_with_a_token_over_https() {
     let dir = TempDir::new("auth-python");
     let (server, cert) = https_demo(&dir, "py-s3cret-token,alice,1001\n", &[]);
-    let output = std::process::Command::new("python3")
-        .arg("-c")
-        .arg(PYTHON_WITH_TOKEN)
-        .args([&server.url, cert.to_str().unwrap(), "py-s3cret-token"])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "python client failed (run scripts/test-deps):\n{}",
-        String::from_utf8_lossy(&output.stderr)
+    let stdout = crate::support::python(
+        PYTHON_WITH_TOKEN,
+        &[&server.url, cert.to_str().unwrap(), "py-s3cret-token"],
     );
-    let out: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let out: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     let pod = out["pod"].as_str().unwrap();
     assert!(pod.contains("'path': '/from-python'"), "{out}");
     for refused in ["none", "wrong"] {

@@ -2,7 +2,7 @@
 //! Python's official `kubernetes` client, and a WebSocket client.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
@@ -171,18 +171,7 @@ print(json.dumps(out))
 #[test]
 fn python_kubernetes_client() {
     let server = Server::demo(&[]);
-    let output = Command::new("python3")
-        .arg("-c")
-        .arg(PYTHON_CLIENT)
-        .arg(&server.url)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "python client failed (run scripts/test-deps):\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let out = json(&String::from_utf8_lossy(&output.stdout));
+    let out = json(&crate::support::python(PYTHON_CLIENT, &[&server.url]));
     // The client hands back the body as text (Python's repr of the decoded JSON).
     assert!(
         out["pod"]

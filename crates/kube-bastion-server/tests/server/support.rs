@@ -265,6 +265,12 @@ pub(crate) fn kubectl(server_url: &str, cache: &Path) -> Command {
     cmd
 }
 
+/// Runs `script` with `python3 -c` and `args`, returning its stdout; panics with its stderr
+/// when it fails (the Python `kubernetes` client comes from `scripts/test-deps`).
+pub(crate) fn python(script: &str, args: &[&str]) -> String {
+    run_ok(Command::new("python3").arg("-c").arg(script).args(args))
+}
+
 /// Runs a command, returning stdout on success and panicking with stderr otherwise.
 pub(crate) fn run_ok(cmd: &mut Command) -> String {
     let output: Output = cmd.output().expect("run command");

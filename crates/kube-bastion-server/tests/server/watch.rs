@@ -3,7 +3,7 @@
 //! Python client, and a slow watcher closed while the server's memory stays flat.
 
 use std::io::{BufRead as _, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -386,19 +386,7 @@ async fn python_client_watches_and_resumes() {
         &pod("a", "live", &[("app", "web")], "n1", "changed"),
     )
     .await;
-    let output = Command::new("python3")
-        .arg("-c")
-        .arg(PYTHON_WATCH)
-        .arg(&server.url)
-        .arg(rv.to_string())
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "python watch failed (run scripts/test-deps):\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stdout = crate::support::python(PYTHON_WATCH, &[&server.url, &rv.to_string()]);
     let mut lines = stdout
         .lines()
         .map(|l| serde_json::from_str::<Value>(l).unwrap());
