@@ -7,6 +7,7 @@
 //! body has been sent or dropped ([`TrackedBody`]), so a long download or a watch is never
 //! cut by the idle timeout.
 
+use std::cell::RefCell;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -200,9 +201,13 @@ impl<I: AsyncWrite> AsyncWrite for Watched<I> {
 
 /// The server's service stack as hyper's service for one connection: inserts the peer
 /// address and tracks every request until its response body ends.
-#[derive(Clone, Debug)]
+///
+/// The connection owns its copy of the stack and calls it in place (hyper calls a
+/// connection's service from that connection's task only): no clone of the stack, and so
+/// no reference-count traffic, per request.
+#[derive(Debug)]
 pub(crate) struct ConnectionService<S> {
-    app: S,
+    app: RefCell<S>,
     peer: SocketAddr,
     activity: Arc<Activity>,
     /// The client certificate chain the TLS handshake verified, if any.
@@ -212,7 +217,7 @@ pub(crate) struct ConnectionService<S> {
 impl<S> ConnectionService<S> {
     pub(crate) fn new(app: S, peer: SocketAddr, activity: Arc<Activity>) -> Self {
         ConnectionService {
-            app,
+            app: RefCell::new(app),
             peer,
             activity,
             certificates: None,
@@ -231,7 +236,7 @@ impl<S> ConnectionService<S> {
 
 impl<S, B> hyper::service::Service<Request<Incoming>> for ConnectionService<S>
 where
-    S: tower::Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Clone,
+    S: tower::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>,
 {
     type Response = Response<TrackedBody<B>>;
     type Error = Infallible;
@@ -244,11 +249,12 @@ where
         }
         let guard = self.activity.start();
         // Every service of the stack is always ready (the router, the proxy layer, the
-        // authentication and metrics layers); calling a clone is what tower's `oneshot`
-        // would do.
-        let mut app = self.app.clone();
+        // authentication and metrics layers), so it is called without `poll_ready`. The
+        // borrow ends before this returns, and hyper never calls `call` re-entrantly, so
+        // it cannot be taken twice.
+        let inner = self.app.borrow_mut().call(request);
         TrackedFuture {
-            inner: app.call(request),
+            inner,
             guard: Some(guard),
         }
     }

@@ -184,19 +184,6 @@ async fn run(args: ServeArgs) -> Result<(), String> {
     // The in-flight limit wraps the read-only API only: the proxy layer answers its own
     // requests in front of it (long-running, exempt as in kube-apiserver).
     let app = limit::in_flight(app, args.limits.max_requests_inflight);
-    // The layers wrap the whole router, not each of its routes (`Router::layer`): a proxy
-    // request never reaches axum's routing, and nothing on its way is boxed.
-    // The audit layers sit around authentication (to see its 401s) and inside it (to see
-    // the user).
-    let (audit_outer, audit_inner) = audit::layers(audit.as_ref().map(|(log, _)| log));
-    let app = tower::ServiceBuilder::new()
-        .layer(metrics::MetricsLayer::new(metrics.clone()))
-        .layer(audit_outer)
-        .layer(authentication)
-        .layer(audit_inner)
-        .layer(proxy)
-        .service(app);
-
     if !args.clusters.is_empty() {
         tokio::spawn(reload::watch(
             args.clusters.clone(),
@@ -251,16 +238,40 @@ async fn run(args: ServeArgs) -> Result<(), String> {
         }
     };
     tokio::spawn(memory::watch());
-    serve::serve(
+    // The layers wrap the whole router, not each of its routes (`Router::layer`): a proxy
+    // request never reaches axum's routing, and nothing on its way is boxed. The audit
+    // layers sit around authentication (to see its 401s) and inside it (to see the user);
+    // without an audit log they are left out of the stack, not merely idle.
+    let metrics_layer = metrics::MetricsLayer::new(metrics.clone());
+    let serving = Serving {
         listener,
         tls,
-        app,
         signal,
         grace,
-        args.limits.listener(),
-        metrics.connections(),
-    )
-    .await;
+        limits: args.limits.listener(),
+        stats: metrics.connections(),
+    };
+    match &audit {
+        Some((log, _)) => {
+            let (outer, inner) = audit::layers(log);
+            let stack = tower::ServiceBuilder::new()
+                .layer(metrics_layer)
+                .layer(outer)
+                .layer(authentication)
+                .layer(inner)
+                .layer(proxy)
+                .service(app);
+            serving.serve(stack).await;
+        }
+        None => {
+            let stack = tower::ServiceBuilder::new()
+                .layer(metrics_layer)
+                .layer(authentication)
+                .layer(proxy)
+                .service(app);
+            serving.serve(stack).await;
+        }
+    }
     if tunnels.open_tunnels() > 0 {
         tracing::info!(
             open = tunnels.open_tunnels(),
@@ -278,4 +289,44 @@ async fn run(args: ServeArgs) -> Result<(), String> {
         let _ = tokio::task::spawn_blocking(move || writer.close()).await;
     }
     Ok(())
+}
+
+/// What [`serve::serve`] needs besides the service stack, whose type depends on the
+/// configuration (with or without the audit layers).
+struct Serving<F> {
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    signal: F,
+    grace: Duration,
+    limits: serve::Limits,
+    stats: Arc<connection::ConnectionStats>,
+}
+
+impl<F: std::future::Future<Output = ()>> Serving<F> {
+    /// Serves `stack` until the signal, then drains (see [`serve::serve`]).
+    async fn serve<S, B>(self, stack: S)
+    where
+        S: tower::Service<
+                http::Request<hyper::body::Incoming>,
+                Response = http::Response<B>,
+                Error = std::convert::Infallible,
+            > + Clone
+            + Send
+            + 'static,
+        S::Future: Send + 'static,
+        B: http_body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        serve::serve(
+            self.listener,
+            self.tls,
+            stack,
+            self.signal,
+            self.grace,
+            self.limits,
+            self.stats,
+        )
+        .await;
+    }
 }

@@ -22,9 +22,8 @@
 //! Pieces: [`AuditLayer`] wraps the authentication layer (it sees the 401s and the final
 //! response), [`AuditUserLayer`] sits inside it (it sees the authenticated
 //! [`UserInfo`]), [`authorizer`] records the decision, and `sink` queues events for the
-//! writer thread without ever blocking a request. With `--audit-log-path` unset the layers
-//! are in the stack but do nothing beyond one `Option` check per request (and per body
-//! frame), allocating nothing.
+//! writer thread without ever blocking a request. With `--audit-log-path` unset the server
+//! leaves the layers out of its stack: requests pay nothing for auditing.
 
 mod event;
 mod sink;
@@ -340,11 +339,16 @@ impl Authorizer for AuditedAuthorizer {
 }
 
 /// The audit layers for the server's stack: [`AuditLayer`] goes outside authentication,
-/// [`AuditUserLayer`] inside it. Both do nothing when `log` is `None`.
-pub(crate) fn layers(log: Option<&Arc<AuditLog>>) -> (AuditLayer, AuditUserLayer) {
+/// [`AuditUserLayer`] inside it. Without an audit log the server leaves both out of its
+/// stack.
+pub(crate) fn layers(log: &Arc<AuditLog>) -> (AuditLayer, AuditUserLayer) {
     (
-        AuditLayer { log: log.cloned() },
-        AuditUserLayer { log: log.cloned() },
+        AuditLayer {
+            log: Arc::clone(log),
+        },
+        AuditUserLayer {
+            log: Arc::clone(log),
+        },
     )
 }
 
@@ -352,7 +356,7 @@ pub(crate) fn layers(log: Option<&Arc<AuditLog>>) -> (AuditLayer, AuditUserLayer
 /// event when the response (body included) is done. Put it outside authentication.
 #[derive(Clone, Debug)]
 pub(crate) struct AuditLayer {
-    log: Option<Arc<AuditLog>>,
+    log: Arc<AuditLog>,
 }
 
 impl<S> Layer<S> for AuditLayer {
@@ -370,7 +374,7 @@ impl<S> Layer<S> for AuditLayer {
 #[derive(Clone, Debug)]
 pub(crate) struct Audit<S> {
     inner: S,
-    log: Option<Arc<AuditLog>>,
+    log: Arc<AuditLog>,
 }
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Audit<S>
@@ -386,15 +390,15 @@ where
     }
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
-        let pending = self.log.as_ref().and_then(|log| {
-            let record = Arc::new(Record::of(&request)?);
+        let pending = Record::of(&request).map(|record| {
+            let record = Arc::new(record);
             request
                 .extensions_mut()
                 .insert(AuditHandle(Arc::clone(&record)));
-            Some(Pending {
-                log: Arc::clone(log),
+            Pending {
+                log: Arc::clone(&self.log),
                 record,
-            })
+            }
         });
         AuditFuture {
             inner: self.inner.call(request),
@@ -564,7 +568,7 @@ impl<B: Body> Body for AuditBody<B> {
 /// its `RequestReceived` event.
 #[derive(Clone, Debug)]
 pub(crate) struct AuditUserLayer {
-    log: Option<Arc<AuditLog>>,
+    log: Arc<AuditLog>,
 }
 
 impl<S> Layer<S> for AuditUserLayer {
@@ -582,7 +586,7 @@ impl<S> Layer<S> for AuditUserLayer {
 #[derive(Clone, Debug)]
 pub(crate) struct AuditUser<S> {
     inner: S,
-    log: Option<Arc<AuditLog>>,
+    log: Arc<AuditLog>,
 }
 
 impl<S, B> Service<Request<B>> for AuditUser<S>
@@ -598,16 +602,14 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        if let Some(log) = &self.log
-            && let Some(AuditHandle(record)) = request.extensions().get::<AuditHandle>()
-        {
+        if let Some(AuditHandle(record)) = request.extensions().get::<AuditHandle>() {
             let user = request
                 .extensions()
                 .get::<UserInfo>()
                 .cloned()
                 .unwrap_or_default();
             if record.user.set(user).is_ok() {
-                log.emit(Entry::new(record, Stage::RequestReceived, Answer::None));
+                self.log.emit(Entry::new(record, Stage::RequestReceived, Answer::None));
             }
         }
         self.inner.call(request)

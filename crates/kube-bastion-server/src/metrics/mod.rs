@@ -28,8 +28,9 @@ const BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
-/// A latency histogram updated without a lock: cumulative bucket counts, the count and the
-/// sum (in nanoseconds, exact).
+/// A latency histogram updated without a lock: per-bucket counts (each observation adds to
+/// the one bucket it falls in, three atomic adds in all; [`Histogram::cumulative`] sums
+/// them for Prometheus' `le` buckets), the count and the sum (in nanoseconds, exact).
 #[derive(Debug, Default)]
 struct Histogram {
     counts: [AtomicU64; BUCKETS.len()],
@@ -39,15 +40,23 @@ struct Histogram {
 
 impl Histogram {
     fn observe(&self, seconds: f64) {
-        for (bound, count) in BUCKETS.iter().zip(self.counts.iter()) {
-            if seconds <= *bound {
-                count.fetch_add(1, Ordering::Relaxed);
-            }
+        // Above the last bound (or NaN): only `+Inf`, which is the count.
+        if let Some(bucket) = BUCKETS.iter().position(|bound| seconds <= *bound) {
+            self.counts[bucket].fetch_add(1, Ordering::Relaxed);
         }
         self.count.fetch_add(1, Ordering::Relaxed);
         // `as` saturates: a negative or NaN duration adds nothing.
         self.sum_nanos
             .fetch_add((seconds * 1e9) as u64, Ordering::Relaxed);
+    }
+
+    /// Observations at or below each bound of [`BUCKETS`].
+    fn cumulative(&self) -> [u64; BUCKETS.len()] {
+        let mut total = 0;
+        std::array::from_fn(|i| {
+            total += self.counts[i].load(Ordering::Relaxed);
+            total
+        })
     }
 }
 
@@ -290,11 +299,10 @@ impl Metrics {
             if count == 0 {
                 continue;
             }
-            for (bound, bucket) in BUCKETS.iter().zip(hist.counts.iter()) {
+            for (bound, bucket) in BUCKETS.iter().zip(hist.cumulative()) {
                 let _ = writeln!(
                     out,
-                    "kube_bastion_proxy_upstream_duration_seconds_bucket{{resource=\"{resource}\",le=\"{bound}\"}} {}",
-                    bucket.load(Ordering::Relaxed)
+                    "kube_bastion_proxy_upstream_duration_seconds_bucket{{resource=\"{resource}\",le=\"{bound}\"}} {bucket}",
                 );
             }
             let sum = hist.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
@@ -784,11 +792,14 @@ mod tests {
         let h = Histogram::default();
         h.observe(0.003);
         h.observe(7.0);
-        let count = |i: usize| h.counts[i].load(Ordering::Relaxed);
+        h.observe(f64::NAN);
+        let cumulative = h.cumulative();
+        let count = |i: usize| cumulative[i];
         assert_eq!(count(0), 0);
         assert_eq!(count(3), 1); // le=0.005
+        assert_eq!(count(4), 1); // le=0.01
         assert_eq!(count(BUCKETS.len() - 1), 2); // le=10
-        assert_eq!(h.count.load(Ordering::Relaxed), 2);
+        assert_eq!(h.count.load(Ordering::Relaxed), 3); // NaN: in +Inf only
         assert_eq!(h.sum_nanos.load(Ordering::Relaxed), 7_003_000_000);
     }
 

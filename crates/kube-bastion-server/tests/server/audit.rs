@@ -418,3 +418,23 @@ async fn denied_requests_carry_the_decision() {
         Some("forbid")
     );
 }
+
+/// Without `--audit-log-path` the audit layers are not in the stack: proxy answers (a
+/// backend's, a refusal) carry no `Audit-Id`.
+#[tokio::test]
+async fn without_an_audit_log_nothing_is_audited() {
+    let server = Server::demo(&[]);
+    let url = |p: &str| format!("{}{p}", server.url);
+    let get = request(
+        "GET",
+        &url("/api/v1/namespaces/demo/pods/echo-0:8080/proxy/hello"),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(get.status, 200, "{}", get.body);
+    assert!(get.header("audit-id").is_none());
+    let missing = request("GET", &url("/api/v1/namespaces/demo/pods/nope/proxy/"), &[], "").await;
+    assert_eq!(missing.status, 404, "{}", missing.body);
+    assert!(missing.header("audit-id").is_none());
+}
