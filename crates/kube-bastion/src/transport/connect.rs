@@ -16,11 +16,6 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
-/// The address a backend connection was dialed to; found in the extensions of every
-/// response that came from a backend.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub(crate) struct DialedAddr(pub SocketAddr);
-
 /// A connection to a backend: plain TCP or TLS over TCP.
 #[derive(Debug)]
 pub(crate) enum BackendStream {

@@ -30,7 +30,7 @@ use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::Incoming;
 use rustls::pki_types::ServerName;
 
-pub(crate) use connect::{BackendStream, ConnectError, DialedAddr};
+pub(crate) use connect::{BackendStream, ConnectError};
 pub use options::{PoolOptions, Timeouts};
 pub use tls::{ClientIdentity, Roots, TlsError, TlsOptions};
 

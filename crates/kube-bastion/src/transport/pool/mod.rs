@@ -43,7 +43,7 @@ use rustls::ClientConfig;
 use rustls::pki_types::ServerName;
 
 use super::connect::{self, BackendStream, ConnectError, DialTimeouts};
-use super::{DialedAddr, RequestBody};
+use super::RequestBody;
 use crate::{Scheme, TransportKind};
 
 /// How HTTP is spoken on a pooled connection.
@@ -184,14 +184,13 @@ impl Pool {
     }
 
     /// Sends `req` (origin-form URI) to the key's endpoint on a pooled connection, or on a
-    /// new one. The response carries [`DialedAddr`]; the [`Checkin`], when there is one,
-    /// must be finished when the response body ends.
+    /// new one. The [`Checkin`], when there is one, must be finished when the response body
+    /// ends.
     pub(crate) async fn send(
         &self,
         dial: Dial<'_>,
         mut req: Request<RequestBody>,
     ) -> Result<(Response<Incoming>, Option<Checkin>), SendFailure> {
-        let addr = dial.key.addr;
         let slot = self.inner.slot(&dial.key);
         // Pooled connections first; one found closed before the request left gives the
         // request back, and the next one (or a new connection) is tried.
@@ -203,7 +202,7 @@ impl Pool {
         {
             tries -= 1;
             match self.exchange(conn, &slot, &dial, req).await {
-                Exchange::Done(res, checkin) => return Ok((with_addr(res, addr), checkin)),
+                Exchange::Done(res, checkin) => return Ok((res, checkin)),
                 Exchange::Failed(e) => return Err(SendFailure::Exchange(e)),
                 Exchange::Unsent(back) => req = back,
             }
@@ -212,7 +211,7 @@ impl Pool {
         // requests never run; inline it would be copied with every request's future.
         let conn = Box::pin(self.connect(&dial, &slot)).await?;
         match self.exchange(conn, &slot, &dial, req).await {
-            Exchange::Done(res, checkin) => Ok((with_addr(res, addr), checkin)),
+            Exchange::Done(res, checkin) => Ok((res, checkin)),
             Exchange::Failed(e) => Err(SendFailure::Exchange(e)),
             Exchange::Unsent(_) => Err(SendFailure::Closed),
         }
@@ -552,11 +551,6 @@ fn host_header(addr: SocketAddr, scheme: Scheme) -> Option<HeaderValue> {
         crate::headers::push_socket_addr(&mut host, addr);
     }
     HeaderValue::from_maybe_shared(Bytes::from(host)).ok()
-}
-
-fn with_addr(mut res: Response<Incoming>, addr: SocketAddr) -> Response<Incoming> {
-    res.extensions_mut().insert(DialedAddr(addr));
-    res
 }
 
 #[cfg(test)]
