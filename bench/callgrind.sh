@@ -14,8 +14,11 @@
 #     bench/callgrind.sh target/release/kube-bastion --listen 127.0.0.1:18093 \
 #     --cluster bench/peer/cluster.yaml --destination-allow 127.0.0.0/8
 # Env: FEW (500), MANY (2500), TARGET_PATH (a pod path through the proxy), KEEP (a folder
-# that receives both callgrind profiles, for callgrind_annotate).
-# Needs: valgrind, nginx, python3.
+# that receives both callgrind profiles, for callgrind_annotate), BODY_BYTES (POST a body
+# of that many bytes instead of the GET: the origin echoes it back chunked, as the peer
+# harness's echo scenario; TARGET_PATH must then end in /echo).
+# Needs: valgrind, nginx, python3; with BODY_BYTES, nginx's echo module
+# (libnginx-mod-http-echo).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 few=${FEW:-500}
@@ -44,8 +47,16 @@ cleanup() {
 }
 trap cleanup EXIT
 
+body_bytes=${BODY_BYTES:-0}
+echo_module= echo_location=
+if [[ $body_bytes -gt 0 ]]; then
+    echo_module="load_module /usr/lib/nginx/modules/ngx_http_echo_module.so;"
+    echo_location="location ~ /echo\$ { client_body_buffer_size 64k; client_body_in_single_buffer on; echo_read_request_body; echo_request_body; }"
+fi
+
 mkdir -p "$run/tmp"
 cat > "$run/nginx.conf" <<EOF
+$echo_module
 worker_processes 1;
 pid $run/nginx.pid;
 error_log $run/nginx.error.log warn;
@@ -64,16 +75,19 @@ http {
             default_type text/plain;
             return 200 "sssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssss\n";
         }
+        $echo_location
     }
 }
 EOF
 nginx -c "$run/nginx.conf" -p "$run" -e "$run/nginx.error.log"
 
-# Sends N keep-alive GETs once the proxy listens; fails on any answer but 200.
+# Sends N keep-alive GETs (or POSTs of BODY_BYTES, whose echo must come back whole) once the
+# proxy listens; fails on any answer but 200.
 drive() {
-    python3 - "$proxy_port" "$path" "$1" <<'PY'
+    python3 - "$proxy_port" "$path" "$1" "$body_bytes" <<'PY'
 import http.client, sys, time
-port, path, n = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+port, path, n, size = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+payload = b"e" * size
 deadline = time.time() + 120
 while True:
     try:
@@ -85,11 +99,16 @@ while True:
             sys.exit("the proxy did not start")
         time.sleep(0.2)
 for _ in range(n):
-    conn.request("GET", path)
+    if size:
+        conn.request("POST", path, body=payload)
+    else:
+        conn.request("GET", path)
     response = conn.getresponse()
     body = response.read()
     if response.status != 200:
         sys.exit(f"status {response.status}: {body[:200]!r}")
+    if size and body != payload:
+        sys.exit(f"the echo came back changed ({len(body)} bytes)")
 PY
 }
 

@@ -362,3 +362,59 @@ async fn h2c_requests_share_one_backend_connection() {
         "one shared HTTP/2 connection"
     );
 }
+
+/// A short body of announced length is read whole before the request leaves, so that it
+/// goes out with its head: a backend sees nothing of a request whose body is still on its
+/// way, then all of it. (Streamed, the head would go out before the body.)
+#[tokio::test]
+async fn a_short_body_is_read_whole_before_the_request_leaves() {
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend = listener.local_addr().unwrap();
+    let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+    tokio::spawn(async move {
+        let (mut tcp, _) = listener.accept().await.unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !got.ends_with(b"\r\n\r\nfirst-second") {
+            let n = tcp.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the proxy closed early");
+            got.extend_from_slice(&buf[..n]);
+            let _ = seen_tx.send(buf[..n].to_vec());
+        }
+        let _ = tcp
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
+            .await;
+    });
+    let proxy = web_pod_proxy().await;
+    let path = pod_path("default", "web", backend.port(), "/upload");
+    let mut client = tokio::net::TcpStream::connect(proxy).await.unwrap();
+    client
+        .write_all(
+            format!("POST {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-length: 12\r\n\r\nfirst-")
+                .as_bytes(),
+        )
+        .await
+        .unwrap();
+    // Half the body sent: nothing reaches the backend.
+    let early = tokio::time::timeout(Duration::from_millis(300), seen.recv()).await;
+    assert!(
+        early.is_err(),
+        "the backend got {early:?} before the body was whole"
+    );
+    client.write_all(b"second").await.unwrap();
+    let mut response = Vec::new();
+    client.read_to_end(&mut response).await.unwrap();
+    let response = String::from_utf8_lossy(&response);
+    assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
+    assert!(response.ends_with("ok"), "{response}");
+    // The whole request came in one piece.
+    let first = seen.recv().await.unwrap();
+    assert!(
+        first.ends_with(b"\r\n\r\nfirst-second"),
+        "{:?}",
+        String::from_utf8_lossy(&first)
+    );
+}

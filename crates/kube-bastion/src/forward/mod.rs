@@ -15,11 +15,13 @@
 //! 6. upgrades go to the upgrade hook; other requests follow [`ProxyRequest::plan`]: a 301,
 //!    or
 //! 7. forwarding: headers prepared ([`crate::headers`]), the body streamed over the pooled
-//!    client of the target's transport, endpoints tried in the balancer's order with
+//!    client of the target's transport (a short body of announced length read whole
+//!    first, to leave with the head: `preread`), endpoints tried in the balancer's order with
 //!    failover on connect failure while no body byte has left;
 //! 8. the response head's hop-by-hop and CORS headers removed, the rewrite hook applied,
 //!    the body streamed back with an idle timeout ([`ProxyBody`]).
 
+mod preread;
 mod redirect;
 mod upgrade;
 
@@ -452,6 +454,19 @@ where
 
     let transport = ctx.config.transport();
     let header_timeout = ctx.config.timeouts().response_header;
+    // A short body of announced length is read whole first, so that it leaves with the
+    // head in one write (`preread`); the response head timeout bounds the read as it
+    // bounds a streamed body's sending.
+    let body = if preread::wanted(&body) {
+        match header_timeout {
+            Some(d) => tokio::time::timeout(d, preread::read(body))
+                .await
+                .map_err(|_| SendError::Timeout.into_status())?,
+            None => preread::read(body).await,
+        }
+    } else {
+        body
+    };
     let span = tracing::Span::current();
 
     // Balancing (crate::balance): candidates in the balancer's order, each attempt
