@@ -418,3 +418,43 @@ async fn a_short_body_is_read_whole_before_the_request_leaves() {
         String::from_utf8_lossy(&first)
     );
 }
+
+/// A client that stalls in the middle of a short body gets the response head timeout's 504,
+/// as a stalled streamed body did; the backend never sees the request.
+#[tokio::test]
+async fn a_short_body_that_stalls_ends_in_the_response_head_timeout() {
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    let (backend, rec) = recording_backend(None).await;
+    let proxy = serve_proxy(
+        config(&[pod_yaml("default", "web", "127.0.0.1")])
+            .response_header_timeout(Some(Duration::from_millis(300)))
+            .build()
+            .unwrap(),
+    )
+    .await;
+    let path = pod_path("default", "web", backend.port(), "/upload");
+    let mut client = tokio::net::TcpStream::connect(proxy).await.unwrap();
+    client
+        .write_all(
+            format!(
+                "POST {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-length: 12\r\n\r\nfirst-"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), client.read_to_end(&mut response))
+        .await
+        .expect("the proxy answers")
+        .unwrap();
+    let response = String::from_utf8_lossy(&response);
+    assert!(response.starts_with("HTTP/1.1 504"), "{response}");
+    assert!(
+        response.contains("error trying to reach service: timeout awaiting response headers"),
+        "{response}"
+    );
+    assert_eq!(rec.count(), 0);
+}
