@@ -134,6 +134,14 @@ pub trait Authorizer: Send + Sync + 'static {
     /// extensions (where the host's authentication put the user).
     fn authorize<'a>(&'a self, attributes: &'a Attributes, parts: &'a Parts)
     -> AuthorizeFuture<'a>;
+
+    /// Whether this authorizer allows every request whatever its attributes, as
+    /// [`AllowAll`] does: the proxy then neither builds the attributes nor calls
+    /// [`authorize`](Authorizer::authorize). `false` unless overridden; override it only for
+    /// an authorizer that never denies and needs to see no request.
+    fn allows_everything(&self) -> bool {
+        false
+    }
 }
 
 /// Denies everything (kube-apiserver's `--authorization-mode=AlwaysDeny`), naming the
@@ -210,6 +218,13 @@ impl Authorizer for Union {
             }
         })
     }
+
+    /// The first authorizer decides every request when it allows everything.
+    fn allows_everything(&self) -> bool {
+        self.authorizers
+            .first()
+            .is_some_and(|first| first.allows_everything())
+    }
 }
 
 /// Allows everything: for hosts that authorize before the proxy (for example in an outer
@@ -220,6 +235,10 @@ pub struct AllowAll;
 impl Authorizer for AllowAll {
     fn authorize<'a>(&'a self, _: &'a Attributes, _: &'a Parts) -> AuthorizeFuture<'a> {
         AuthorizeFuture::ready(Decision::Allow)
+    }
+
+    fn allows_everything(&self) -> bool {
+        true
     }
 }
 
@@ -263,6 +282,10 @@ impl<A: Authorizer + ?Sized> Authorizer for std::sync::Arc<A> {
         parts: &'a Parts,
     ) -> AuthorizeFuture<'a> {
         (**self).authorize(attributes, parts)
+    }
+
+    fn allows_everything(&self) -> bool {
+        (**self).allows_everything()
     }
 }
 
@@ -321,5 +344,25 @@ impl Authorizer for RbacAuthorizer {
             crate::core::RbacDecision::Allow => Decision::Allow,
             crate::core::RbacDecision::NoOpinion(reason) => Decision::NoOpinion { reason },
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    #[test]
+    fn only_authorizers_that_allow_everything_say_so() {
+        assert!(AllowAll.allows_everything());
+        assert!(!AlwaysDeny.allows_everything());
+        assert!(!authorize_fn(|_, _| Decision::Allow).allows_everything());
+        let shared: Arc<dyn Authorizer> = Arc::new(AllowAll);
+        assert!(shared.allows_everything());
+        // A union is decided by its first authorizer only when that one allows everything.
+        assert!(union(vec![Box::new(AllowAll), Box::new(AlwaysDeny)]).allows_everything());
+        assert!(!union(vec![Box::new(AlwaysDeny), Box::new(AllowAll)]).allows_everything());
+        assert!(!union(Vec::new()).allows_everything());
     }
 }

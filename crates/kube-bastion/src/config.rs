@@ -44,6 +44,8 @@ pub struct ProxyConfig {
 pub(crate) struct ConfigInner {
     pub(crate) cluster: Arc<dyn ClusterSource>,
     pub(crate) authorizer: Arc<dyn Authorizer>,
+    /// [`Authorizer::allows_everything`], asked once.
+    pub(crate) allows_everything: bool,
     pub(crate) resolve: ResolveOptions,
     pub(crate) timeouts: Timeouts,
     pub(crate) pool: PoolOptions,
@@ -394,6 +396,7 @@ impl ProxyConfigBuilder {
         Ok(ProxyConfig {
             inner: Arc::new(ConfigInner {
                 cluster: self.cluster,
+                allows_everything: self.authorizer.allows_everything(),
                 authorizer: self.authorizer,
                 resolve: self.resolve,
                 timeouts: self.timeouts,
