@@ -54,8 +54,6 @@ struct BackendBody {
     sleep: Option<Pin<Box<Sleep>>>,
     /// A frame arrived since the timer was last armed.
     progressed: bool,
-    /// A data frame held back for one turn of the scheduler ([`BackendBody::poll_frame`]).
-    held: Option<Frame<Bytes>>,
 }
 
 /// The response body stalled longer than the idle timeout.
@@ -122,7 +120,6 @@ impl ProxyBody {
                 idle,
                 sleep: None,
                 progressed: true,
-                held: None,
             }),
             on_completion: None,
         }
@@ -172,25 +169,10 @@ impl BackendBody {
         }
     }
 
-    /// The next frame. A data frame after which the body may go on is held back for one
-    /// turn of the scheduler: the backend connection's task decodes what follows it (often
-    /// the end of a chunked body, already in its buffer) only when it runs again, and
-    /// without that turn the client connection would write the frame, find nothing more,
-    /// and write the end separately: two writes and two segments for one small response.
-    /// The task wakes itself, so the frame goes out on the very next poll whatever the
-    /// backend does.
     fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        if let Some(frame) = self.held.take() {
-            return Poll::Ready(Some(Ok(frame)));
-        }
         match Pin::new(&mut self.body).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 self.progressed = true;
-                if frame.is_data() && !self.body.is_end_stream() {
-                    self.held = Some(frame);
-                    cx.waker().wake_by_ref();
-                    return Poll::Pending;
-                }
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => {
@@ -249,7 +231,7 @@ impl Body for ProxyBody {
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             Kind::Full(b) => b.is_none(),
-            Kind::Backend(b) => b.held.is_none() && b.body.is_end_stream(),
+            Kind::Backend(b) => b.body.is_end_stream(),
             Kind::Boxed(b) => b.is_end_stream(),
         }
     }
@@ -257,104 +239,8 @@ impl Body for ProxyBody {
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
             Kind::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
-            Kind::Backend(b) => {
-                let mut hint = b.body.size_hint();
-                if let Some(held) = b.held.as_ref().and_then(Frame::data_ref) {
-                    // Upper first: `set_lower` must not pass the upper bound.
-                    let held = held.len() as u64;
-                    if let Some(upper) = hint.upper() {
-                        hint.set_upper(upper.saturating_add(held));
-                    }
-                    hint.set_lower(hint.lower().saturating_add(held));
-                }
-                hint
-            }
+            Kind::Backend(b) => b.body.size_hint(),
             Kind::Boxed(b) => b.size_hint(),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::task::{Wake, Waker};
-
-    use hyper::client::conn::http1;
-    use hyper_util::rt::TokioIo;
-    use tokio::io::AsyncWriteExt as _;
-
-    use super::*;
-
-    struct CountingWaker(AtomicUsize);
-
-    impl Wake for CountingWaker {
-        fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
-
-    /// A backend response whose bytes arrive in one piece, read through a real hyper
-    /// client connection (its task decodes the body).
-    async fn response_of(raw: &'static [u8]) -> ProxyBody {
-        let (client, mut server) = tokio::io::duplex(64 * 1024);
-        let (mut sender, conn) =
-            http1::handshake::<_, http_body_util::Empty<Bytes>>(TokioIo::new(client))
-                .await
-                .unwrap();
-        tokio::spawn(conn);
-        tokio::spawn(async move {
-            let mut request = [0u8; 1024];
-            let _ = tokio::io::AsyncReadExt::read(&mut server, &mut request).await;
-            server.write_all(raw).await.unwrap();
-            // Keep the connection open: the end must come from the chunked encoding.
-            std::future::pending::<()>().await;
-        });
-        let response = sender
-            .send_request(http::Request::new(http_body_util::Empty::new()))
-            .await
-            .unwrap();
-        ProxyBody::pooled(response.into_body(), None, None)
-    }
-
-    #[tokio::test]
-    async fn a_data_frame_waits_one_turn_and_then_goes_out_with_the_end() {
-        let mut body = response_of(
-            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
-        )
-        .await;
-        let counter = Arc::new(CountingWaker(AtomicUsize::new(0)));
-        let waker = Waker::from(Arc::clone(&counter));
-        let mut cx = Context::from_waker(&waker);
-        // The frame may take a few polls to arrive; once it has, it is held for one turn.
-        loop {
-            let before = counter.0.load(Ordering::SeqCst);
-            match Pin::new(&mut body).poll_frame(&mut cx) {
-                Poll::Pending if counter.0.load(Ordering::SeqCst) > before => break,
-                Poll::Pending => tokio::task::yield_now().await,
-                Poll::Ready(other) => panic!("the data frame went out at once: {other:?}"),
-            }
-        }
-        assert!(!body.is_end_stream());
-        assert_eq!(body.size_hint().lower(), 5, "the held bytes still count");
-        // The turn: the backend connection's task decodes the terminating chunk.
-        tokio::task::yield_now().await;
-        match Pin::new(&mut body).poll_frame(&mut cx) {
-            Poll::Ready(Some(Ok(frame))) => assert_eq!(frame.into_data().unwrap(), "hello"),
-            other => panic!("expected the held frame, got {other:?}"),
-        }
-        // The end is there at once: the client connection writes frame and end together.
-        assert!(matches!(
-            Pin::new(&mut body).poll_frame(&mut cx),
-            Poll::Ready(None)
-        ));
-    }
-
-    #[tokio::test]
-    async fn the_last_frame_of_a_known_length_goes_out_at_once() {
-        let mut body = response_of(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello").await;
-        let frame = body.frame().await.unwrap().unwrap();
-        assert_eq!(frame.into_data().unwrap(), "hello");
-        assert!(body.is_end_stream());
     }
 }
