@@ -15,13 +15,11 @@
 //! 6. upgrades go to the upgrade hook; other requests follow [`ProxyRequest::plan`]: a 301,
 //!    or
 //! 7. forwarding: headers prepared ([`crate::headers`]), the body streamed over the pooled
-//!    client of the target's transport (a short body of announced length read whole
-//!    first, to leave with the head: `preread`), endpoints tried in the balancer's order with
+//!    client of the target's transport, endpoints tried in the balancer's order with
 //!    failover on connect failure while no body byte has left;
 //! 8. the response head's hop-by-hop and CORS headers removed, the rewrite hook applied,
 //!    the body streamed back with an idle timeout ([`ProxyBody`]).
 
-mod preread;
 mod redirect;
 mod upgrade;
 
@@ -369,26 +367,6 @@ impl OutgoingBody {
         }
     }
 
-    /// Reads a short body whole ([`preread`]) before its first attempt.
-    async fn read_ahead(&mut self) {
-        match self {
-            OutgoingBody::Direct(body) => {
-                if let Some(taken) = body.take() {
-                    *body = Some(preread::read(taken).await);
-                }
-            }
-            OutgoingBody::Shared { slot, .. } => {
-                let taken = slot.lock().ok().and_then(|mut s| s.take());
-                if let Some(taken) = taken {
-                    let read = preread::read(taken).await;
-                    if let Ok(mut s) = slot.lock() {
-                        *s = Some(read);
-                    }
-                }
-            }
-        }
-    }
-
     /// Whether no byte of the body has left yet (the body could go to another endpoint).
     fn unsent(&self) -> bool {
         match self {
@@ -476,10 +454,6 @@ where
 
     let transport = ctx.config.transport();
     let header_timeout = ctx.config.timeouts().response_header;
-    // A short body of announced length is read whole before the first attempt, so that it
-    // leaves with the head in one write (`preread`); the read runs under the first
-    // attempt's response head timeout, as a streamed body's sending does.
-    let mut read_ahead = preread::wanted(&body);
     let span = tracing::Span::current();
 
     // Balancing (crate::balance): candidates in the balancer's order, each attempt
@@ -491,7 +465,7 @@ where
         let endpoint = &endpoint;
         span.record("endpoint", tracing::field::display(endpoint.addr));
 
-        let mut out = Request::new(());
+        let mut out = Request::new(body.for_attempt());
         *out.method_mut() = method.clone();
         *out.uri_mut() = backend_uri(path_and_query)?;
         *out.version_mut() = Version::HTTP_11;
@@ -508,17 +482,7 @@ where
             };
         }
 
-        let (out, ()) = out.into_parts();
-        let read_first = std::mem::take(&mut read_ahead);
-        let outgoing = &mut body;
-        let target = &ctx.target;
-        let send = async move {
-            if read_first {
-                outgoing.read_ahead().await;
-            }
-            let out = Request::from_parts(out, outgoing.for_attempt());
-            transport.send(target, endpoint.addr, out).await
-        };
+        let send = transport.send(&ctx.target, endpoint.addr, out);
         let result = match header_timeout {
             Some(d) => match tokio::time::timeout(d, send).await {
                 Ok(r) => r.map_err(SendError::classify),
