@@ -609,7 +609,8 @@ where
                 .cloned()
                 .unwrap_or_default();
             if record.user.set(user).is_ok() {
-                self.log.emit(Entry::new(record, Stage::RequestReceived, Answer::None));
+                self.log
+                    .emit(Entry::new(record, Stage::RequestReceived, Answer::None));
             }
         }
         self.inner.call(request)

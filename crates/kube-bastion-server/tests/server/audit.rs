@@ -434,7 +434,13 @@ async fn without_an_audit_log_nothing_is_audited() {
     .await;
     assert_eq!(get.status, 200, "{}", get.body);
     assert!(get.header("audit-id").is_none());
-    let missing = request("GET", &url("/api/v1/namespaces/demo/pods/nope/proxy/"), &[], "").await;
+    let missing = request(
+        "GET",
+        &url("/api/v1/namespaces/demo/pods/nope/proxy/"),
+        &[],
+        "",
+    )
+    .await;
     assert_eq!(missing.status, 404, "{}", missing.body);
     assert!(missing.header("audit-id").is_none());
 }

@@ -42,8 +42,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::ClientConfig;
 use rustls::pki_types::ServerName;
 
-use super::connect::{self, BackendStream, ConnectError, DialTimeouts};
 use super::RequestBody;
+use super::connect::{self, BackendStream, ConnectError, DialTimeouts};
 use crate::{Scheme, TransportKind};
 
 /// How HTTP is spoken on a pooled connection.
