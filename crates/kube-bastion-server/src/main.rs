@@ -20,6 +20,7 @@ mod metrics;
 mod proxy;
 mod reload;
 mod resolve_cmd;
+mod runtime;
 mod serve;
 mod store;
 mod watch_hub;
@@ -31,11 +32,11 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use kube_bastion::Shutdown;
-use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::{Command, LogFormat, ServeArgs};
 use crate::metrics::Metrics;
+use crate::runtime::Shape;
 use crate::store::Store;
 
 fn main() -> ExitCode {
@@ -48,28 +49,16 @@ fn main() -> ExitCode {
         },
         None => {
             init_tracing(cli.serve.log_format);
-            // One usable CPU (affinity or a cgroup quota, as `available_parallelism` reads
-            // them): the current-thread runtime, which costs less per request than a
-            // one-worker multi-thread runtime handing every connection to another thread.
-            let one_cpu = std::thread::available_parallelism().is_ok_and(|n| n.get() == 1);
-            let threads = match cli.serve.worker_threads {
-                None if one_cpu => Some(0),
-                other => other,
-            };
-            let mut builder = match threads {
-                Some(0) => tokio::runtime::Builder::new_current_thread(),
-                Some(n) => {
-                    let mut builder = tokio::runtime::Builder::new_multi_thread();
-                    builder.worker_threads(n);
-                    builder
-                }
-                None => tokio::runtime::Builder::new_multi_thread(),
-            };
-            let runtime = match builder.enable_all().build() {
+            let shape = Shape::choose(
+                cli.serve.runtime,
+                cli.serve.worker_threads,
+                std::thread::available_parallelism().ok(),
+            );
+            let runtime = match shape.main_runtime() {
                 Ok(runtime) => runtime,
                 Err(err) => return fail(&format!("cannot start the async runtime: {err}")),
             };
-            match runtime.block_on(run(cli.serve)) {
+            match runtime.block_on(run(cli.serve, shape)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(err) => fail(&err),
             }
@@ -96,7 +85,7 @@ fn init_tracing(format: LogFormat) {
     }
 }
 
-async fn run(args: ServeArgs) -> Result<(), String> {
+async fn run(args: ServeArgs, shape: Shape) -> Result<(), String> {
     let metrics = Arc::new(Metrics::default());
     let authentication = auth::layer(&args, &metrics).await?;
     let authorization = authz::from_args(&args, &metrics).await?;
@@ -154,22 +143,26 @@ async fn run(args: ServeArgs) -> Result<(), String> {
     };
     let tunnels = Shutdown::new();
     let balancer = proxy::balancer(&args);
-    let proxy = proxy::layer(
-        &args,
-        store.source(),
-        demo.as_ref(),
-        tunnels.clone(),
-        balancer.clone(),
-        match &audit {
-            Some(_) => audit::authorizer(Arc::clone(&authorization.authorizer)),
-            None => Arc::clone(&authorization.authorizer),
-        },
-    )?;
+    let authorizer = match &audit {
+        Some(_) => audit::authorizer(Arc::clone(&authorization.authorizer)),
+        None => Arc::clone(&authorization.authorizer),
+    };
+    // One proxy layer per listener: each per-core worker has its own backend pool.
+    let proxies = (0..shape.listeners())
+        .map(|_| {
+            proxy::layer(
+                &args,
+                store.source(),
+                demo.as_ref(),
+                tunnels.clone(),
+                balancer.clone(),
+                Arc::clone(&authorizer),
+            )
+        })
+        .collect::<Result<Vec<_>, _>>()?;
 
-    let listener = TcpListener::bind(args.listen)
-        .await
-        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
-    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    let mut listeners = runtime::bind(args.listen, shape.listeners()).await?;
+    let local = listeners[0].local_addr().map_err(|e| e.to_string())?;
     let client = serve::client_address(local);
     let scheme = if tls.is_some() { "https" } else { "http" };
     let base = format!("{scheme}://{client}");
@@ -182,20 +175,26 @@ async fn run(args: ServeArgs) -> Result<(), String> {
         bookmark_interval: args.watch.bookmark_interval(),
     });
     // The in-flight limit wraps the read-only API only: the proxy layer answers its own
-    // requests in front of it (long-running, exempt as in kube-apiserver).
+    // requests in front of it (long-running, exempt as in kube-apiserver). Per-core
+    // workers get clones of this router: one limit for all of them.
     let app = limit::in_flight(app, args.limits.max_requests_inflight);
     // The layers wrap the whole router, not each of its routes (`Router::layer`): a proxy
     // request never reaches axum's routing, and nothing on its way is boxed.
     // The audit layers sit around authentication (to see its 401s) and inside it (to see
     // the user).
     let (audit_outer, audit_inner) = audit::layers(audit.as_ref().map(|(log, _)| log));
-    let app = tower::ServiceBuilder::new()
-        .layer(metrics::MetricsLayer::new(metrics.clone()))
-        .layer(audit_outer)
-        .layer(authentication)
-        .layer(audit_inner)
-        .layer(proxy)
-        .service(app);
+    let mut apps: Vec<_> = proxies
+        .into_iter()
+        .map(|proxy| {
+            tower::ServiceBuilder::new()
+                .layer(metrics::MetricsLayer::new(metrics.clone()))
+                .layer(audit_outer.clone())
+                .layer(authentication.clone())
+                .layer(audit_inner.clone())
+                .layer(proxy)
+                .service(app.clone())
+        })
+        .collect();
 
     if !args.clusters.is_empty() {
         tokio::spawn(reload::watch(
@@ -251,16 +250,32 @@ async fn run(args: ServeArgs) -> Result<(), String> {
         }
     };
     tokio::spawn(memory::watch());
-    serve::serve(
-        listener,
-        tls,
-        app,
-        signal,
-        grace,
-        args.limits.listener(),
-        metrics.connections(),
-    )
-    .await;
+    let limits = args.limits.listener();
+    let permits = serve::permits(&limits);
+    let mut served = Ok(());
+    if let Shape::PerCore(_) = shape {
+        let serving = runtime::Serving {
+            tls,
+            grace,
+            limits,
+            permits,
+            stats: metrics.connections(),
+            tunnels: tunnels.clone(),
+        };
+        served = runtime::serve_per_core(listeners, apps, serving, signal).await;
+    } else if let (Some(listener), Some(app)) = (listeners.pop(), apps.pop()) {
+        serve::serve(
+            listener,
+            tls,
+            app,
+            signal,
+            grace,
+            limits,
+            permits,
+            metrics.connections(),
+        )
+        .await;
+    }
     if tunnels.open_tunnels() > 0 {
         tracing::info!(
             open = tunnels.open_tunnels(),
@@ -277,5 +292,5 @@ async fn run(args: ServeArgs) -> Result<(), String> {
         // Writes what is queued; events of connections still open are dropped.
         let _ = tokio::task::spawn_blocking(move || writer.close()).await;
     }
-    Ok(())
+    served
 }

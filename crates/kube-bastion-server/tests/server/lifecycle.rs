@@ -25,6 +25,18 @@ async fn slow_backend(delay: Duration, arrived: Arc<Notify>) -> SocketAddr {
 
 #[tokio::test]
 async fn sigterm_drains_in_flight_requests() {
+    drains_in_flight_requests(&[]).await;
+}
+
+/// The same with per-core workers: each stops accepting and drains its own connections.
+#[tokio::test]
+async fn sigterm_drains_in_flight_requests_of_per_core_workers() {
+    drains_in_flight_requests(&["--runtime", "per-core", "--worker-threads", "2"]).await;
+}
+
+/// SIGTERM while a request is at a slow backend: the request finishes, the server exits 0
+/// and refuses new connections.
+async fn drains_in_flight_requests(extra: &[&str]) {
     let arrived = Arc::new(Notify::new());
     let backend = slow_backend(Duration::from_millis(1000), arrived.clone()).await;
     let dir = TempDir::new("shutdown");
@@ -37,12 +49,14 @@ async fn sigterm_drains_in_flight_requests() {
         ),
     )
     .unwrap();
-    let mut server = Server::start(&[
+    let mut args = vec![
         "--cluster",
         file.to_str().unwrap(),
         "--destination-allow",
         "127.0.0.1/32",
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    let mut server = Server::start(&args);
     let url = format!("{}/api/v1/namespaces/ops/pods/slow/proxy/slow", server.url);
     let in_flight =
         tokio::spawn(async move { crate::support::request("GET", &url, &[], "").await });
