@@ -206,6 +206,8 @@ async fn run(args: ServeArgs, shape: Shape) -> Result<(), String> {
         ));
     }
 
+    // Before the address is announced: a client may stop the server as soon as it knows it.
+    let stop_signal = serve::shutdown_signal();
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "kube-bastion serving on {base}");
     if demo_mode {
@@ -240,7 +242,7 @@ async fn run(args: ServeArgs, shape: Shape) -> Result<(), String> {
         let tunnels = tunnels.clone();
         let store = store.clone();
         async move {
-            serve::shutdown_signal().await;
+            stop_signal.await;
             // Watches last up to an hour: end them now (their clients re-watch elsewhere),
             // so they do not hold the shutdown for the whole grace period.
             store.close_watches();

@@ -77,6 +77,20 @@ async fn drains_in_flight_requests(extra: &[&str]) {
     assert!(std::net::TcpStream::connect(addr).is_err());
 }
 
+/// SIGTERM as soon as the address is printed is a graceful shutdown too: the handlers are
+/// installed before the banner, in either runtime shape.
+#[test]
+fn sigterm_right_after_startup_exits_zero() {
+    for shape in [&[][..], &["--runtime", "per-core", "--worker-threads", "2"]] {
+        let mut server = Server::demo(shape);
+        server.signal("TERM");
+        let status = server
+            .wait_exit(Duration::from_secs(20))
+            .expect("server exits");
+        assert!(status.success(), "{shape:?}: {status}");
+    }
+}
+
 #[tokio::test]
 async fn https_serves_http2_by_alpn() {
     let dir = TempDir::new("tls");
