@@ -20,6 +20,7 @@ mod metrics;
 mod proxy;
 mod reload;
 mod resolve_cmd;
+mod runtime;
 mod serve;
 mod store;
 mod watch_hub;
@@ -31,11 +32,11 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use kube_bastion::Shutdown;
-use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::{Command, LogFormat, ServeArgs};
 use crate::metrics::Metrics;
+use crate::runtime::Shape;
 use crate::store::Store;
 
 fn main() -> ExitCode {
@@ -48,28 +49,16 @@ fn main() -> ExitCode {
         },
         None => {
             init_tracing(cli.serve.log_format);
-            // One usable CPU (affinity or a cgroup quota, as `available_parallelism` reads
-            // them): the current-thread runtime, which costs less per request than a
-            // one-worker multi-thread runtime handing every connection to another thread.
-            let one_cpu = std::thread::available_parallelism().is_ok_and(|n| n.get() == 1);
-            let threads = match cli.serve.worker_threads {
-                None if one_cpu => Some(0),
-                other => other,
-            };
-            let mut builder = match threads {
-                Some(0) => tokio::runtime::Builder::new_current_thread(),
-                Some(n) => {
-                    let mut builder = tokio::runtime::Builder::new_multi_thread();
-                    builder.worker_threads(n);
-                    builder
-                }
-                None => tokio::runtime::Builder::new_multi_thread(),
-            };
-            let runtime = match builder.enable_all().build() {
+            let shape = Shape::choose(
+                cli.serve.runtime,
+                cli.serve.worker_threads,
+                std::thread::available_parallelism().ok(),
+            );
+            let runtime = match shape.main_runtime() {
                 Ok(runtime) => runtime,
                 Err(err) => return fail(&format!("cannot start the async runtime: {err}")),
             };
-            match runtime.block_on(run(cli.serve)) {
+            match runtime.block_on(run(cli.serve, shape)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(err) => fail(&err),
             }
@@ -96,7 +85,7 @@ fn init_tracing(format: LogFormat) {
     }
 }
 
-async fn run(args: ServeArgs) -> Result<(), String> {
+async fn run(args: ServeArgs, shape: Shape) -> Result<(), String> {
     let metrics = Arc::new(Metrics::default());
     let authentication = auth::layer(&args, &metrics).await?;
     let authorization = authz::from_args(&args, &metrics).await?;
@@ -154,22 +143,26 @@ async fn run(args: ServeArgs) -> Result<(), String> {
     };
     let tunnels = Shutdown::new();
     let balancer = proxy::balancer(&args);
-    let proxy = proxy::layer(
-        &args,
-        store.source(),
-        demo.as_ref(),
-        tunnels.clone(),
-        balancer.clone(),
-        match &audit {
-            Some(_) => audit::authorizer(Arc::clone(&authorization.authorizer)),
-            None => Arc::clone(&authorization.authorizer),
-        },
-    )?;
+    let authorizer = match &audit {
+        Some(_) => audit::authorizer(Arc::clone(&authorization.authorizer)),
+        None => Arc::clone(&authorization.authorizer),
+    };
+    // One proxy layer per listener: each per-core worker has its own backend pool.
+    let proxies = (0..shape.listeners())
+        .map(|_| {
+            proxy::layer(
+                &args,
+                store.source(),
+                demo.as_ref(),
+                tunnels.clone(),
+                balancer.clone(),
+                Arc::clone(&authorizer),
+            )
+        })
+        .collect::<Result<Vec<_>, _>>()?;
 
-    let listener = TcpListener::bind(args.listen)
-        .await
-        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
-    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    let listeners = runtime::bind(args.listen, shape.listeners()).await?;
+    let local = listeners[0].local_addr().map_err(|e| e.to_string())?;
     let client = serve::client_address(local);
     let scheme = if tls.is_some() { "https" } else { "http" };
     let base = format!("{scheme}://{client}");
@@ -182,7 +175,8 @@ async fn run(args: ServeArgs) -> Result<(), String> {
         bookmark_interval: args.watch.bookmark_interval(),
     });
     // The in-flight limit wraps the read-only API only: the proxy layer answers its own
-    // requests in front of it (long-running, exempt as in kube-apiserver).
+    // requests in front of it (long-running, exempt as in kube-apiserver). Per-core
+    // workers get clones of this router: one limit for all of them.
     let app = limit::in_flight(app, args.limits.max_requests_inflight);
     if !args.clusters.is_empty() {
         tokio::spawn(reload::watch(
@@ -194,6 +188,8 @@ async fn run(args: ServeArgs) -> Result<(), String> {
         ));
     }
 
+    // Before the address is announced: a client may stop the server as soon as it knows it.
+    let stop_signal = serve::shutdown_signal();
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "kube-bastion serving on {base}");
     if demo_mode {
@@ -228,7 +224,7 @@ async fn run(args: ServeArgs) -> Result<(), String> {
         let tunnels = tunnels.clone();
         let store = store.clone();
         async move {
-            serve::shutdown_signal().await;
+            stop_signal.await;
             // Watches last up to an hour: end them now (their clients re-watch elsewhere),
             // so they do not hold the shutdown for the whole grace period.
             store.close_watches();
@@ -241,37 +237,49 @@ async fn run(args: ServeArgs) -> Result<(), String> {
     // The layers wrap the whole router, not each of its routes (`Router::layer`): a proxy
     // request never reaches axum's routing, and nothing on its way is boxed. The audit
     // layers sit around authentication (to see its 401s) and inside it (to see the user);
-    // without an audit log they are left out of the stack, not merely idle.
+    // without an audit log they are left out of the stack, not merely idle. One stack per
+    // listener, each with its own proxy layer.
     let metrics_layer = metrics::MetricsLayer::new(metrics.clone());
-    let serving = Serving {
-        listener,
+    let limits = args.limits.listener();
+    let serving = runtime::Serving {
         tls,
-        signal,
         grace,
-        limits: args.limits.listener(),
+        limits,
+        permits: serve::permits(&limits),
         stats: metrics.connections(),
+        tunnels: tunnels.clone(),
     };
-    match &audit {
+    let served = match &audit {
         Some((log, _)) => {
             let (outer, inner) = audit::layers(log);
-            let stack = tower::ServiceBuilder::new()
-                .layer(metrics_layer)
-                .layer(outer)
-                .layer(authentication)
-                .layer(inner)
-                .layer(proxy)
-                .service(app);
-            serving.serve(stack).await;
+            let apps = proxies
+                .into_iter()
+                .map(|proxy| {
+                    tower::ServiceBuilder::new()
+                        .layer(metrics_layer.clone())
+                        .layer(outer.clone())
+                        .layer(authentication.clone())
+                        .layer(inner.clone())
+                        .layer(proxy)
+                        .service(app.clone())
+                })
+                .collect();
+            runtime::serve(shape, listeners, apps, serving, signal).await
         }
         None => {
-            let stack = tower::ServiceBuilder::new()
-                .layer(metrics_layer)
-                .layer(authentication)
-                .layer(proxy)
-                .service(app);
-            serving.serve(stack).await;
+            let apps = proxies
+                .into_iter()
+                .map(|proxy| {
+                    tower::ServiceBuilder::new()
+                        .layer(metrics_layer.clone())
+                        .layer(authentication.clone())
+                        .layer(proxy)
+                        .service(app.clone())
+                })
+                .collect();
+            runtime::serve(shape, listeners, apps, serving, signal).await
         }
-    }
+    };
     if tunnels.open_tunnels() > 0 {
         tracing::info!(
             open = tunnels.open_tunnels(),
@@ -288,45 +296,5 @@ async fn run(args: ServeArgs) -> Result<(), String> {
         // Writes what is queued; events of connections still open are dropped.
         let _ = tokio::task::spawn_blocking(move || writer.close()).await;
     }
-    Ok(())
-}
-
-/// What [`serve::serve`] needs besides the service stack, whose type depends on the
-/// configuration (with or without the audit layers).
-struct Serving<F> {
-    listener: TcpListener,
-    tls: Option<tokio_rustls::TlsAcceptor>,
-    signal: F,
-    grace: Duration,
-    limits: serve::Limits,
-    stats: Arc<connection::ConnectionStats>,
-}
-
-impl<F: std::future::Future<Output = ()>> Serving<F> {
-    /// Serves `stack` until the signal, then drains (see [`serve::serve`]).
-    async fn serve<S, B>(self, stack: S)
-    where
-        S: tower::Service<
-                http::Request<hyper::body::Incoming>,
-                Response = http::Response<B>,
-                Error = std::convert::Infallible,
-            > + Clone
-            + Send
-            + 'static,
-        S::Future: Send + 'static,
-        B: http_body::Body + Send + 'static,
-        B::Data: Send,
-        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    {
-        serve::serve(
-            self.listener,
-            self.tls,
-            stack,
-            self.signal,
-            self.grace,
-            self.limits,
-            self.stats,
-        )
-        .await;
-    }
+    served
 }

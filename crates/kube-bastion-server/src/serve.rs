@@ -140,13 +140,23 @@ impl Default for Limits {
 /// How long an HTTP/2 keep-alive ping may go unanswered.
 pub(crate) const HTTP2_PING_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// The connection cap of `limits`: one permit per connection served at once, shared by
+/// every listener of the process.
+pub(crate) fn permits(limits: &Limits) -> Arc<Semaphore> {
+    Arc::new(Semaphore::new(limits.max_connections as usize))
+}
+
 /// Serves `app` on `listener` until `shutdown` completes, then stops accepting and gives
 /// open connections up to `grace` to finish their in-flight requests.
 ///
-/// At most `limits.max_connections` connections are served at once: one accepted beyond
-/// that is closed at once (and counted in `stats`). Each connection must finish its TLS
-/// handshake, protocol detection and first request head within the setup timeout, and is
-/// closed once no request has been in flight for the idle timeout.
+/// Every connection holds one of `permits` ([`permits`]) while it is open: one accepted
+/// when none is left is closed at once (and counted in `stats`). Listeners sharing the
+/// permits share the cap, and each waits at shutdown until all permits are back, so all
+/// of them return once every connection of every listener has ended (or `grace` passed).
+/// Each connection must finish its TLS handshake, protocol detection and first request
+/// head within the setup timeout, and is closed once no request has been in flight for the
+/// idle timeout.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn serve<S, B>(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
@@ -154,6 +164,7 @@ pub(crate) async fn serve<S, B>(
     shutdown: impl Future<Output = ()>,
     grace: Duration,
     limits: Limits,
+    permits: Arc<Semaphore>,
     stats: Arc<ConnectionStats>,
 ) where
     S: tower::Service<
@@ -182,7 +193,6 @@ pub(crate) async fn serve<S, B>(
         .keep_alive_interval(limits.http2_ping_interval)
         .keep_alive_timeout(HTTP2_PING_TIMEOUT);
     let builder = Arc::new(builder);
-    let permits = Arc::new(Semaphore::new(limits.max_connections as usize));
     let (stop, stopped) = watch::channel(false);
     tokio::pin!(shutdown);
     loop {
@@ -252,7 +262,8 @@ pub(crate) async fn serve<S, B>(
         "shutting down: no new connections, draining in-flight requests"
     );
     let _ = stop.send(true);
-    // Every connection holds a permit until it ends: all of them back means all closed.
+    // Every connection holds a permit until it ends: all of them back means all closed
+    // (those of the other listeners sharing them too; they stop at the same time).
     let all = permits.acquire_many(limits.max_connections);
     match tokio::time::timeout(grace, all).await {
         Ok(_) => tracing::info!("all connections closed"),
@@ -260,27 +271,45 @@ pub(crate) async fn serve<S, B>(
     }
 }
 
-/// Completes on Ctrl-C or SIGTERM.
-pub(crate) async fn shutdown_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
+/// Completes on Ctrl-C or SIGTERM. The handlers are installed when this is called, not
+/// when the future is first polled: until then a signal still has its default action
+/// (ending the process at once), so call it before the server announces its address.
+pub(crate) fn shutdown_signal() -> impl Future<Output = ()> {
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
+    let (interrupt, terminate) = {
+        use tokio::signal::unix::{SignalKind, signal};
+        (
+            signal(SignalKind::interrupt()).ok(),
+            signal(SignalKind::terminate()).ok(),
+        )
     };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => tracing::info!("received Ctrl-C"),
-        () = terminate => tracing::info!("received SIGTERM"),
+    async move {
+        #[cfg(unix)]
+        let (ctrl_c, terminate) = (received(interrupt), received(terminate));
+        #[cfg(not(unix))]
+        let (ctrl_c, terminate) = (
+            async {
+                if tokio::signal::ctrl_c().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            },
+            std::future::pending::<()>(),
+        );
+        tokio::select! {
+            () = ctrl_c => tracing::info!("received Ctrl-C"),
+            () = terminate => tracing::info!("received SIGTERM"),
+        }
+    }
+}
+
+/// Completes when `signal` arrives (never without a handler).
+#[cfg(unix)]
+async fn received(signal: Option<tokio::signal::unix::Signal>) {
+    match signal {
+        Some(mut signal) => {
+            signal.recv().await;
+        }
+        None => std::future::pending().await,
     }
 }
 

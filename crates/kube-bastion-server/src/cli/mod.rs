@@ -139,6 +139,16 @@ pub(crate) enum BalancerName {
     PeakEwma,
 }
 
+/// Runtime shapes (`--runtime`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum RuntimeName {
+    /// One multi-thread runtime, one listener (or the current-thread runtime, see
+    /// --worker-threads).
+    MultiThread,
+    /// One current-thread runtime and one `SO_REUSEPORT` listener per worker thread.
+    PerCore,
+}
+
 /// Log output formats.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub(crate) enum LogFormat {
@@ -335,8 +345,20 @@ pub(crate) struct ServeArgs {
     /// Worker threads of the async runtime. 0 runs everything on the main thread (tokio's
     /// current-thread runtime: one core, the least CPU per request). Default: one per CPU,
     /// or the current-thread runtime when only one CPU is usable (affinity, cgroup quota).
+    /// With `--runtime per-core`, the number of workers (0 or unset: one per CPU).
     #[arg(long = "worker-threads", value_name = "N")]
     pub(crate) worker_threads: Option<usize>,
+    /// How connections are spread over threads. `multi-thread`: one work-stealing runtime
+    /// with --worker-threads workers and one listening socket. `per-core`: the workers are
+    /// independent threads, each with its own current-thread runtime, listening socket
+    /// (`SO_REUSEPORT` on the same address: the kernel spreads new connections over them)
+    /// and backend connection pool, so a request never leaves the thread that accepted its
+    /// connection; the main thread keeps signals, reloads and watchers. Less CPU per request
+    /// with many client connections, but a connection stays on the worker that accepted it,
+    /// so a few busy HTTP/2 connections (an aggregator in front) use a few cores at most.
+    /// Unix only.
+    #[arg(long, value_enum, default_value_t = RuntimeName::MultiThread, value_name = "SHAPE")]
+    pub(crate) runtime: RuntimeName,
     #[command(flatten)]
     pub(crate) audit: AuditArgs,
     #[command(flatten)]

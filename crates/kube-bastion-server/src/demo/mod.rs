@@ -357,13 +357,15 @@ pub(crate) async fn start(addresses: DemoAddresses, created: SystemTime) -> Resu
         kubelet_app(pods),
     ));
     for (listener, tls, app) in started {
+        let limits = serve::Limits::default();
         tokio::spawn(serve::serve(
             listener,
             tls,
             app,
             std::future::pending(),
             Duration::ZERO,
-            serve::Limits::default(),
+            limits,
+            serve::permits(&limits),
             Arc::default(),
         ));
     }

@@ -92,6 +92,26 @@ fn bad_files_fail_with_one_line() {
     );
 }
 
+/// A second server on the address of a per-core server fails as it would on any taken
+/// address, although the first one's sockets let others with `SO_REUSEPORT` share it.
+#[test]
+fn a_taken_address_fails_with_one_line_in_either_shape() {
+    let per_core = ["--runtime", "per-core", "--worker-threads", "2"];
+    let first = crate::support::Server::demo(&per_core);
+    let addr = first.url.trim_start_matches("http://").to_owned();
+    for shape in [&per_core[..], &[]] {
+        let network = crate::support::demo_network();
+        let mut args = vec![
+            "--listen",
+            addr.as_str(),
+            "--demo-network",
+            network.as_str(),
+        ];
+        args.extend_from_slice(shape);
+        assert_one_line_failure(&args, &format!("cannot listen on {addr}"));
+    }
+}
+
 #[test]
 fn help_explains_every_flag() {
     let (code, stdout, _) = run(&["--help"]);

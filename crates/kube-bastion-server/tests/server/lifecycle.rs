@@ -25,6 +25,18 @@ async fn slow_backend(delay: Duration, arrived: Arc<Notify>) -> SocketAddr {
 
 #[tokio::test]
 async fn sigterm_drains_in_flight_requests() {
+    drains_in_flight_requests(&[]).await;
+}
+
+/// The same with per-core workers: each stops accepting and drains its own connections.
+#[tokio::test]
+async fn sigterm_drains_in_flight_requests_of_per_core_workers() {
+    drains_in_flight_requests(&["--runtime", "per-core", "--worker-threads", "2"]).await;
+}
+
+/// SIGTERM while a request is at a slow backend: the request finishes, the server exits 0
+/// and refuses new connections.
+async fn drains_in_flight_requests(extra: &[&str]) {
     let arrived = Arc::new(Notify::new());
     let backend = slow_backend(Duration::from_millis(1000), arrived.clone()).await;
     let dir = TempDir::new("shutdown");
@@ -37,12 +49,14 @@ async fn sigterm_drains_in_flight_requests() {
         ),
     )
     .unwrap();
-    let mut server = Server::start(&[
+    let mut args = vec![
         "--cluster",
         file.to_str().unwrap(),
         "--destination-allow",
         "127.0.0.1/32",
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    let mut server = Server::start(&args);
     let url = format!("{}/api/v1/namespaces/ops/pods/slow/proxy/slow", server.url);
     let in_flight =
         tokio::spawn(async move { crate::support::request("GET", &url, &[], "").await });
@@ -61,6 +75,20 @@ async fn sigterm_drains_in_flight_requests() {
     // New connections are refused once it stopped.
     let addr = server.url.trim_start_matches("http://").to_owned();
     assert!(std::net::TcpStream::connect(addr).is_err());
+}
+
+/// SIGTERM as soon as the address is printed is a graceful shutdown too: the handlers are
+/// installed before the banner, in either runtime shape.
+#[test]
+fn sigterm_right_after_startup_exits_zero() {
+    for shape in [&[][..], &["--runtime", "per-core", "--worker-threads", "2"]] {
+        let mut server = Server::demo(shape);
+        server.signal("TERM");
+        let status = server
+            .wait_exit(Duration::from_secs(20))
+            .expect("server exits");
+        assert!(status.success(), "{shape:?}: {status}");
+    }
 }
 
 #[tokio::test]

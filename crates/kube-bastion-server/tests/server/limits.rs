@@ -79,7 +79,19 @@ async fn silent_and_partial_connections_are_closed_after_the_setup_timeout() {
 /// goes, a new connection is served again.
 #[tokio::test]
 async fn max_connections_refuses_connection_n_plus_one() {
-    let server = Server::demo(&["--max-connections", "5"]);
+    max_connections_cap(&[]).await;
+}
+
+/// The same with per-core workers: the cap counts the connections of every worker.
+#[tokio::test]
+async fn max_connections_is_one_cap_across_per_core_workers() {
+    max_connections_cap(&["--runtime", "per-core", "--worker-threads", "2"]).await;
+}
+
+async fn max_connections_cap(extra: &[&str]) {
+    let mut args = vec!["--max-connections", "5"];
+    args.extend_from_slice(extra);
+    let server = Server::demo(&args);
     let addr = authority(&server);
     // Five keep-alive connections, each with a request answered.
     let mut open = Vec::new();

@@ -351,6 +351,58 @@ async fn current_thread_runtime_proxies_services_and_upgrades() {
     );
 }
 
+/// `--runtime per-core`: two workers, each with its own listener, runtime and backend pool.
+/// Twenty new connections are all proxied, the kernel spreads them over both workers, and
+/// `/metrics` counts the requests of both; an upgrade works too.
+#[tokio::test]
+async fn per_core_workers_share_the_connections_and_the_metrics() {
+    let server = Server::demo(&["--runtime", "per-core", "--worker-threads", "2"]);
+    for n in 0..20 {
+        // A new client per request: a new connection, which either worker may accept.
+        let reply = get(
+            &server,
+            &format!("/api/v1/namespaces/demo/services/echo:http/proxy/n{n}"),
+        )
+        .await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        assert_eq!(reply.json()["path"], format!("/n{n}"));
+    }
+    let metrics = get(&server, "/metrics").await.body;
+    let line = "kube_bastion_requests_total{verb=\"get\",resource=\"services\",subresource=\"proxy\",code=\"200\"} 20\n";
+    assert!(metrics.contains(line), "{line} missing from:\n{metrics}");
+    // Each worker logs its requests under its own span: both had some (all 20 hashed onto
+    // one listener would be a one in half a million chance).
+    let both = crate::support::eventually(std::time::Duration::from_secs(10), || async {
+        let log = server.stderr();
+        let served = |worker: &str| {
+            log.lines()
+                .any(|l| l.contains(worker) && l.contains("/proxy/n"))
+        };
+        (served("worker{index=0}") && served("worker{index=1}")).then_some(())
+    })
+    .await;
+    assert!(
+        both.is_some(),
+        "one worker served everything:\n{}",
+        server.stderr()
+    );
+    let url = format!(
+        "{}/api/v1/namespaces/demo/services/web:http/proxy/ws",
+        server.url.replacen("http://", "ws://", 1)
+    );
+    let (mut ws, response) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("upgrade");
+    assert_eq!(response.status(), 101);
+    let greeting = ws.next().await.unwrap().unwrap();
+    assert!(
+        greeting
+            .into_text()
+            .unwrap()
+            .starts_with("connected to web-")
+    );
+}
+
 /// A refused backend connection: the client gets kube-apiserver's 503 message, unchanged,
 /// and the server's log line carries the cause chain (the address, connection refused).
 #[tokio::test]
