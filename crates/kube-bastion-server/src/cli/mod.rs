@@ -413,7 +413,7 @@ pub(crate) struct ProxyArgs {
     /// Idle pooled connections kept per backend endpoint.
     #[arg(
         long = "proxy-pool-max-idle-per-endpoint",
-        default_value_t = 32,
+        default_value_t = 128,
         value_name = "N"
     )]
     pub(crate) pool_max_idle: usize,

@@ -34,7 +34,9 @@ impl Default for Timeouts {
 pub struct PoolOptions {
     /// How long an idle connection stays pooled (default 90 s, Go's `IdleConnTimeout`).
     pub idle_timeout: Duration,
-    /// Idle connections kept per endpoint (default 32).
+    /// Idle connections kept per endpoint (default 128, as many as the client connections
+    /// a busy endpoint sees at once: with fewer, the pool closes the surplus after every
+    /// burst and dials it again, each close leaving a socket in `TIME_WAIT`).
     pub max_idle_per_endpoint: usize,
     /// HTTP/2 keep-alive ping interval (default `None`: no pings).
     pub http2_keep_alive_interval: Option<Duration>,
@@ -44,7 +46,7 @@ impl Default for PoolOptions {
     fn default() -> Self {
         Self {
             idle_timeout: Duration::from_secs(90),
-            max_idle_per_endpoint: 32,
+            max_idle_per_endpoint: 128,
             http2_keep_alive_interval: None,
         }
     }
