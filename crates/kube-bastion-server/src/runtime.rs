@@ -27,7 +27,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::cli::RuntimeName;
 use crate::connection::ConnectionStats;
-use crate::serve::Limits;
+use crate::serve::{Limits, Stack};
 
 /// The runtime shape the flags and the machine call for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -153,26 +153,13 @@ pub(crate) struct Serving {
 /// Serves `apps` on `listeners` in `shape`: the one stack on the one listener of a shared
 /// runtime (multi-thread or current-thread), or one worker per listener (per-core, see
 /// [`serve_per_core`]). Returns once serving has stopped and drained.
-pub(crate) async fn serve<S, B>(
+pub(crate) async fn serve<S: Stack>(
     shape: Shape,
     mut listeners: Vec<TcpListener>,
     mut apps: Vec<S>,
     serving: Serving,
     shutdown: impl Future<Output = ()>,
-) -> Result<(), String>
-where
-    S: tower::Service<
-            http::Request<hyper::body::Incoming>,
-            Response = http::Response<B>,
-            Error = std::convert::Infallible,
-        > + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    B: http_body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
+) -> Result<(), String> {
     if let Shape::PerCore(_) = shape {
         return serve_per_core(listeners, apps, serving, shutdown).await;
     }
@@ -197,25 +184,12 @@ where
 /// the listener of the same index, until `shutdown` completes; then every worker stops
 /// accepting, drains its connections and tunnels within the grace period, and ends.
 /// Returns once all the workers have ended: `Err` if one failed to start or ended early.
-pub(crate) async fn serve_per_core<S, B>(
+pub(crate) async fn serve_per_core<S: Stack>(
     listeners: Vec<TcpListener>,
     apps: Vec<S>,
     serving: Serving,
     shutdown: impl Future<Output = ()>,
-) -> Result<(), String>
-where
-    S: tower::Service<
-            http::Request<hyper::body::Incoming>,
-            Response = http::Response<B>,
-            Error = std::convert::Infallible,
-        > + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    B: http_body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
+) -> Result<(), String> {
     let (stop, stopped) = watch::channel(false);
     let mut threads = Vec::new();
     let mut ended = FuturesUnordered::new();
@@ -277,26 +251,13 @@ where
 
 /// One worker thread: serves `app` on `listener` until `stopped` turns true, then waits
 /// for the tunnels its runtime runs (closed at the end of the grace period).
-fn worker<S, B>(
+fn worker<S: Stack>(
     index: usize,
     listener: std::net::TcpListener,
     app: S,
     serving: Serving,
     mut stopped: watch::Receiver<bool>,
-) -> Result<(), String>
-where
-    S: tower::Service<
-            http::Request<hyper::body::Incoming>,
-            Response = http::Response<B>,
-            Error = std::convert::Infallible,
-        > + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    B: http_body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
+) -> Result<(), String> {
     let _span = tracing::info_span!("worker", index).entered();
     let runtime = Builder::new_current_thread()
         .enable_all()

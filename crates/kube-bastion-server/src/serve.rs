@@ -146,27 +146,27 @@ pub(crate) fn permits(limits: &Limits) -> Arc<Semaphore> {
     Arc::new(Semaphore::new(limits.max_connections as usize))
 }
 
-/// Serves `app` on `listener` until `shutdown` completes, then stops accepting and gives
-/// open connections up to `grace` to finish their in-flight requests.
-///
-/// Every connection holds one of `permits` ([`permits`]) while it is open: one accepted
-/// when none is left is closed at once (and counted in `stats`). Listeners sharing the
-/// permits share the cap, and each waits at shutdown until all permits are back, so all
-/// of them return once every connection of every listener has ended (or `grace` passed).
-/// Each connection must finish its TLS handshake, protocol detection and first request
-/// head within the setup timeout, and is closed once no request has been in flight for the
-/// idle timeout.
-#[allow(clippy::too_many_arguments)]
-pub(crate) async fn serve<S, B>(
-    listener: TcpListener,
-    tls: Option<TlsAcceptor>,
-    app: S,
-    shutdown: impl Future<Output = ()>,
-    grace: Duration,
-    limits: Limits,
-    permits: Arc<Semaphore>,
-    stats: Arc<ConnectionStats>,
-) where
+/// The server's service stack as its listeners serve it: a cloneable tower service of
+/// hyper requests that never fails, whose future and response body may move between
+/// threads. Every stack `main.rs` builds is one.
+pub(crate) trait Stack:
+    tower::Service<
+        http::Request<hyper::body::Incoming>,
+        Response = http::Response<Self::Body>,
+        Error = std::convert::Infallible,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + 'static
+{
+    /// The response body.
+    type Body: http_body::Body<Data: Send, Error: Into<Box<dyn std::error::Error + Send + Sync>>>
+        + Send
+        + 'static;
+}
+
+impl<S, B> Stack for S
+where
     S: tower::Service<
             http::Request<hyper::body::Incoming>,
             Response = http::Response<B>,
@@ -179,6 +179,30 @@ pub(crate) async fn serve<S, B>(
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    type Body = B;
+}
+
+/// Serves `app` on `listener` until `shutdown` completes, then stops accepting and gives
+/// open connections up to `grace` to finish their in-flight requests.
+///
+/// Every connection holds one of `permits` ([`permits`]) while it is open: one accepted
+/// when none is left is closed at once (and counted in `stats`). Listeners sharing the
+/// permits share the cap, and each waits at shutdown until all permits are back, so all
+/// of them return once every connection of every listener has ended (or `grace` passed).
+/// Each connection must finish its TLS handshake, protocol detection and first request
+/// head within the setup timeout, and is closed once no request has been in flight for the
+/// idle timeout.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn serve<S: Stack>(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    app: S,
+    shutdown: impl Future<Output = ()>,
+    grace: Duration,
+    limits: Limits,
+    permits: Arc<Semaphore>,
+    stats: Arc<ConnectionStats>,
+) {
     let mut builder = Builder::new(TokioExecutor::new());
     // The request-head timeout is the connection driver's (`connection::drive`), which
     // samples the connection periodically: hyper's own arms and drops a timer per request.
