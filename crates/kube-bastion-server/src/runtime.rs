@@ -150,6 +150,28 @@ pub(crate) struct Serving {
     pub(crate) tunnels: Shutdown,
 }
 
+impl Serving {
+    /// [`crate::serve::serve`] of `app` on `listener` with these settings.
+    async fn serve<S: Stack>(
+        self,
+        listener: TcpListener,
+        app: S,
+        shutdown: impl Future<Output = ()>,
+    ) {
+        crate::serve::serve(
+            listener,
+            self.tls,
+            app,
+            shutdown,
+            self.grace,
+            self.limits,
+            self.permits,
+            self.stats,
+        )
+        .await;
+    }
+}
+
 /// Serves `apps` on `listeners` in `shape`: the one stack on the one listener of a shared
 /// runtime (multi-thread or current-thread), or one worker per listener (per-core, see
 /// [`serve_per_core`]). Returns once serving has stopped and drained.
@@ -166,17 +188,7 @@ pub(crate) async fn serve<S: Stack>(
     let (Some(listener), Some(app)) = (listeners.pop(), apps.pop()) else {
         return Err("no listener to serve on".to_owned());
     };
-    crate::serve::serve(
-        listener,
-        serving.tls,
-        app,
-        shutdown,
-        serving.grace,
-        serving.limits,
-        serving.permits,
-        serving.stats,
-    )
-    .await;
+    serving.serve(listener, app, shutdown).await;
     Ok(())
 }
 
@@ -271,21 +283,12 @@ fn worker<S: Stack>(
             // The sender gone (the main thread ended) stops the worker too.
             let _ = stopped.wait_for(|stop| *stop).await;
         };
-        crate::serve::serve(
-            listener,
-            serving.tls,
-            app,
-            shutdown,
-            serving.grace,
-            serving.limits,
-            serving.permits,
-            serving.stats,
-        )
-        .await;
+        let (grace, tunnels) = (serving.grace, serving.tunnels.clone());
+        serving.serve(listener, app, shutdown).await;
         // Tunnels are tasks of this runtime: they end with it. The main thread triggered
         // the switch before stopping the workers, so they are closed within the grace
         // period.
-        let _ = tokio::time::timeout(serving.grace, serving.tunnels.drained()).await;
+        let _ = tokio::time::timeout(grace, tunnels.drained()).await;
         Ok(())
     })
 }
