@@ -216,20 +216,8 @@ async fn metrics_count_requests_by_resource_verb_and_code() {
 async fn sigterm_closes_open_tunnels_after_the_grace_period() {
     use futures_util::StreamExt;
     let mut server = Server::demo(&["--shutdown-grace-period", "1"]);
-    let url = format!(
-        "{}/api/v1/namespaces/demo/services/web:http/proxy/ws",
-        server.url.replacen("http://", "ws://", 1)
-    );
-    let (mut ws, _) = tokio_tungstenite::connect_async(url)
-        .await
-        .expect("upgrade");
-    let greeting = ws.next().await.unwrap().unwrap();
-    assert!(
-        greeting
-            .into_text()
-            .unwrap()
-            .starts_with("connected to web-0")
-    );
+    let (mut ws, greeting) = crate::support::web_socket(&server).await;
+    assert!(greeting.starts_with("connected to web-0"), "{greeting}");
     server.signal("TERM");
     // The tunnel is closed by the server once the grace period is over.
     let end = tokio::time::timeout(Duration::from_secs(20), async {

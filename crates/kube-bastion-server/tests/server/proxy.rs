@@ -334,21 +334,8 @@ async fn current_thread_runtime_proxies_services_and_upgrades() {
         assert_eq!(reply.status, 200);
         assert_eq!(reply.json()["path"], "/one");
     }
-    let url = format!(
-        "{}/api/v1/namespaces/demo/services/web:http/proxy/ws",
-        server.url.replacen("http://", "ws://", 1)
-    );
-    let (mut ws, response) = tokio_tungstenite::connect_async(url)
-        .await
-        .expect("upgrade");
-    assert_eq!(response.status(), 101);
-    let greeting = ws.next().await.unwrap().unwrap();
-    assert!(
-        greeting
-            .into_text()
-            .unwrap()
-            .starts_with("connected to web-")
-    );
+    let (_ws, greeting) = crate::support::web_socket(&server).await;
+    assert!(greeting.starts_with("connected to web-"), "{greeting}");
 }
 
 /// `--runtime per-core`: two workers, each with its own listener, runtime and backend pool.
@@ -386,21 +373,8 @@ async fn per_core_workers_share_the_connections_and_the_metrics() {
         "one worker served everything:\n{}",
         server.stderr()
     );
-    let url = format!(
-        "{}/api/v1/namespaces/demo/services/web:http/proxy/ws",
-        server.url.replacen("http://", "ws://", 1)
-    );
-    let (mut ws, response) = tokio_tungstenite::connect_async(url)
-        .await
-        .expect("upgrade");
-    assert_eq!(response.status(), 101);
-    let greeting = ws.next().await.unwrap().unwrap();
-    assert!(
-        greeting
-            .into_text()
-            .unwrap()
-            .starts_with("connected to web-")
-    );
+    let (_ws, greeting) = crate::support::web_socket(&server).await;
+    assert!(greeting.starts_with("connected to web-"), "{greeting}");
 }
 
 /// A refused backend connection: the client gets kube-apiserver's 503 message, unchanged,

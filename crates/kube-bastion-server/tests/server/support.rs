@@ -357,3 +357,23 @@ pub(crate) fn leaf(
     std::fs::write(&paths.1, key.serialize_pem()).unwrap();
     paths
 }
+
+/// A WebSocket client connection.
+pub(crate) type WebSocket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Opens a WebSocket through `server` to the demo's `web` Service (`/ws`), checks the 101,
+/// and returns the connection with the greeting the backend sends first.
+pub(crate) async fn web_socket(server: &Server) -> (WebSocket, String) {
+    use futures_util::StreamExt as _;
+    let url = format!(
+        "{}/api/v1/namespaces/demo/services/web:http/proxy/ws",
+        server.url.replacen("http://", "ws://", 1)
+    );
+    let (mut ws, response) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("upgrade");
+    assert_eq!(response.status(), 101);
+    let greeting = ws.next().await.unwrap().unwrap().into_text().unwrap();
+    (ws, greeting.to_string())
+}
